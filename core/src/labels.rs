@@ -1,0 +1,178 @@
+//! Label rules: what a valid label name, metric name and label set are.
+//!
+//! Owns the validation rules and their error messages. Must not allocate on the success path:
+//! it runs once per series on the ingest hot path.
+
+use std::fmt::Write as _;
+
+/// The label that carries the metric name.
+pub const METRIC_NAME: &str = "__name__";
+
+/// Why a label set was rejected. Every variant names the offending label so the sender can
+/// find it.
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
+pub enum LabelError {
+    #[error("series has no labels")]
+    NoLabels,
+    #[error("missing metric name (label __name__)")]
+    MissingMetricName,
+    #[error("empty label name")]
+    EmptyLabelName,
+    #[error("label {name:?} has an empty value")]
+    EmptyLabelValue { name: String },
+    #[error("invalid label name {name:?} (must match [a-zA-Z_][a-zA-Z0-9_]*)")]
+    InvalidLabelName { name: String },
+    #[error("invalid metric name {name:?} (must match [a-zA-Z_:][a-zA-Z0-9_:]*)")]
+    InvalidMetricName { name: String },
+    #[error("duplicate label name {name:?}")]
+    DuplicateLabelName { name: String },
+    #[error("labels are not sorted by name: {name:?} comes after {prev:?}")]
+    UnsortedLabels { name: String, prev: String },
+    #[error("label {field} is not valid UTF-8")]
+    NotUtf8 { field: &'static str },
+}
+
+/// `[a-zA-Z_][a-zA-Z0-9_]*`, Prometheus' classic label-name rule.
+pub fn is_valid_label_name(name: &[u8]) -> bool {
+    match name.split_first() {
+        Some((first, rest)) => {
+            (first.is_ascii_alphabetic() || *first == b'_')
+                && rest.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+        }
+        None => false,
+    }
+}
+
+/// `[a-zA-Z_:][a-zA-Z0-9_:]*`, Prometheus' classic metric-name rule.
+pub fn is_valid_metric_name(name: &[u8]) -> bool {
+    match name.split_first() {
+        Some((first, rest)) => {
+            (first.is_ascii_alphabetic() || *first == b'_' || *first == b':')
+                && rest
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b':')
+        }
+        None => false,
+    }
+}
+
+/// Checks a label set in wire order: non-empty names and values, valid names, a valid
+/// `__name__`, names strictly ascending (which also rules out duplicates).
+///
+/// Strings are already known to be UTF-8 (the decoder checked), so errors may quote them.
+pub fn validate_label_set<'a, I>(labels: I) -> Result<(), LabelError>
+where
+    I: IntoIterator<Item = (&'a str, &'a str)>,
+{
+    let mut prev: Option<&str> = None;
+    let mut has_name = false;
+    let mut any = false;
+    for (name, value) in labels {
+        any = true;
+        if name.is_empty() {
+            return Err(LabelError::EmptyLabelName);
+        }
+        if value.is_empty() {
+            return Err(LabelError::EmptyLabelValue { name: name.into() });
+        }
+        if name == METRIC_NAME {
+            has_name = true;
+            if !is_valid_metric_name(value.as_bytes()) {
+                return Err(LabelError::InvalidMetricName { name: value.into() });
+            }
+        } else if !is_valid_label_name(name.as_bytes()) {
+            return Err(LabelError::InvalidLabelName { name: name.into() });
+        }
+        if let Some(p) = prev {
+            match name.as_bytes().cmp(p.as_bytes()) {
+                std::cmp::Ordering::Equal => {
+                    return Err(LabelError::DuplicateLabelName { name: name.into() })
+                }
+                std::cmp::Ordering::Less => {
+                    return Err(LabelError::UnsortedLabels {
+                        name: name.into(),
+                        prev: p.into(),
+                    })
+                }
+                std::cmp::Ordering::Greater => {}
+            }
+        }
+        prev = Some(name);
+    }
+    if !any {
+        return Err(LabelError::NoLabels);
+    }
+    if !has_name {
+        return Err(LabelError::MissingMetricName);
+    }
+    Ok(())
+}
+
+/// Renders a label set the way PromQL prints it: `name{a="b", c="d"}`. Used in error messages
+/// only, so it may allocate.
+pub fn render_series<'a, I>(labels: I) -> String
+where
+    I: IntoIterator<Item = (&'a str, &'a str)>,
+{
+    let mut name = "";
+    let mut rest = String::new();
+    for (n, v) in labels {
+        if n == METRIC_NAME {
+            name = v;
+            continue;
+        }
+        if !rest.is_empty() {
+            rest.push_str(", ");
+        }
+        let _ = write!(rest, "{n}={v:?}");
+    }
+    format!("{name}{{{rest}}}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(l: &[(&str, &str)]) -> Result<(), LabelError> {
+        validate_label_set(l.iter().copied())
+    }
+
+    #[test]
+    fn accepts_a_normal_series() {
+        assert_eq!(check(&[("__name__", "up"), ("instance", "a:9100"), ("job", "node")]), Ok(()));
+        assert_eq!(check(&[("__name__", "ns:rule:rate5m")]), Ok(()));
+    }
+
+    #[test]
+    fn rejects_each_rule() {
+        assert_eq!(check(&[]), Err(LabelError::NoLabels));
+        assert_eq!(check(&[("job", "x")]), Err(LabelError::MissingMetricName));
+        assert_eq!(check(&[("", "x"), ("__name__", "up")]), Err(LabelError::EmptyLabelName));
+        assert!(matches!(
+            check(&[("__name__", "up"), ("job", "")]),
+            Err(LabelError::EmptyLabelValue { .. })
+        ));
+        assert!(matches!(
+            check(&[("__name__", "up"), ("1job", "x")]),
+            Err(LabelError::InvalidLabelName { .. })
+        ));
+        assert!(matches!(
+            check(&[("__name__", "up-time")]),
+            Err(LabelError::InvalidMetricName { .. })
+        ));
+        assert!(matches!(
+            check(&[("__name__", "up"), ("a", "1"), ("a", "2")]),
+            Err(LabelError::DuplicateLabelName { .. })
+        ));
+        assert!(matches!(
+            check(&[("__name__", "up"), ("b", "1"), ("a", "2")]),
+            Err(LabelError::UnsortedLabels { .. })
+        ));
+    }
+
+    #[test]
+    fn renders_like_promql() {
+        let s = render_series([("__name__", "up"), ("job", "node")]);
+        assert_eq!(s, r#"up{job="node"}"#);
+    }
+}

@@ -1,0 +1,15 @@
+//! Sluice core: the pieces every other crate shares and that touch no I/O.
+//!
+//! Owns label validation, the portable series hash and core placement, the zero-copy
+//! remote-write decoder and the Prometheus duration syntax. Must not depend on a runtime,
+//! a file or a socket: everything here is a pure function over bytes.
+
+pub mod duration;
+pub mod hash;
+pub mod labels;
+pub mod remote_write;
+
+pub use duration::{format_duration, parse_duration, DurationError};
+pub use hash::{core_for_hash, series_hash, SeriesHasher};
+pub use labels::{LabelError, METRIC_NAME};
+pub use remote_write::{DecodeError, LabelRef, Sample, SeriesRef, WriteRequestRef};

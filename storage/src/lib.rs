@@ -1,0 +1,7 @@
+//! Sluice storage: the byte formats and files a core persists.
+//!
+//! Owns the Prometheus XOR chunk encoding and the per-core write-ahead log. Must not know
+//! about HTTP, routing or other cores: a caller hands it bytes and series ids.
+
+pub mod xor;
+pub mod wal;
