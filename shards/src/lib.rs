@@ -1,1 +1,21 @@
-//! Per-core runtime (being written).
+//! Sluice shards: the thread-per-core runtime.
+//!
+//! Owns what each core owns — its tenants' heads and WALs — and the lock-free channels
+//! through which cores hand each other work. Must not parse HTTP: `sluice-net` calls in with
+//! decoded requests.
+
+pub mod batch;
+pub mod head;
+pub mod ingest;
+pub mod matcher;
+pub mod mesh;
+pub mod metrics;
+pub mod query;
+pub mod runtime;
+pub mod shard;
+
+pub use ingest::{ingest, IngestScratch};
+pub use matcher::{MatchOp, Matcher};
+pub use query::{label_names_all, label_values_all, select_all, Selection, SeriesData};
+pub use runtime::{run, Ctx, Global, RuntimeConfig};
+pub use shard::{is_valid_tenant, ApplyOutcome, Shard, ShardConfig};

@@ -19,7 +19,7 @@ pub const ENCODING_XOR: u8 = 1;
 const NO_WINDOW: u8 = 0xff;
 
 /// Initial capacity of [`XorChunk::new`]; Prometheus' `NewXORChunk` uses the same, and a
-/// typical 120-sample chunk only needs to grow once from it.
+/// typical 120-sample chunk (plus write slack) only needs to grow once from it.
 const DEFAULT_CAPACITY: usize = 128;
 
 /// Zeroed bytes kept past the logical end while appending, so every bit write is one
@@ -59,7 +59,8 @@ impl XorChunk {
         Self::with_capacity(DEFAULT_CAPACITY)
     }
 
-    /// An empty chunk whose buffer can hold `bytes` bytes (header included) before growing.
+    /// An empty chunk whose buffer starts with `bytes` bytes of capacity. While appending, the
+    /// buffer also holds a few dozen bytes of zeroed write slack past the chunk data.
     pub fn with_capacity(bytes: usize) -> Self {
         let mut buf = Vec::with_capacity(bytes.max(2));
         buf.extend_from_slice(&[0, 0]);
@@ -260,7 +261,8 @@ fn fits_bits(x: i64, n: u32) -> bool {
     -(half - 1) <= x && x <= half
 }
 
-const ERR_TRUNCATED: &str = "xor chunk: truncated (bitstream ends before the header's sample count)";
+const ERR_TRUNCATED: &str =
+    "xor chunk: truncated (bitstream ends before the header's sample count)";
 const ERR_SHORT_HEADER: &str = "xor chunk: shorter than its 2-byte header";
 const ERR_VARINT_OVERFLOW: &str = "xor chunk: varint overflows a 64-bit integer";
 const ERR_BAD_WINDOW: &str = "xor chunk: value window wider than 64 bits";
@@ -332,7 +334,9 @@ impl<'a> XorIter<'a> {
             self.avail += whole * 8;
         } else {
             while self.avail <= 56 {
-                let Some(&b) = self.data.get(self.next_byte) else { break };
+                let Some(&b) = self.data.get(self.next_byte) else {
+                    break;
+                };
                 self.acc |= (b as u64) << (56 - self.avail);
                 self.avail += 8;
                 self.next_byte += 1;
@@ -521,7 +525,16 @@ mod tests {
 
     impl Model {
         fn new() -> Self {
-            Model { stream: vec![0, 0], free: 0, n: 0, t: 0, v: 0, td: 0, lead: 0xff, trail: 0 }
+            Model {
+                stream: vec![0, 0],
+                free: 0,
+                n: 0,
+                t: 0,
+                v: 0,
+                td: 0,
+                lead: 0xff,
+                trail: 0,
+            }
         }
         fn bit(&mut self, b: bool) {
             if self.free == 0 {
@@ -597,7 +610,8 @@ mod tests {
             } else {
                 td = t.wrapping_sub(self.t) as u64;
                 let dod = td.wrapping_sub(self.td) as i64;
-                let buckets: [(u64, u32, u32); 3] = [(0b10, 2, 14), (0b110, 3, 17), (0b1110, 4, 20)];
+                let buckets: [(u64, u32, u32); 3] =
+                    [(0b10, 2, 14), (0b110, 3, 17), (0b1110, 4, 20)];
                 if dod == 0 {
                     self.bit(false);
                 } else if let Some(&(p, pl, w)) = buckets.iter().find(|b| fits_bits(dod, b.2)) {
@@ -636,13 +650,20 @@ mod tests {
         for (i, &(t, v)) in samples.iter().enumerate() {
             c.append(t, v);
             m.append(t, v);
-            assert_eq!(c.bytes(), &m.stream[..], "bytes differ from model after sample {i}");
+            assert_eq!(
+                c.bytes(),
+                &m.stream[..],
+                "bytes differ from model after sample {i}"
+            );
             let mut it = c.iter();
             let got: Vec<_> = it.by_ref().map(|(t, v)| (t, v.to_bits())).collect();
             assert_eq!(it.error(), None);
             assert_eq!(got, bits_of(&samples[..=i]), "decode after sample {i}");
             assert_eq!(c.num_samples() as usize, i + 1);
-            assert_eq!(c.last().map(|(t, v)| (t, v.to_bits())), Some((t, v.to_bits())));
+            assert_eq!(
+                c.last().map(|(t, v)| (t, v.to_bits())),
+                Some((t, v.to_bits()))
+            );
             assert_eq!(c.first_time(), Some(samples[0].0));
         }
     }
@@ -751,9 +772,20 @@ mod tests {
 
     #[test]
     fn extreme_timestamps() {
-        check(&[(i64::MIN, 1.0), (i64::MIN + 1, 2.0), (i64::MAX - 1, 3.0), (i64::MAX, 4.0)]);
+        check(&[
+            (i64::MIN, 1.0),
+            (i64::MIN + 1, 2.0),
+            (i64::MAX - 1, 3.0),
+            (i64::MAX, 4.0),
+        ]);
         check(&[(i64::MIN, 1.0), (i64::MAX, 2.0)]);
-        check(&[(-1_000_000, 0.5), (-999_000, 0.5), (-998_000, 0.25), (0, 0.0), (1, 1.0)]);
+        check(&[
+            (-1_000_000, 0.5),
+            (-999_000, 0.5),
+            (-998_000, 0.25),
+            (0, 0.0),
+            (1, 1.0),
+        ]);
         check(&[(-1, 1.0), (0, 1.0), (1, 1.0)]);
         check(&[(0, 1.0)]);
         check(&[(i64::MAX, 1.0)]);
@@ -826,7 +858,11 @@ mod tests {
             -f64::from_bits(1),
             f64::EPSILON,
         ];
-        let samples: Vec<_> = vals.iter().enumerate().map(|(i, &v)| (i as i64 * 15_000, v)).collect();
+        let samples: Vec<_> = vals
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| (i as i64 * 15_000, v))
+            .collect();
         check(&samples);
         // Each value as the first sample, and as the second (raw bits vs. first XOR window).
         for &v in &vals {
@@ -838,11 +874,30 @@ mod tests {
     #[test]
     fn value_windows() {
         // Full-width delta (leading = trailing = 0 → sigbits 64 stored as 0).
-        check(&[(0, f64::from_bits(0)), (1, f64::from_bits(u64::MAX)), (2, f64::from_bits(0))]);
-        check(&[(0, f64::from_bits(0)), (1, f64::from_bits(0x8000_0000_0000_0001))]);
+        check(&[
+            (0, f64::from_bits(0)),
+            (1, f64::from_bits(u64::MAX)),
+            (2, f64::from_bits(0)),
+        ]);
+        check(&[
+            (0, f64::from_bits(0)),
+            (1, f64::from_bits(0x8000_0000_0000_0001)),
+        ]);
         // Window reuse then a narrower-leading delta that must open a new window.
-        let bits = [0u64, 0xf0, 0x30, 0x10, 0xf000_0000, 0x1_0000_0000_0000, 0x8000_0000_0000_0000];
-        let samples: Vec<_> = bits.iter().enumerate().map(|(i, &b)| (i as i64, f64::from_bits(b))).collect();
+        let bits = [
+            0u64,
+            0xf0,
+            0x30,
+            0x10,
+            0xf000_0000,
+            0x1_0000_0000_0000,
+            0x8000_0000_0000_0000,
+        ];
+        let samples: Vec<_> = bits
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| (i as i64, f64::from_bits(b)))
+            .collect();
         check(&samples);
     }
 
@@ -871,11 +926,15 @@ mod tests {
         assert_eq!(it.next(), None);
         assert_eq!(it.error(), Some(ERR_TRUNCATED));
         // Varint longer than 10 bytes.
-        let mut it = XorIter::new(&[0, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
+        let mut it = XorIter::new(&[
+            0, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+        ]);
         assert_eq!(it.next(), None);
         assert_eq!(it.error(), Some(ERR_VARINT_OVERFLOW));
         // 10th varint byte > 1 overflows.
-        let mut bytes = vec![0, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02];
+        let mut bytes = vec![
+            0, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02,
+        ];
         bytes.extend_from_slice(&[0; 8]);
         let mut it = XorIter::new(&bytes);
         assert_eq!(it.next(), None);
@@ -895,7 +954,16 @@ mod tests {
     #[test]
     fn every_truncation_and_bit_flip_is_safe() {
         let samples: Vec<_> = (0..120)
-            .map(|i| (1_000 + i * 15_000 + (i % 7) * 3, if i % 10 == 0 { f64::NAN } else { i as f64 * 1.1 }))
+            .map(|i| {
+                (
+                    1_000 + i * 15_000 + (i % 7) * 3,
+                    if i % 10 == 0 {
+                        f64::NAN
+                    } else {
+                        i as f64 * 1.1
+                    },
+                )
+            })
             .collect();
         let c = encode(&samples);
         let full = c.bytes();
@@ -928,6 +996,13 @@ mod tests {
         c.shrink_to_fit();
         assert_eq!(c.bytes(), &before[..]);
         assert_eq!((&c).into_iter().count(), 10);
+        // Appending after shrinking must still produce exactly the continuous encoding.
+        c.append(10, 10.0);
+        let mut m = Model::new();
+        for i in 0..=10 {
+            m.append(i, i as f64);
+        }
+        assert_eq!(c.bytes(), &m.stream[..]);
     }
 
     fn sample_seq() -> impl Strategy<Value = Vec<(i64, f64)>> {

@@ -62,6 +62,8 @@ struct Inner {
     unsynced: Cell<bool>,
     bytes_written: Cell<u64>,
     syncs: Cell<u64>,
+    /// `fdatasync` latency in microseconds.
+    sync_latency: RefCell<hdrhistogram::Histogram<u64>>,
 }
 
 /// Counters a core exports as metrics.
@@ -99,6 +101,7 @@ impl Wal {
                 unsynced: Cell::new(false),
                 bytes_written: Cell::new(0),
                 syncs: Cell::new(0),
+                sync_latency: RefCell::new(latency_histogram()),
             }),
         })
     }
@@ -192,6 +195,11 @@ impl Wal {
         } else {
             None
         }
+    }
+
+    /// `fdatasync` latencies (µs) since open.
+    pub fn sync_latency(&self) -> hdrhistogram::Histogram<u64> {
+        self.inner.sync_latency.borrow().clone()
     }
 
     /// Counters for metrics.
@@ -298,9 +306,15 @@ impl Wal {
 
     async fn sync_file(&self, file: &DmaFile, segment: u32) -> Result<(), WalError> {
         let path = self.inner.dir.join(segment_name(segment));
+        let started = std::time::Instant::now();
         file.fdatasync()
             .await
             .map_err(|e| WalError::io("syncing WAL segment", &path, e.into()))?;
+        let _ = self
+            .inner
+            .sync_latency
+            .borrow_mut()
+            .record(started.elapsed().as_micros() as u64);
         self.inner.syncs.set(self.inner.syncs.get() + 1);
         self.inner.unsynced.set(false);
         Ok(())
@@ -326,6 +340,11 @@ impl Wal {
         self.inner.state.borrow_mut().file = Some((segment, file.clone()));
         Ok(file)
     }
+}
+
+/// A histogram of microseconds from 1 µs to 1 h, 3 significant digits.
+pub fn latency_histogram() -> hdrhistogram::Histogram<u64> {
+    hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static bounds are valid")
 }
 
 /// Makes a new directory entry durable (a created segment must not vanish after a crash).

@@ -1,0 +1,485 @@
+//! The in-memory head block of one (core, tenant): series, XOR chunks and postings.
+//!
+//! Owns series identity (portable hash → id, ids dense and equal to the WAL's), the
+//! append rules (in-order, idempotent repeats, 409-worthy conflicts), chunk cutting, the
+//! symbol table and the inverted index used by queries. Must not do I/O or know about other
+//! cores: the shard logs what the head accepted.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use sluice_storage::xor::{XorChunk, XorIter};
+
+use crate::matcher::Matcher;
+
+/// Samples per head chunk before it is cut (Prometheus' target).
+pub const SAMPLES_PER_CHUNK: u16 = 120;
+
+/// The keys are already xxhash64 outputs: hashing them again would only cost time.
+#[derive(Default)]
+pub struct IdentityHasher(u64);
+
+impl Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | *b as u64;
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+type HashIndex<V> = HashMap<u64, V, BuildHasherDefault<IdentityHasher>>;
+
+/// Interned strings: every label name and value is stored once per head.
+#[derive(Default)]
+pub struct Symbols {
+    ids: ahash::HashMap<Box<str>, u32>,
+    strings: Vec<Box<str>>,
+}
+
+impl Symbols {
+    fn intern(&mut self, s: &str) -> u32 {
+        if let Some(id) = self.ids.get(s) {
+            return *id;
+        }
+        let id = self.strings.len() as u32;
+        self.strings.push(s.into());
+        self.ids.insert(s.into(), id);
+        id
+    }
+
+    /// The id of `s`, if it is known.
+    pub fn lookup(&self, s: &str) -> Option<u32> {
+        self.ids.get(s).copied()
+    }
+
+    /// The string of symbol `id`.
+    #[inline]
+    pub fn get(&self, id: u32) -> &str {
+        &self.strings[id as usize]
+    }
+}
+
+/// A completed chunk: immutable bytes and their time range.
+pub struct ClosedChunk {
+    pub min_t: i64,
+    pub max_t: i64,
+    pub data: Box<[u8]>,
+}
+
+/// One series of the head.
+pub struct Series {
+    /// (name, value) symbol pairs in ascending name order.
+    labels: Box<[(u32, u32)]>,
+    hash: u64,
+    closed: Vec<ClosedChunk>,
+    open: XorChunk,
+    min_t: i64,
+}
+
+impl Series {
+    /// Last sample, if any.
+    pub fn last(&self) -> Option<(i64, f64)> {
+        self.open.last().or_else(|| {
+            self.closed
+                .last()
+                .and_then(|c| XorIter::new(&c.data).last())
+        })
+    }
+
+    fn max_t(&self) -> Option<i64> {
+        self.last().map(|(t, _)| t)
+    }
+}
+
+/// Why a sample was not appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejected {
+    /// Older than the series' newest sample and not an exact repeat of a stored one.
+    OutOfOrder { last_t: i64 },
+    /// Same timestamp as a stored sample, different value.
+    DuplicateTimestamp,
+}
+
+/// What happened to one appended sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored (and must be logged).
+    New,
+    /// An exact repeat of a stored sample (a retried request): nothing to do.
+    Repeat,
+}
+
+/// The head block of one tenant on one core.
+#[derive(Default)]
+pub struct Head {
+    symbols: Symbols,
+    series: Vec<Series>,
+    by_hash: HashIndex<u32>,
+    /// Series whose hash collides with another's (64-bit collisions: practically never).
+    collisions: HashIndex<Vec<u32>>,
+    postings: HashMap<(u32, u32), Vec<u32>, ahash::RandomState>,
+    /// Values seen per label name, for regex matchers and the label-values API.
+    values: HashMap<u32, Vec<u32>, ahash::RandomState>,
+    samples: u64,
+    min_t: i64,
+    max_t: i64,
+}
+
+impl Head {
+    pub fn new() -> Self {
+        Head {
+            min_t: i64::MAX,
+            max_t: i64::MIN,
+            ..Default::default()
+        }
+    }
+
+    /// Number of series.
+    pub fn num_series(&self) -> usize {
+        self.series.len()
+    }
+
+    /// Number of samples appended since start (including replayed ones).
+    pub fn num_samples(&self) -> u64 {
+        self.samples
+    }
+
+    /// The id of the series with these labels and hash, if it exists.
+    pub fn find<'a, L>(&self, hash: u64, labels: L) -> Option<u32>
+    where
+        L: Iterator<Item = (&'a str, &'a str)> + Clone,
+    {
+        let id = *self.by_hash.get(&hash)?;
+        if self.labels_equal(id, labels.clone()) {
+            return Some(id);
+        }
+        self.collisions
+            .get(&hash)?
+            .iter()
+            .copied()
+            .find(|id| self.labels_equal(*id, labels.clone()))
+    }
+
+    fn labels_equal<'a>(&self, id: u32, labels: impl Iterator<Item = (&'a str, &'a str)>) -> bool {
+        let mut stored = self.series[id as usize].labels.iter();
+        for (n, v) in labels {
+            match stored.next() {
+                Some((sn, sv)) if self.symbols.get(*sn) == n && self.symbols.get(*sv) == v => {}
+                _ => return false,
+            }
+        }
+        stored.next().is_none()
+    }
+
+    /// Creates a series with the next id (which the caller logs). Labels must be sorted.
+    pub fn create<'a>(&mut self, hash: u64, labels: impl Iterator<Item = (&'a str, &'a str)>) -> u32 {
+        let id = self.series.len() as u32;
+        self.insert(id, hash, labels);
+        id
+    }
+
+    /// Creates a series with a given id during WAL replay. Ids are dense: a gap (a series record
+    /// lost to corruption) is filled with empty placeholder series so ids stay aligned with the
+    /// log; an id that already exists is ignored.
+    pub fn create_with_id<'a>(
+        &mut self,
+        id: u32,
+        hash: u64,
+        labels: impl Iterator<Item = (&'a str, &'a str)>,
+    ) -> bool {
+        if (id as usize) < self.series.len() {
+            return false;
+        }
+        while (self.series.len() as u32) < id {
+            self.series.push(Series {
+                labels: Box::new([]),
+                hash: 0,
+                closed: Vec::new(),
+                open: XorChunk::new(),
+                min_t: i64::MAX,
+            });
+        }
+        self.insert(id, hash, labels);
+        true
+    }
+
+    fn insert<'a>(&mut self, id: u32, hash: u64, labels: impl Iterator<Item = (&'a str, &'a str)>) {
+        let pairs: Box<[(u32, u32)]> = labels
+            .map(|(n, v)| (self.symbols.intern(n), self.symbols.intern(v)))
+            .collect();
+        for &(n, v) in pairs.iter() {
+            let list = self.postings.entry((n, v)).or_default();
+            if list.is_empty() {
+                self.values.entry(n).or_default().push(v);
+            }
+            list.push(id);
+        }
+        match self.by_hash.entry(hash) {
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(id);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.collisions.entry(hash).or_default().push(id);
+            }
+        }
+        self.series.push(Series {
+            labels: pairs,
+            hash,
+            closed: Vec::new(),
+            open: XorChunk::new(),
+            min_t: i64::MAX,
+        });
+    }
+
+    /// Appends a sample to series `id` (which must exist).
+    pub fn append(&mut self, id: u32, t: i64, v: f64) -> Result<Appended, Rejected> {
+        let s = &mut self.series[id as usize];
+        if let Some((last_t, last_v)) = s.open.last().or_else(|| s.last()) {
+            if t <= last_t {
+                return if t == last_t {
+                    if last_v.to_bits() == v.to_bits() {
+                        Ok(Appended::Repeat)
+                    } else {
+                        Err(Rejected::DuplicateTimestamp)
+                    }
+                } else {
+                    match stored_value(s, t) {
+                        Some(bits) if bits == v.to_bits() => Ok(Appended::Repeat),
+                        Some(_) => Err(Rejected::DuplicateTimestamp),
+                        None => Err(Rejected::OutOfOrder { last_t }),
+                    }
+                };
+            }
+        }
+        if s.open.num_samples() >= SAMPLES_PER_CHUNK {
+            let full = std::mem::take(&mut s.open);
+            let (min_t, max_t) = (
+                full.first_time().unwrap_or(t),
+                full.last().map_or(t, |(t, _)| t),
+            );
+            s.closed.push(ClosedChunk {
+                min_t,
+                max_t,
+                data: full.bytes().into(),
+            });
+        }
+        s.open.append(t, v);
+        s.min_t = s.min_t.min(t);
+        self.samples += 1;
+        self.min_t = self.min_t.min(t);
+        self.max_t = self.max_t.max(t);
+        Ok(Appended::New)
+    }
+
+    /// Labels of series `id` as strings.
+    pub fn labels(&self, id: u32) -> impl Iterator<Item = (&str, &str)> + Clone + '_ {
+        self.series[id as usize]
+            .labels
+            .iter()
+            .map(|(n, v)| (self.symbols.get(*n), self.symbols.get(*v)))
+    }
+
+    /// The portable hash of series `id`.
+    pub fn hash(&self, id: u32) -> u64 {
+        self.series[id as usize].hash
+    }
+
+    /// Whether series `id` has a sample in `[mint, maxt]`.
+    pub fn overlaps(&self, id: u32, mint: i64, maxt: i64) -> bool {
+        let s = &self.series[id as usize];
+        match s.max_t() {
+            Some(max) => s.min_t <= maxt && max >= mint,
+            None => false,
+        }
+    }
+
+    /// Calls `f` for every sample of series `id` in `[mint, maxt]`, in time order.
+    pub fn samples(&self, id: u32, mint: i64, maxt: i64, mut f: impl FnMut(i64, f64)) {
+        let s = &self.series[id as usize];
+        for c in &s.closed {
+            if c.max_t < mint || c.min_t > maxt {
+                continue;
+            }
+            for (t, v) in XorIter::new(&c.data) {
+                if t >= mint && t <= maxt {
+                    f(t, v);
+                }
+            }
+        }
+        for (t, v) in s.open.iter() {
+            if t >= mint && t <= maxt {
+                f(t, v);
+            }
+        }
+    }
+
+    /// Ids of the series matching every matcher (Prometheus semantics: a matcher that
+    /// matches "" also matches series without the label), ascending.
+    pub fn select(&self, matchers: &[Matcher]) -> Vec<u32> {
+        // Narrow with the matchers that need the label to be present, then check all.
+        let mut candidates: Option<Vec<u32>> = None;
+        for m in matchers.iter().filter(|m| !m.matches("")) {
+            let Some(name) = self.symbols.lookup(&m.name) else {
+                return Vec::new();
+            };
+            let mut ids: Vec<u32> = Vec::new();
+            let values = self.values.get(&name).map(Vec::as_slice).unwrap_or(&[]);
+            let matching: Vec<u32> = values
+                .iter()
+                .copied()
+                .filter(|v| m.matches(self.symbols.get(*v)))
+                .collect();
+            if matching.len() == 1 {
+                ids.extend_from_slice(&self.postings[&(name, matching[0])]);
+            } else {
+                for v in matching {
+                    ids.extend_from_slice(&self.postings[&(name, v)]);
+                }
+                ids.sort_unstable();
+                ids.dedup();
+            }
+            candidates = Some(match candidates {
+                None => ids,
+                Some(prev) => intersect(&prev, &ids),
+            });
+            if candidates.as_ref().is_some_and(Vec::is_empty) {
+                return Vec::new();
+            }
+        }
+        let candidates = candidates.unwrap_or_else(|| (0..self.series.len() as u32).collect());
+        candidates
+            .into_iter()
+            .filter(|id| {
+                let s = &self.series[*id as usize];
+                !s.labels.is_empty()
+                    && matchers.iter().all(|m| {
+                        let value = s
+                            .labels
+                            .iter()
+                            .find(|(n, _)| self.symbols.get(*n) == m.name)
+                            .map_or("", |(_, v)| self.symbols.get(*v));
+                        m.matches(value)
+                    })
+            })
+            .collect()
+    }
+}
+
+/// The value bits stored at exactly `t` in a series, if any (the rare retry path).
+fn stored_value(s: &Series, t: i64) -> Option<u64> {
+    let in_chunk = |iter: XorIter<'_>| {
+        iter.take_while(|(ct, _)| *ct <= t)
+            .find(|(ct, _)| *ct == t)
+            .map(|(_, v)| v.to_bits())
+    };
+    for c in &s.closed {
+        if c.min_t <= t && t <= c.max_t {
+            return in_chunk(XorIter::new(&c.data));
+        }
+    }
+    in_chunk(s.open.iter())
+}
+
+fn intersect(a: &[u32], b: &[u32]) -> Vec<u32> {
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::with_capacity(a.len().min(b.len()));
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                out.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::matcher::MatchOp;
+    use sluice_core::series_hash;
+
+    fn head_with(series: &[&[(&str, &str)]]) -> Head {
+        let mut h = Head::new();
+        for l in series {
+            let id = h.create(series_hash("t", l.iter().copied()), l.iter().copied());
+            h.append(id, 1000, 1.0).unwrap();
+        }
+        h
+    }
+
+    #[test]
+    fn finds_series_by_labels() {
+        let l = [("__name__", "up"), ("job", "a")];
+        let h = head_with(&[&l]);
+        let hash = series_hash("t", l);
+        assert_eq!(h.find(hash, l.iter().copied()), Some(0));
+        let other = [("__name__", "up"), ("job", "b")];
+        assert_eq!(h.find(hash, other.iter().copied()), None);
+    }
+
+    #[test]
+    fn append_rules() {
+        let mut h = head_with(&[&[("__name__", "up")]]);
+        assert_eq!(h.append(0, 2000, 2.0), Ok(Appended::New));
+        assert_eq!(h.append(0, 2000, 2.0), Ok(Appended::Repeat));
+        assert_eq!(h.append(0, 1000, 1.0), Ok(Appended::Repeat));
+        assert_eq!(h.append(0, 2000, 3.0), Err(Rejected::DuplicateTimestamp));
+        assert_eq!(h.append(0, 1000, 5.0), Err(Rejected::DuplicateTimestamp));
+        assert_eq!(h.append(0, 1500, 1.0), Err(Rejected::OutOfOrder { last_t: 2000 }));
+        let stale = f64::from_bits(0x7ff0_0000_0000_0002);
+        assert_eq!(h.append(0, 3000, stale), Ok(Appended::New));
+        assert_eq!(h.append(0, 3000, stale), Ok(Appended::Repeat));
+    }
+
+    #[test]
+    fn chunks_are_cut_and_read_back() {
+        let mut h = head_with(&[&[("__name__", "up")]]);
+        for i in 2..=500i64 {
+            h.append(0, i * 1000, i as f64).unwrap();
+        }
+        let mut got = Vec::new();
+        h.samples(0, i64::MIN, i64::MAX, |t, v| got.push((t, v)));
+        assert_eq!(got.len(), 500);
+        assert!(got.iter().enumerate().all(|(i, (t, v))| *t == (i as i64 + 1) * 1000 && *v == (i + 1) as f64));
+        assert_eq!(h.series[0].closed.len(), 4);
+        // Retry of a sample deep in a closed chunk is recognised.
+        assert_eq!(h.append(0, 7000, 7.0), Ok(Appended::Repeat));
+        let mut window = Vec::new();
+        h.samples(0, 10_000, 12_000, |t, _| window.push(t));
+        assert_eq!(window, vec![10_000, 11_000, 12_000]);
+    }
+
+    #[test]
+    fn select_follows_prometheus_matcher_semantics() {
+        let h = head_with(&[
+            &[("__name__", "up"), ("job", "a")],
+            &[("__name__", "up"), ("job", "b"), ("zone", "x")],
+            &[("__name__", "down"), ("job", "a")],
+        ]);
+        let m = |n: &str, op, v: &str| Matcher::new(n, op, v).unwrap();
+        assert_eq!(h.select(&[m("__name__", MatchOp::Equal, "up")]), vec![0, 1]);
+        assert_eq!(
+            h.select(&[m("__name__", MatchOp::Equal, "up"), m("job", MatchOp::NotEqual, "a")]),
+            vec![1]
+        );
+        assert_eq!(h.select(&[m("job", MatchOp::Regex, "a|b")]), vec![0, 1, 2]);
+        assert_eq!(h.select(&[m("job", MatchOp::Regex, "a|")]), vec![0, 2]);
+        // zone="" matches series without the label.
+        assert_eq!(h.select(&[m("zone", MatchOp::Equal, "")]), vec![0, 2]);
+        assert_eq!(h.select(&[m("zone", MatchOp::NotRegex, ".+")]), vec![0, 2]);
+        assert_eq!(h.select(&[m("__name__", MatchOp::Equal, "nope")]), Vec::<u32>::new());
+        // Regex is anchored.
+        assert_eq!(h.select(&[m("__name__", MatchOp::Regex, "u")]), Vec::<u32>::new());
+    }
+}

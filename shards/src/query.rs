@@ -1,0 +1,194 @@
+//! Reading the heads: series selection, samples, label names and values — per core, and
+//! fanned out over all cores with the results merged.
+//!
+//! Owns the tenant label as queries see it (each tenant's series carry
+//! `<tenant_label>="<tenant>"`, and matchers on that label pick tenants). Must not evaluate
+//! PromQL: callers get raw series and samples.
+
+use std::collections::BTreeSet;
+use std::rc::Rc;
+
+use crate::matcher::Matcher;
+use crate::mesh::Unreachable;
+use crate::runtime::Ctx;
+use crate::shard::{Shard, Tenant};
+
+/// Which series to read: those matching any of the matcher sets (no sets: all series), with
+/// a sample in `[mint, maxt]`.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    pub matcher_sets: Vec<Vec<Matcher>>,
+    pub mint: i64,
+    pub maxt: i64,
+}
+
+/// A series as returned to a query: labels (tenant label included) and, if asked, samples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesData {
+    pub labels: Vec<(String, String)>,
+    pub samples: Vec<(i64, f64)>,
+}
+
+impl Shard {
+    /// Series ids of `t` that `sel` selects.
+    fn selected(&self, t: &Tenant, sel: &Selection) -> Vec<u32> {
+        let head = t.head.borrow();
+        let label = &self.cfg.tenant_label;
+        let mut ids: Vec<u32> = Vec::new();
+        let all = [Vec::new()];
+        let sets: &[Vec<Matcher>] = if sel.matcher_sets.is_empty() {
+            &all
+        } else {
+            &sel.matcher_sets
+        };
+        for set in sets {
+            if !set
+                .iter()
+                .filter(|m| &m.name == label)
+                .all(|m| m.matches(&t.name))
+            {
+                continue;
+            }
+            let rest: Vec<Matcher> = set.iter().filter(|m| &m.name != label).cloned().collect();
+            ids.extend(head.select(&rest));
+        }
+        if sets.len() > 1 {
+            ids.sort_unstable();
+            ids.dedup();
+        }
+        ids.retain(|id| head.overlaps(*id, sel.mint, sel.maxt));
+        ids
+    }
+
+    /// Series on this core that `sel` selects, with samples in range if `with_samples`.
+    pub fn select(&self, sel: &Selection, with_samples: bool) -> Vec<SeriesData> {
+        let mut out = Vec::new();
+        for t in self.tenants() {
+            let ids = self.selected(&t, sel);
+            let head = t.head.borrow();
+            for id in ids {
+                let mut samples = Vec::new();
+                if with_samples {
+                    head.samples(id, sel.mint, sel.maxt, |ts, v| samples.push((ts, v)));
+                }
+                out.push(SeriesData {
+                    labels: with_tenant(head.labels(id), &self.cfg.tenant_label, &t.name),
+                    samples,
+                });
+            }
+        }
+        out
+    }
+
+    /// Label names of the selected series on this core.
+    pub fn label_names(&self, sel: &Selection) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for t in self.tenants() {
+            let ids = self.selected(&t, sel);
+            if !ids.is_empty() {
+                out.insert(self.cfg.tenant_label.clone());
+            }
+            let head = t.head.borrow();
+            for id in ids {
+                for (n, _) in head.labels(id) {
+                    if !out.contains(n) {
+                        out.insert(n.to_string());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Values of label `name` among the selected series on this core.
+    pub fn label_values(&self, name: &str, sel: &Selection) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for t in self.tenants() {
+            let ids = self.selected(&t, sel);
+            let head = t.head.borrow();
+            for id in ids {
+                let v = head.labels(id).find(|(n, _)| *n == name).map(|(_, v)| v);
+                match v {
+                    Some(v) => {
+                        if !out.contains(v) {
+                            out.insert(v.to_string());
+                        }
+                    }
+                    None if name == self.cfg.tenant_label => {
+                        out.insert(t.name.clone());
+                    }
+                    None => {}
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Labels plus the tenant label in its sorted place (a series' own label of that name wins).
+fn with_tenant<'a>(
+    labels: impl Iterator<Item = (&'a str, &'a str)>,
+    tenant_label: &str,
+    tenant: &str,
+) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = labels.map(|(n, v)| (n.to_string(), v.to_string())).collect();
+    if let Err(pos) = out.binary_search_by(|(n, _)| n.as_str().cmp(tenant_label)) {
+        out.insert(pos, (tenant_label.to_string(), tenant.to_string()));
+    }
+    out
+}
+
+/// Selects across every core; series sorted by labels.
+pub async fn select_all(
+    ctx: &Ctx,
+    sel: Selection,
+    with_samples: bool,
+) -> Result<Vec<SeriesData>, Unreachable> {
+    let results = ctx
+        .on_all(move |shard: Rc<Shard>| {
+            let sel = sel.clone();
+            Box::pin(async move { shard.select(&sel, with_samples) })
+        })
+        .await;
+    let mut out = Vec::new();
+    for r in results {
+        out.extend(r?);
+    }
+    out.sort_by(|a, b| a.labels.cmp(&b.labels));
+    Ok(out)
+}
+
+/// Label names across every core, sorted.
+pub async fn label_names_all(ctx: &Ctx, sel: Selection) -> Result<Vec<String>, Unreachable> {
+    let results = ctx
+        .on_all(move |shard: Rc<Shard>| {
+            let sel = sel.clone();
+            Box::pin(async move { shard.label_names(&sel) })
+        })
+        .await;
+    let mut out = BTreeSet::new();
+    for r in results {
+        out.extend(r?);
+    }
+    Ok(out.into_iter().collect())
+}
+
+/// Values of one label across every core, sorted.
+pub async fn label_values_all(
+    ctx: &Ctx,
+    name: String,
+    sel: Selection,
+) -> Result<Vec<String>, Unreachable> {
+    let results = ctx
+        .on_all(move |shard: Rc<Shard>| {
+            let sel = sel.clone();
+            let name = name.clone();
+            Box::pin(async move { shard.label_values(&name, &sel) })
+        })
+        .await;
+    let mut out = BTreeSet::new();
+    for r in results {
+        out.extend(r?);
+    }
+    Ok(out.into_iter().collect())
+}

@@ -1,0 +1,242 @@
+//! Starting the cores: one pinned glommio executor per core, each with its shard, its end of
+//! the meshes and the caller's server future.
+//!
+//! Owns executor placement, start-up order (WAL layout → replay → mesh → serve), the
+//! interval-fsync timer and the shutdown sequence (drain, wait for every core, sync). Must not
+//! know about HTTP: the server is passed in as `serve`.
+
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::LocalBoxFuture;
+use glommio::{LocalExecutorBuilder, Placement};
+use sluice_storage::wal::{self, FsyncPolicy, WalError};
+
+use crate::mesh::{Job, Mesh, MeshBuilders, Reply, Unreachable};
+use crate::metrics::MetricsSnapshot;
+use crate::shard::{existing_tenants, Shard, ShardConfig};
+
+/// State all cores can read: readiness and shutdown flags.
+#[derive(Debug, Default)]
+pub struct Global {
+    pub cores: usize,
+    /// Cores that finished replay and joined the mesh.
+    pub ready_cores: AtomicUsize,
+    /// Set by the signal handler: stop accepting, drain, sync, exit.
+    pub shutdown: AtomicBool,
+    /// Cores whose server has drained.
+    drained: AtomicUsize,
+}
+
+impl Global {
+    pub fn new(cores: usize) -> Self {
+        Global {
+            cores,
+            ..Default::default()
+        }
+    }
+
+    /// Whether every core is serving.
+    pub fn is_ready(&self) -> bool {
+        self.ready_cores.load(Ordering::Acquire) == self.cores
+    }
+
+    /// Whether shutdown was requested.
+    pub fn shutting_down(&self) -> bool {
+        self.shutdown.load(Ordering::Acquire)
+    }
+}
+
+/// What a core's server gets: its shard, the mesh and the global flags.
+#[derive(Clone)]
+pub struct Ctx {
+    pub shard: Rc<Shard>,
+    pub mesh: Rc<Mesh>,
+    pub global: Arc<Global>,
+}
+
+impl Ctx {
+    /// This core's index.
+    pub fn core(&self) -> usize {
+        self.shard.id
+    }
+
+    /// Number of cores.
+    pub fn cores(&self) -> usize {
+        self.global.cores
+    }
+
+    /// Runs `f` on core `core` (directly when it is this one) and returns its result.
+    pub async fn on_core<R, F>(&self, core: usize, f: F) -> Result<R, Unreachable>
+    where
+        R: Send + 'static,
+        F: FnOnce(Rc<Shard>) -> LocalBoxFuture<'static, R> + Send + 'static,
+    {
+        if core == self.core() {
+            return Ok(f(self.shard.clone()).await);
+        }
+        let job: Job = Box::new(move |s| {
+            Box::pin(async move {
+                let r: Reply = Box::new(f(s).await);
+                r
+            })
+        });
+        let reply = self.mesh.call(core, job).await?;
+        // A job's reply type is fixed by the closure above; a mismatch is a bug here.
+        Ok(*reply
+            .downcast::<R>()
+            .expect("cross-core reply has the type its job returns"))
+    }
+
+    /// Runs `f` on every core concurrently; results in core order.
+    pub async fn on_all<R, F>(&self, f: F) -> Vec<Result<R, Unreachable>>
+    where
+        R: Send + 'static,
+        F: Fn(Rc<Shard>) -> LocalBoxFuture<'static, R> + Send + Clone + 'static,
+    {
+        let calls = (0..self.cores()).map(|k| self.on_core(k, f.clone()));
+        futures::future::join_all(calls).await
+    }
+
+    /// This core's metrics snapshot.
+    pub fn metrics_snapshot(&self) -> MetricsSnapshot {
+        let shard = &self.shard;
+        let mut s = shard.metrics.snapshot();
+        s.core = shard.id;
+        s.cross_core_in_flight = self.mesh.in_flight();
+        s.wal_replay_corrupt_records = shard.replay_corrupt_records();
+        for t in shard.tenants() {
+            let st = t.wal.stats();
+            s.wal_bytes_written += st.bytes_written;
+            s.wal_fsyncs += st.syncs;
+            let _ = s.wal_fsync_latency.add(t.wal.sync_latency());
+            let head = t.head.borrow();
+            s.head_series += head.num_series() as u64;
+            s.head_samples += head.num_samples();
+        }
+        s
+    }
+}
+
+/// How to place and size the executors.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    pub shard: ShardConfig,
+    /// CPUs to pin to; core k runs on `cpus[k % len]`. Empty: not pinned.
+    pub cpus: Vec<usize>,
+    /// io_uring registered-buffer memory per executor (bytes; kept small: `ulimit -l`).
+    pub io_memory: usize,
+    /// Slots per cross-core channel.
+    pub channel_depth: usize,
+}
+
+/// Start-up or runtime failure of a core.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error("core {core}: {msg}")]
+    Executor { core: usize, msg: String },
+}
+
+/// Runs every core until shutdown. `serve` is each core's server; it must return once
+/// `global.shutdown` is set and its in-flight requests are answered.
+pub fn run<S, Fut>(cfg: RuntimeConfig, global: Arc<Global>, serve: S) -> Result<(), RuntimeError>
+where
+    S: Fn(Ctx) -> Fut + Send + Clone + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    let cores = cfg.shard.cores;
+    for tenant in existing_tenants(&cfg.shard.data_dir)? {
+        let outcome = wal::layout::prepare_layout(&cfg.shard.data_dir.join(&tenant), &tenant, cores)?;
+        if outcome != wal::layout::LayoutOutcome::Unchanged {
+            tracing::info!(tenant, ?outcome, "WAL re-routed to the new core count");
+        }
+    }
+    let shard_cfg = Arc::new(cfg.shard.clone());
+    let builders = MeshBuilders::new(cores, cfg.channel_depth);
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<(usize, Result<(), RuntimeError>)>();
+    let mut handles = Vec::new();
+    for k in 0..cores {
+        let placement = if cfg.cpus.is_empty() {
+            Placement::Unbound
+        } else {
+            Placement::Fixed(cfg.cpus[k % cfg.cpus.len()])
+        };
+        let shard_cfg = shard_cfg.clone();
+        let builders = builders.clone();
+        let global = global.clone();
+        let serve = serve.clone();
+        let done = done_tx.clone();
+        let handle = LocalExecutorBuilder::new(placement)
+            .name(&format!("sluice-core-{k}"))
+            .io_memory(cfg.io_memory)
+            .spawn(move || async move {
+                let r = core_main(k, shard_cfg, builders, global, serve).await;
+                let _ = done.send((k, r));
+            })
+            .map_err(|e| RuntimeError::Executor {
+                core: k,
+                msg: e.to_string(),
+            })?;
+        handles.push(handle);
+    }
+    drop(done_tx);
+    // The first failure ends the process: the other cores may be waiting for it in the mesh.
+    for _ in 0..cores {
+        match done_rx.recv() {
+            Ok((_, Ok(()))) => {}
+            Ok((_, Err(e))) => return Err(e),
+            Err(_) => break,
+        }
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+    Ok(())
+}
+
+async fn core_main<S, Fut>(
+    k: usize,
+    cfg: Arc<ShardConfig>,
+    builders: MeshBuilders,
+    global: Arc<Global>,
+    serve: S,
+) -> Result<(), RuntimeError>
+where
+    S: Fn(Ctx) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let shard = Rc::new(Shard::open(k, cfg.clone())?);
+    let mesh = Mesh::join(builders, shard.clone()).await;
+    if let FsyncPolicy::Interval(every) = cfg.fsync {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(every).await;
+                if let Err(e) = shard.sync_all().await {
+                    tracing::error!(core = shard.id, "interval WAL sync failed: {e}");
+                }
+            }
+        })
+        .detach();
+    }
+    global.ready_cores.fetch_add(1, Ordering::AcqRel);
+    let ctx = Ctx {
+        shard: shard.clone(),
+        mesh,
+        global: global.clone(),
+    };
+    serve(ctx).await;
+    // Keep answering other cores' jobs until every core has drained its own requests.
+    global.drained.fetch_add(1, Ordering::AcqRel);
+    while global.drained.load(Ordering::Acquire) < global.cores {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    shard.sync_all().await?;
+    tracing::info!(core = k, "WAL synced; core stopped");
+    Ok(())
+}

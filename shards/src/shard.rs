@@ -1,0 +1,332 @@
+//! One core's state: its tenants (head + WAL each), counters, and the append path.
+//!
+//! Owns everything a core may touch without asking another core. Lives in an `Rc` on its
+//! executor; must never be sent to or shared with another thread — other cores reach it only
+//! through jobs on the mesh.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use sluice_core::{labels::render_series, series_hash};
+use sluice_storage::wal::{
+    self, record, FsyncPolicy, RecordType, ReplayVisitor, SampleRecord, Wal, WalError,
+};
+
+use crate::batch::SeriesBatch;
+use crate::head::{Appended, Head, Rejected};
+use crate::metrics::ShardMetrics;
+
+/// Settings every core shares (read-only).
+#[derive(Debug, Clone)]
+pub struct ShardConfig {
+    pub data_dir: PathBuf,
+    pub cores: usize,
+    pub fsync: FsyncPolicy,
+    /// Label that carries the tenant in query results (`tenant_id`).
+    pub tenant_label: String,
+}
+
+/// A tenant's data on this core.
+pub struct Tenant {
+    pub name: String,
+    pub head: RefCell<Head>,
+    pub wal: Wal,
+}
+
+/// How many rejected samples an outcome describes by name (the rest are only counted).
+const MAX_REPORTED_REJECTIONS: usize = 5;
+
+/// What appending a batch did. Merged across cores for one request.
+#[derive(Debug, Default, Clone)]
+pub struct ApplyOutcome {
+    pub appended: u64,
+    pub repeats: u64,
+    pub rejected: u64,
+    pub new_series: u64,
+    /// Descriptions of the first few rejected samples, naming their series.
+    pub rejections: Vec<String>,
+    /// A failure that makes the whole batch unacknowledgeable (WAL error).
+    pub failure: Option<String>,
+}
+
+impl ApplyOutcome {
+    /// Adds another core's outcome to this one.
+    pub fn merge(&mut self, o: ApplyOutcome) {
+        self.appended += o.appended;
+        self.repeats += o.repeats;
+        self.rejected += o.rejected;
+        self.new_series += o.new_series;
+        for r in o.rejections {
+            if self.rejections.len() < MAX_REPORTED_REJECTIONS {
+                self.rejections.push(r);
+            }
+        }
+        if self.failure.is_none() {
+            self.failure = o.failure;
+        }
+    }
+
+    fn failed(msg: String) -> Self {
+        ApplyOutcome {
+            failure: Some(msg),
+            ..Default::default()
+        }
+    }
+}
+
+/// One core's shard.
+pub struct Shard {
+    pub id: usize,
+    pub cfg: Arc<ShardConfig>,
+    tenants: RefCell<BTreeMap<String, Rc<Tenant>>>,
+    pub metrics: ShardMetrics,
+    /// Series ids of the batch being applied (reused).
+    ids: RefCell<Vec<u32>>,
+    replay_corrupt: Cell<u64>,
+}
+
+impl Shard {
+    /// Opens core `id`: replays its WAL directory of every tenant found in the data dir.
+    /// The layout must already match the core count ([`wal::prepare_layout`]).
+    pub fn open(id: usize, cfg: Arc<ShardConfig>) -> Result<Shard, WalError> {
+        let shard = Shard {
+            id,
+            cfg,
+            tenants: RefCell::new(BTreeMap::new()),
+            metrics: ShardMetrics::new(),
+            ids: RefCell::new(Vec::new()),
+            replay_corrupt: Cell::new(0),
+        };
+        for name in existing_tenants(&shard.cfg.data_dir)? {
+            shard.open_tenant(&name)?;
+        }
+        Ok(shard)
+    }
+
+    /// Tenants on this core.
+    pub fn tenants(&self) -> Vec<Rc<Tenant>> {
+        self.tenants.borrow().values().cloned().collect()
+    }
+
+    /// The tenant's state, created (directory, WAL) on first write.
+    pub fn tenant(&self, name: &str) -> Result<Rc<Tenant>, WalError> {
+        if let Some(t) = self.tenants.borrow().get(name) {
+            return Ok(t.clone());
+        }
+        self.open_tenant(name)
+    }
+
+    fn open_tenant(&self, name: &str) -> Result<Rc<Tenant>, WalError> {
+        let tenant_dir = self.cfg.data_dir.join(name);
+        let dir = wal::core_dir(&tenant_dir, self.id);
+        ensure_cores_file(&tenant_dir, self.cfg.cores, self.id)?;
+        let mut replay = HeadReplay {
+            tenant: name,
+            head: Head::new(),
+            unknown: 0,
+        };
+        let stats = wal::replay_dir(&dir, &mut replay, true)?;
+        if stats.records > 0 || stats.truncated_bytes > 0 {
+            tracing::info!(
+                tenant = name,
+                core = self.id,
+                segments = stats.segments,
+                series = replay.head.num_series(),
+                samples = stats.samples,
+                corrupt_records = stats.corrupt_records,
+                truncated_bytes = stats.truncated_bytes,
+                "replayed WAL"
+            );
+        }
+        self.replay_corrupt
+            .set(self.replay_corrupt.get() + stats.corrupt_records + replay.unknown);
+        let next_segment = stats.last_segment.map_or(0, |s| s + 1);
+        let wal = Wal::open(&dir, next_segment, self.cfg.fsync)?;
+        let t = Rc::new(Tenant {
+            name: name.to_string(),
+            head: RefCell::new(replay.head),
+            wal,
+        });
+        self.tenants.borrow_mut().insert(name.to_string(), t.clone());
+        Ok(t)
+    }
+
+    /// WAL records skipped during replay (corrupt, or samples of unknown series).
+    pub fn replay_corrupt_records(&self) -> u64 {
+        self.replay_corrupt.get()
+    }
+
+    /// Appends a batch this core owns and waits until it is durable per the fsync policy.
+    pub async fn ingest<B: SeriesBatch>(&self, tenant: &str, batch: &B) -> ApplyOutcome {
+        let t = match self.tenant(tenant) {
+            Ok(t) => t,
+            Err(e) => return ApplyOutcome::failed(e.to_string()),
+        };
+        let mut out = self.apply(&t, batch);
+        // Commit everything appended so far: a retried request that only repeats samples
+        // still waits for the first attempt's records to be durable.
+        if let Err(e) = t.wal.commit(t.wal.appended()).await {
+            out.failure = Some(e.to_string());
+        }
+        self.metrics.count_outcome(&out);
+        out
+    }
+
+    /// Synchronous part of [`ingest`](Self::ingest): head first, then the WAL tail.
+    fn apply<B: SeriesBatch>(&self, t: &Tenant, batch: &B) -> ApplyOutcome {
+        let mut out = ApplyOutcome::default();
+        let mut head = t.head.borrow_mut();
+        let mut ids = self.ids.borrow_mut();
+        ids.clear();
+        // Pass 1: resolve series, logging the new ones in one record.
+        t.wal.append(RecordType::Series, |buf| {
+            for i in 0..batch.len() {
+                let hash = batch.hash(i);
+                let id = match head.find(hash, batch.labels(i)) {
+                    Some(id) => id,
+                    None => {
+                        let id = head.create(hash, batch.labels(i));
+                        record::put_series(buf, id, batch.labels(i));
+                        out.new_series += 1;
+                        id
+                    }
+                };
+                ids.push(id);
+            }
+        });
+        // Pass 2: append samples, logging the stored ones in one record.
+        t.wal.append(RecordType::Samples, |buf| {
+            let mut base: Option<i64> = None;
+            for (i, id) in ids.iter().enumerate() {
+                for s in batch.samples(i) {
+                    match head.append(*id, s.timestamp, s.value) {
+                        Ok(Appended::New) => {
+                            let base_t = *base.get_or_insert_with(|| {
+                                record::put_samples_base(buf, s.timestamp);
+                                s.timestamp
+                            });
+                            record::put_sample(buf, base_t, *id, s.timestamp, s.value);
+                            out.appended += 1;
+                        }
+                        Ok(Appended::Repeat) => out.repeats += 1,
+                        Err(r) => {
+                            out.rejected += 1;
+                            if out.rejections.len() < MAX_REPORTED_REJECTIONS {
+                                out.rejections.push(describe(r, s.timestamp, batch.labels(i)));
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        out
+    }
+
+    /// Writes and syncs every tenant's WAL (interval timer, shutdown).
+    pub async fn sync_all(&self) -> Result<(), WalError> {
+        for t in self.tenants() {
+            t.wal.sync().await?;
+        }
+        Ok(())
+    }
+}
+
+fn describe<'a>(r: Rejected, t: i64, labels: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    let series = render_series(labels);
+    match r {
+        Rejected::OutOfOrder { last_t } => format!(
+            "out of order sample for series {series}: timestamp {t} is older than the newest stored {last_t}"
+        ),
+        Rejected::DuplicateTimestamp => format!(
+            "duplicate sample for timestamp {t} with a different value for series {series}"
+        ),
+    }
+}
+
+/// Replays a WAL directory into a fresh head.
+struct HeadReplay<'a> {
+    tenant: &'a str,
+    head: Head,
+    unknown: u64,
+}
+
+impl ReplayVisitor for HeadReplay<'_> {
+    fn series(&mut self, id: u32, labels: &[(&str, &str)]) {
+        let hash = series_hash(self.tenant, labels.iter().copied());
+        self.head.create_with_id(id, hash, labels.iter().copied());
+    }
+
+    fn sample(&mut self, s: SampleRecord) {
+        if (s.id as usize) < self.head.num_series() {
+            // Repeats cannot be logged, so a rejection here means a log written by a buggy or
+            // foreign writer; the head keeps what it has.
+            let _ = self.head.append(s.id, s.t, s.v);
+        } else {
+            self.unknown += 1;
+        }
+    }
+}
+
+/// Tenants that have a WAL under the data dir.
+pub fn existing_tenants(data_dir: &std::path::Path) -> Result<Vec<String>, WalError> {
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(data_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(WalError::Io {
+            op: "listing data directory",
+            path: data_dir.to_path_buf(),
+            source: e,
+        }),
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.join("wal").is_dir() {
+            if let Some(name) = e.file_name().to_str() {
+                if is_valid_tenant(name) {
+                    out.push(name.to_string());
+                }
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Tenant names become directory names: only a conservative character set is allowed.
+pub fn is_valid_tenant(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// A tenant first seen while running: record the layout its cores write.
+fn ensure_cores_file(tenant_dir: &std::path::Path, cores: usize, me: usize) -> Result<(), WalError> {
+    let wal_dir = tenant_dir.join("wal");
+    let path = wal_dir.join(wal::CORES_FILE);
+    if path.exists() {
+        return Ok(());
+    }
+    let io = |op, p: &std::path::Path, e| WalError::Io {
+        op,
+        path: p.to_path_buf(),
+        source: e,
+    };
+    std::fs::create_dir_all(&wal_dir).map_err(|e| io("creating WAL directory", &wal_dir, e))?;
+    // Every core may get here at once; each writes its own temp file with the same content.
+    let tmp = wal_dir.join(format!("CORES.tmp.{me}"));
+    std::fs::write(&tmp, format!("{cores}\n")).map_err(|e| io("writing", &tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| io("renaming", &tmp, e))?;
+    wal::writer::sync_dir(&wal_dir)?;
+    if let Some(parent) = tenant_dir.parent() {
+        let _ = wal::writer::sync_dir(parent);
+    }
+    Ok(())
+}
