@@ -1,1 +1,174 @@
-fn main() {}
+//! `sluice`: the receiver binary — command line, logging, signals, and wiring the cores to
+//! the HTTP server. Everything else lives in the workspace crates.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use sluice_shards::{Global, RuntimeConfig, ShardConfig};
+use sluice_storage::wal::FsyncPolicy;
+
+/// Thread-per-core Prometheus remote-write receiver.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about, long_about = None)]
+struct Cli {
+    /// Number of cores (one pinned executor each). Default: every CPU this process may use.
+    #[arg(long, env = "SLUICE_CORES")]
+    cores: Option<usize>,
+
+    /// Address for the HTTP API (remote write, queries, metrics). Every core listens on it
+    /// with SO_REUSEPORT.
+    #[arg(long, env = "SLUICE_LISTEN", default_value = "0.0.0.0:19291")]
+    listen: SocketAddr,
+
+    /// Directory for WALs (and later blocks): <data-dir>/<tenant>/wal/core-K/.
+    #[arg(long, env = "SLUICE_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+
+    /// When an acknowledged write is on stable storage: `always` (ack after fdatasync, group
+    /// commit), `interval=<duration>` (ack after the write, fdatasync every duration, e.g.
+    /// interval=1s) or `never` (leave it to the kernel). In every mode an acknowledged write
+    /// survives a crash of the process (kill -9); the policy decides about power loss.
+    #[arg(long, env = "SLUICE_WAL_FSYNC", default_value = "always")]
+    wal_fsync: FsyncPolicy,
+
+    /// Largest accepted remote-write request body (compressed), in bytes; larger gets 413.
+    #[arg(long, env = "SLUICE_MAX_REQUEST_BYTES", default_value_t = 32 << 20)]
+    max_request_bytes: usize,
+
+    /// Largest accepted remote-write payload after snappy decompression, in bytes; larger
+    /// gets 413.
+    #[arg(long, env = "SLUICE_MAX_DECOMPRESSED_BYTES", default_value_t = 128 << 20)]
+    max_decompressed_bytes: usize,
+
+    /// HTTP header that names the tenant of a write (as Thanos Receive).
+    #[arg(long, env = "SLUICE_TENANT_HEADER", default_value = "THANOS-TENANT")]
+    tenant_header: String,
+
+    /// Tenant of writes that carry no tenant header.
+    #[arg(long, env = "SLUICE_DEFAULT_TENANT", default_value = "default-tenant")]
+    default_tenant: String,
+
+    /// Label that identifies the tenant in query results (and later in block external labels).
+    #[arg(long, env = "SLUICE_TENANT_LABEL_NAME", default_value = "tenant_id")]
+    tenant_label_name: String,
+
+    /// Pin each core's executor to its own CPU. Turn off when sharing CPUs with other busy
+    /// processes.
+    #[arg(long, env = "SLUICE_PIN_CORES", default_value_t = true, action = clap::ArgAction::Set)]
+    pin_cores: bool,
+
+    /// Log filter (tracing EnvFilter syntax, e.g. `info`, `sluice_net=debug`).
+    #[arg(long, env = "SLUICE_LOG", default_value = "info")]
+    log: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log)
+                .with_context(|| format!("invalid --log filter {:?}", cli.log))?,
+        )
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+
+    let cpus: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    let cores = match cli.cores {
+        Some(0) => bail!("--cores must be at least 1"),
+        Some(n) => n,
+        None => cpus.len().max(1),
+    };
+    if !sluice_shards::is_valid_tenant(&cli.default_tenant) {
+        bail!(
+            "--default-tenant {:?} is not a valid tenant name (1-128 of [A-Za-z0-9_.-])",
+            cli.default_tenant
+        );
+    }
+    if !sluice_core::labels::is_valid_label_name(cli.tenant_label_name.as_bytes()) {
+        bail!(
+            "--tenant-label-name {:?} is not a valid label name",
+            cli.tenant_label_name
+        );
+    }
+    std::fs::create_dir_all(&cli.data_dir)
+        .with_context(|| format!("creating data dir {}", cli.data_dir.display()))?;
+    // Two processes appending to the same WAL would corrupt it.
+    let lock_path = cli.data_dir.join("LOCK");
+    let lock = std::fs::File::create(&lock_path)
+        .with_context(|| format!("creating {}", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        bail!(
+            "data dir {} is in use by another sluice process",
+            cli.data_dir.display()
+        );
+    }
+
+    let global = Arc::new(Global::new(cores));
+    spawn_signal_handler(global.clone())?;
+
+    let net = Arc::new(sluice_net::NetConfig {
+        listen: cli.listen,
+        max_request_bytes: cli.max_request_bytes,
+        max_decompressed_bytes: cli.max_decompressed_bytes,
+        tenant_header: cli.tenant_header.to_ascii_lowercase(),
+        default_tenant: cli.default_tenant.clone(),
+    });
+    let cfg = RuntimeConfig {
+        shard: ShardConfig {
+            data_dir: cli.data_dir.clone(),
+            cores,
+            fsync: cli.wal_fsync,
+            tenant_label: cli.tenant_label_name.clone(),
+        },
+        cpus: if cli.pin_cores { cpus } else { Vec::new() },
+        io_memory: 1 << 20,
+        channel_depth: 1024,
+    };
+    tracing::info!(
+        cores,
+        data_dir = %cli.data_dir.display(),
+        wal_fsync = ?cli.wal_fsync,
+        "starting sluice"
+    );
+    sluice_shards::run(cfg, global, move |ctx| {
+        let net = net.clone();
+        async move { sluice_net::serve(ctx, net).await }
+    })
+    .context("running cores")?;
+    drop(lock);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// SIGTERM/SIGINT: drain and stop. A second signal exits at once.
+fn spawn_signal_handler(global: Arc<Global>) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .context("installing signal handlers")?;
+    std::thread::Builder::new()
+        .name("sluice-signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if global.shutdown.swap(true, Ordering::AcqRel) {
+                    tracing::warn!(signal = sig, "second signal: exiting without draining");
+                    std::process::exit(130);
+                }
+                tracing::info!(
+                    signal = sig,
+                    "shutting down: draining requests, syncing WAL"
+                );
+            }
+        })
+        .context("starting signal thread")?;
+    Ok(())
+}

@@ -98,7 +98,9 @@ mod tests {
 
     #[test]
     fn rejects_what_prometheus_rejects() {
-        for bad in ["", "15", "1.5h", "m", "30m1h", "1h1h", "5 s", "-1s", "1µs", "1sms"] {
+        for bad in [
+            "", "15", "1.5h", "m", "30m1h", "1h1h", "5 s", "-1s", "1µs", "1sms",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
         }
     }

@@ -85,7 +85,10 @@ mod tests {
         let mut bytes = b"t\xff".to_vec();
         bytes.extend_from_slice(b"__name__\xffup\xffjob\xffnode\xff");
         let expected = xxhash_rust::xxh64::xxh64(&bytes, 0);
-        assert_eq!(series_hash("t", [("__name__", "up"), ("job", "node")]), expected);
+        assert_eq!(
+            series_hash("t", [("__name__", "up"), ("job", "node")]),
+            expected
+        );
     }
 
     #[test]

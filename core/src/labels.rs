@@ -139,7 +139,10 @@ mod tests {
 
     #[test]
     fn accepts_a_normal_series() {
-        assert_eq!(check(&[("__name__", "up"), ("instance", "a:9100"), ("job", "node")]), Ok(()));
+        assert_eq!(
+            check(&[("__name__", "up"), ("instance", "a:9100"), ("job", "node")]),
+            Ok(())
+        );
         assert_eq!(check(&[("__name__", "ns:rule:rate5m")]), Ok(()));
     }
 
@@ -147,7 +150,10 @@ mod tests {
     fn rejects_each_rule() {
         assert_eq!(check(&[]), Err(LabelError::NoLabels));
         assert_eq!(check(&[("job", "x")]), Err(LabelError::MissingMetricName));
-        assert_eq!(check(&[("", "x"), ("__name__", "up")]), Err(LabelError::EmptyLabelName));
+        assert_eq!(
+            check(&[("", "x"), ("__name__", "up")]),
+            Err(LabelError::EmptyLabelName)
+        );
         assert!(matches!(
             check(&[("__name__", "up"), ("job", "")]),
             Err(LabelError::EmptyLabelValue { .. })

@@ -1,1 +1,29 @@
-//! HTTP API (being written).
+//! Sluice net: the HTTP API each core serves on its own `SO_REUSEPORT` listener.
+//!
+//! Owns HTTP framing (hyper over glommio), the remote-write endpoint, the read API and
+//! `/metrics`. Must not touch storage directly: writes and reads go through `sluice-shards`.
+
+mod api;
+mod io;
+mod metrics_text;
+mod receive;
+mod response;
+mod server;
+
+use std::net::SocketAddr;
+
+pub use server::serve;
+
+/// HTTP settings shared by every core.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    pub listen: SocketAddr,
+    /// Largest accepted (compressed) request body.
+    pub max_request_bytes: usize,
+    /// Largest accepted decompressed remote-write payload.
+    pub max_decompressed_bytes: usize,
+    /// Header naming the tenant of a write.
+    pub tenant_header: String,
+    /// Tenant of writes without the header.
+    pub default_tenant: String,
+}

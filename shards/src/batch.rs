@@ -87,15 +87,18 @@ impl OwnedBatch {
         let labels_at = self.bytes.len() as u32;
         let n_labels = labels.len() as u32;
         for (n, v) in labels {
-            self.bytes.extend_from_slice(&(n.len() as u32).to_le_bytes());
+            self.bytes
+                .extend_from_slice(&(n.len() as u32).to_le_bytes());
             self.bytes.extend_from_slice(n.as_bytes());
-            self.bytes.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            self.bytes
+                .extend_from_slice(&(v.len() as u32).to_le_bytes());
             self.bytes.extend_from_slice(v.as_bytes());
         }
         let samples_at = self.bytes.len() as u32;
         for s in samples {
             self.bytes.extend_from_slice(&s.timestamp.to_le_bytes());
-            self.bytes.extend_from_slice(&s.value.to_bits().to_le_bytes());
+            self.bytes
+                .extend_from_slice(&s.value.to_bits().to_le_bytes());
         }
         self.samples += samples.len();
         self.entries.push(Entry {
@@ -124,7 +127,10 @@ pub struct OwnedLabels<'a> {
 impl<'a> OwnedLabels<'a> {
     fn take_str(&mut self) -> &'a str {
         let len = read_u32(self.bytes, self.pos) as usize;
-        let s = self.bytes.get(self.pos + 4..self.pos + 4 + len).unwrap_or(&[]);
+        let s = self
+            .bytes
+            .get(self.pos + 4..self.pos + 4 + len)
+            .unwrap_or(&[]);
         self.pos += 4 + len;
         // Written from strings the decoder validated; never fails.
         std::str::from_utf8(s).unwrap_or("")
@@ -206,16 +212,28 @@ mod tests {
             42,
             [("__name__", "up"), ("job", "node")].into_iter(),
             &[
-                Sample { timestamp: -1, value: 1.5 },
-                Sample { timestamp: 2, value: stale },
+                Sample {
+                    timestamp: -1,
+                    value: 1.5,
+                },
+                Sample {
+                    timestamp: 2,
+                    value: stale,
+                },
             ],
         );
         b.push(7, [("__name__", "x")].into_iter(), &[]);
         assert_eq!(b.len(), 2);
         assert_eq!(b.hash(0), 42);
-        assert_eq!(b.labels(0).collect::<Vec<_>>(), vec![("__name__", "up"), ("job", "node")]);
+        assert_eq!(
+            b.labels(0).collect::<Vec<_>>(),
+            vec![("__name__", "up"), ("job", "node")]
+        );
         assert_eq!(b.labels(0).len(), 2);
-        let s: Vec<_> = b.samples(0).map(|s| (s.timestamp, s.value.to_bits())).collect();
+        let s: Vec<_> = b
+            .samples(0)
+            .map(|s| (s.timestamp, s.value.to_bits()))
+            .collect();
         assert_eq!(s, vec![(-1, 1.5f64.to_bits()), (2, stale.to_bits())]);
         assert_eq!(b.labels(1).collect::<Vec<_>>(), vec![("__name__", "x")]);
         assert_eq!(b.samples(1).count(), 0);

@@ -178,7 +178,11 @@ impl Head {
     }
 
     /// Creates a series with the next id (which the caller logs). Labels must be sorted.
-    pub fn create<'a>(&mut self, hash: u64, labels: impl Iterator<Item = (&'a str, &'a str)>) -> u32 {
+    pub fn create<'a>(
+        &mut self,
+        hash: u64,
+        labels: impl Iterator<Item = (&'a str, &'a str)>,
+    ) -> u32 {
         let id = self.series.len() as u32;
         self.insert(id, hash, labels);
         id
@@ -436,7 +440,10 @@ mod tests {
         assert_eq!(h.append(0, 1000, 1.0), Ok(Appended::Repeat));
         assert_eq!(h.append(0, 2000, 3.0), Err(Rejected::DuplicateTimestamp));
         assert_eq!(h.append(0, 1000, 5.0), Err(Rejected::DuplicateTimestamp));
-        assert_eq!(h.append(0, 1500, 1.0), Err(Rejected::OutOfOrder { last_t: 2000 }));
+        assert_eq!(
+            h.append(0, 1500, 1.0),
+            Err(Rejected::OutOfOrder { last_t: 2000 })
+        );
         let stale = f64::from_bits(0x7ff0_0000_0000_0002);
         assert_eq!(h.append(0, 3000, stale), Ok(Appended::New));
         assert_eq!(h.append(0, 3000, stale), Ok(Appended::Repeat));
@@ -451,7 +458,10 @@ mod tests {
         let mut got = Vec::new();
         h.samples(0, i64::MIN, i64::MAX, |t, v| got.push((t, v)));
         assert_eq!(got.len(), 500);
-        assert!(got.iter().enumerate().all(|(i, (t, v))| *t == (i as i64 + 1) * 1000 && *v == (i + 1) as f64));
+        assert!(got
+            .iter()
+            .enumerate()
+            .all(|(i, (t, v))| *t == (i as i64 + 1) * 1000 && *v == (i + 1) as f64));
         assert_eq!(h.series[0].closed.len(), 4);
         // Retry of a sample deep in a closed chunk is recognised.
         assert_eq!(h.append(0, 7000, 7.0), Ok(Appended::Repeat));
@@ -470,7 +480,10 @@ mod tests {
         let m = |n: &str, op, v: &str| Matcher::new(n, op, v).unwrap();
         assert_eq!(h.select(&[m("__name__", MatchOp::Equal, "up")]), vec![0, 1]);
         assert_eq!(
-            h.select(&[m("__name__", MatchOp::Equal, "up"), m("job", MatchOp::NotEqual, "a")]),
+            h.select(&[
+                m("__name__", MatchOp::Equal, "up"),
+                m("job", MatchOp::NotEqual, "a")
+            ]),
             vec![1]
         );
         assert_eq!(h.select(&[m("job", MatchOp::Regex, "a|b")]), vec![0, 1, 2]);
@@ -478,8 +491,14 @@ mod tests {
         // zone="" matches series without the label.
         assert_eq!(h.select(&[m("zone", MatchOp::Equal, "")]), vec![0, 2]);
         assert_eq!(h.select(&[m("zone", MatchOp::NotRegex, ".+")]), vec![0, 2]);
-        assert_eq!(h.select(&[m("__name__", MatchOp::Equal, "nope")]), Vec::<u32>::new());
+        assert_eq!(
+            h.select(&[m("__name__", MatchOp::Equal, "nope")]),
+            Vec::<u32>::new()
+        );
         // Regex is anchored.
-        assert_eq!(h.select(&[m("__name__", MatchOp::Regex, "u")]), Vec::<u32>::new());
+        assert_eq!(
+            h.select(&[m("__name__", MatchOp::Regex, "u")]),
+            Vec::<u32>::new()
+        );
     }
 }

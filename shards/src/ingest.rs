@@ -76,7 +76,8 @@ pub async fn ingest(
         };
         ctx.shard.ingest(tenant, &batch).await
     };
-    let (mut out, others) = futures::future::join(local, futures::future::join_all(remote_calls)).await;
+    let (mut out, others) =
+        futures::future::join(local, futures::future::join_all(remote_calls)).await;
     for o in others {
         out.merge(o);
     }

@@ -60,7 +60,7 @@ pub struct Mesh {
     replies: Rc<Senders<Response>>,
     pending: RefCell<HashMap<u64, oneshot::Sender<Reply>>>,
     next_id: Cell<u64>,
-    in_flight: Cell<u64>,
+    shard: Rc<Shard>,
 }
 
 /// A peer core went away (shutdown) or never answered.
@@ -87,7 +87,7 @@ impl Mesh {
             replies: Rc::new(rep_tx),
             pending: RefCell::new(HashMap::new()),
             next_id: Cell::new(0),
-            in_flight: Cell::new(0),
+            shard: shard.clone(),
         });
         for (_, rx) in req_rx.streams() {
             let shard = shard.clone();
@@ -114,7 +114,7 @@ impl Mesh {
             glommio::spawn_local(async move {
                 while let Some(resp) = rx.recv().await {
                     if let Some(tx) = mesh.pending.borrow_mut().remove(&resp.id) {
-                        mesh.in_flight.set(mesh.in_flight.get().saturating_sub(1));
+                        mesh.in_flight_add(-1);
                         let _ = tx.send(resp.reply);
                     }
                 }
@@ -129,9 +129,9 @@ impl Mesh {
         self.me
     }
 
-    /// Jobs sent and not yet answered.
-    pub fn in_flight(&self) -> u64 {
-        self.in_flight.get()
+    fn in_flight_add(&self, d: i64) {
+        let c = &self.shard.metrics.cross_core_in_flight;
+        c.set(c.get().saturating_add_signed(d));
     }
 
     /// Runs `job` on core `core` (which must not be this one) and returns its reply.
@@ -140,7 +140,7 @@ impl Mesh {
         self.next_id.set(id + 1);
         let (tx, rx) = oneshot::channel();
         self.pending.borrow_mut().insert(id, tx);
-        self.in_flight.set(self.in_flight.get() + 1);
+        self.in_flight_add(1);
         let req = Request {
             id,
             from: self.me,
@@ -148,7 +148,7 @@ impl Mesh {
         };
         if self.requests.send_to(core, req).await.is_err() {
             self.pending.borrow_mut().remove(&id);
-            self.in_flight.set(self.in_flight.get().saturating_sub(1));
+            self.in_flight_add(-1);
             return Err(Unreachable(core));
         }
         rx.await.map_err(|_| Unreachable(core))

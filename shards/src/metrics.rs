@@ -26,6 +26,8 @@ pub struct ShardMetrics {
     request_latency: RefCell<Histogram<u64>>,
     series_received: Cell<u64>,
     samples_received: Cell<u64>,
+    /// Jobs sent to other cores and not answered yet (maintained by the mesh).
+    pub(crate) cross_core_in_flight: Cell<u64>,
 }
 
 impl Default for ShardMetrics {
@@ -46,6 +48,7 @@ impl ShardMetrics {
             request_latency: RefCell::new(latency_histogram()),
             series_received: Cell::new(0),
             samples_received: Cell::new(0),
+            cross_core_in_flight: Cell::new(0),
         }
     }
 
@@ -58,7 +61,11 @@ impl ShardMetrics {
 
     /// Counts one HTTP request by handler and status code, with its latency in µs when given.
     pub fn count_request(&self, handler: &'static str, code: u16, latency_us: Option<u64>) {
-        *self.requests.borrow_mut().entry((handler, code)).or_default() += 1;
+        *self
+            .requests
+            .borrow_mut()
+            .entry((handler, code))
+            .or_default() += 1;
         if let Some(us) = latency_us {
             let _ = self.request_latency.borrow_mut().record(us.max(1));
         }
@@ -96,6 +103,7 @@ impl ShardMetrics {
                 .map(|(r, n)| (r.to_string(), *n))
                 .collect(),
             request_latency: self.request_latency.borrow().clone(),
+            cross_core_in_flight: self.cross_core_in_flight.get(),
             ..MetricsSnapshot::default()
         }
     }

@@ -131,7 +131,9 @@ fn with_tenant<'a>(
     tenant_label: &str,
     tenant: &str,
 ) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = labels.map(|(n, v)| (n.to_string(), v.to_string())).collect();
+    let mut out: Vec<(String, String)> = labels
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
     if let Err(pos) = out.binary_search_by(|(n, _)| n.as_str().cmp(tenant_label)) {
         out.insert(pos, (tenant_label.to_string(), tenant.to_string()));
     }

@@ -16,7 +16,6 @@ use glommio::{LocalExecutorBuilder, Placement};
 use sluice_storage::wal::{self, FsyncPolicy, WalError};
 
 use crate::mesh::{Job, Mesh, MeshBuilders, Reply, Unreachable};
-use crate::metrics::MetricsSnapshot;
 use crate::shard::{existing_tenants, Shard, ShardConfig};
 
 /// State all cores can read: readiness and shutdown flags.
@@ -100,25 +99,6 @@ impl Ctx {
         let calls = (0..self.cores()).map(|k| self.on_core(k, f.clone()));
         futures::future::join_all(calls).await
     }
-
-    /// This core's metrics snapshot.
-    pub fn metrics_snapshot(&self) -> MetricsSnapshot {
-        let shard = &self.shard;
-        let mut s = shard.metrics.snapshot();
-        s.core = shard.id;
-        s.cross_core_in_flight = self.mesh.in_flight();
-        s.wal_replay_corrupt_records = shard.replay_corrupt_records();
-        for t in shard.tenants() {
-            let st = t.wal.stats();
-            s.wal_bytes_written += st.bytes_written;
-            s.wal_fsyncs += st.syncs;
-            let _ = s.wal_fsync_latency.add(t.wal.sync_latency());
-            let head = t.head.borrow();
-            s.head_series += head.num_series() as u64;
-            s.head_samples += head.num_samples();
-        }
-        s
-    }
 }
 
 /// How to place and size the executors.
@@ -151,7 +131,8 @@ where
 {
     let cores = cfg.shard.cores;
     for tenant in existing_tenants(&cfg.shard.data_dir)? {
-        let outcome = wal::layout::prepare_layout(&cfg.shard.data_dir.join(&tenant), &tenant, cores)?;
+        let outcome =
+            wal::layout::prepare_layout(&cfg.shard.data_dir.join(&tenant), &tenant, cores)?;
         if outcome != wal::layout::LayoutOutcome::Unchanged {
             tracing::info!(tenant, ?outcome, "WAL re-routed to the new core count");
         }

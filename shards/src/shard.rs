@@ -150,7 +150,9 @@ impl Shard {
             head: RefCell::new(replay.head),
             wal,
         });
-        self.tenants.borrow_mut().insert(name.to_string(), t.clone());
+        self.tenants
+            .borrow_mut()
+            .insert(name.to_string(), t.clone());
         Ok(t)
     }
 
@@ -215,7 +217,8 @@ impl Shard {
                         Err(r) => {
                             out.rejected += 1;
                             if out.rejections.len() < MAX_REPORTED_REJECTIONS {
-                                out.rejections.push(describe(r, s.timestamp, batch.labels(i)));
+                                out.rejections
+                                    .push(describe(r, s.timestamp, batch.labels(i)));
                             }
                         }
                     }
@@ -223,6 +226,23 @@ impl Shard {
             }
         });
         out
+    }
+
+    /// This core's numbers for `/metrics`.
+    pub fn snapshot(&self) -> crate::metrics::MetricsSnapshot {
+        let mut s = self.metrics.snapshot();
+        s.core = self.id;
+        s.wal_replay_corrupt_records = self.replay_corrupt.get();
+        for t in self.tenants() {
+            let st = t.wal.stats();
+            s.wal_bytes_written += st.bytes_written;
+            s.wal_fsyncs += st.syncs;
+            let _ = s.wal_fsync_latency.add(t.wal.sync_latency());
+            let head = t.head.borrow();
+            s.head_series += head.num_series() as u64;
+            s.head_samples += head.num_samples();
+        }
+        s
     }
 
     /// Writes and syncs every tenant's WAL (interval timer, shutdown).
@@ -276,11 +296,13 @@ pub fn existing_tenants(data_dir: &std::path::Path) -> Result<Vec<String>, WalEr
     let entries = match std::fs::read_dir(data_dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(WalError::Io {
-            op: "listing data directory",
-            path: data_dir.to_path_buf(),
-            source: e,
-        }),
+        Err(e) => {
+            return Err(WalError::Io {
+                op: "listing data directory",
+                path: data_dir.to_path_buf(),
+                source: e,
+            })
+        }
     };
     for e in entries.flatten() {
         let path = e.path();
@@ -308,7 +330,11 @@ pub fn is_valid_tenant(name: &str) -> bool {
 }
 
 /// A tenant first seen while running: record the layout its cores write.
-fn ensure_cores_file(tenant_dir: &std::path::Path, cores: usize, me: usize) -> Result<(), WalError> {
+fn ensure_cores_file(
+    tenant_dir: &std::path::Path,
+    cores: usize,
+    me: usize,
+) -> Result<(), WalError> {
     let wal_dir = tenant_dir.join("wal");
     let path = wal_dir.join(wal::CORES_FILE);
     if path.exists() {

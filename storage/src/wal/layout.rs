@@ -30,7 +30,11 @@ pub enum LayoutOutcome {
     /// The log was already written by this many cores (or is new).
     Unchanged,
     /// The log was rewritten from `from` cores to the requested count.
-    Rerouted { from: usize, series: u64, samples: u64 },
+    Rerouted {
+        from: usize,
+        series: u64,
+        samples: u64,
+    },
 }
 
 /// Makes `tenant_dir/wal` a layout for `cores` cores, finishing or undoing an interrupted
@@ -54,7 +58,8 @@ pub fn prepare_layout(
         }
     }
     if !wal.exists() {
-        std::fs::create_dir_all(&wal).map_err(|e| WalError::io("creating WAL directory", &wal, e))?;
+        std::fs::create_dir_all(&wal)
+            .map_err(|e| WalError::io("creating WAL directory", &wal, e))?;
         write_cores(&wal, cores)?;
         sync_dir(tenant_dir)?;
         return Ok(LayoutOutcome::Unchanged);
@@ -280,7 +285,10 @@ impl Router {
 
 impl ReplayVisitor for Router {
     fn series(&mut self, id: u32, labels: &[(&str, &str)]) {
-        let core = core_for_hash(series_hash(&self.tenant, labels.iter().copied()), self.cores);
+        let core = core_for_hash(
+            series_hash(&self.tenant, labels.iter().copied()),
+            self.cores,
+        );
         let new_id = self.next_id[core];
         self.next_id[core] += 1;
         self.ids.insert(id, (core, new_id));
@@ -353,7 +361,11 @@ mod tests {
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(dir.join("00000000"), buf).unwrap();
         }
-        std::fs::write(tenant_dir.join("wal").join(CORES_FILE), format!("{cores}\n")).unwrap();
+        std::fs::write(
+            tenant_dir.join("wal").join(CORES_FILE),
+            format!("{cores}\n"),
+        )
+        .unwrap();
     }
 
     fn replay_all(tenant_dir: &Path, cores: usize) -> Vec<Vec<(String, i64)>> {
@@ -391,7 +403,10 @@ mod tests {
         }
         assert_eq!(total, 1500);
         assert!(!t.join("wal").join("core-2").exists());
-        assert_eq!(prepare_layout(&t, "tenant-a", 2).unwrap(), LayoutOutcome::Unchanged);
+        assert_eq!(
+            prepare_layout(&t, "tenant-a", 2).unwrap(),
+            LayoutOutcome::Unchanged
+        );
     }
 
     #[test]

@@ -42,7 +42,8 @@ pub fn replay_dir(
     let mut stats = ReplayStats::default();
     for index in list_segments(dir)? {
         let path = dir.join(segment_name(index));
-        let data = std::fs::read(&path).map_err(|e| WalError::io("reading WAL segment", &path, e))?;
+        let data =
+            std::fs::read(&path).map_err(|e| WalError::io("reading WAL segment", &path, e))?;
         stats.segments += 1;
         stats.last_segment = Some(index);
         let mut scratch = Vec::new();
@@ -196,7 +197,9 @@ mod tests {
         assert_eq!(stats.corrupt_records, 0);
         assert!(stats.truncated_bytes > 0);
         assert_eq!(
-            std::fs::metadata(dir.path().join("00000000")).unwrap().len(),
+            std::fs::metadata(dir.path().join("00000000"))
+                .unwrap()
+                .len(),
             ends[9] as u64
         );
         // Replaying the repaired segment gives the same data and nothing to repair.

@@ -324,8 +324,14 @@ mod tests {
         let mut seg = frame_of(RecordType::Samples, &[1, 2, 3, 4, 5, 6, 7, 8]);
         let first_len = seg.len();
         seg.extend(frame_of(RecordType::Series, b"abc"));
-        assert!(matches!(read_frame(&seg, 0), Frame::Record(RecordType::Samples, _)));
-        assert!(matches!(read_frame(&seg, first_len), Frame::Record(RecordType::Series, b"abc")));
+        assert!(matches!(
+            read_frame(&seg, 0),
+            Frame::Record(RecordType::Samples, _)
+        ));
+        assert!(matches!(
+            read_frame(&seg, first_len),
+            Frame::Record(RecordType::Series, b"abc")
+        ));
         assert_eq!(read_frame(&seg, seg.len()), Frame::End);
         let mut padded = seg.clone();
         padded.extend([0u8; 100]);
@@ -342,7 +348,10 @@ mod tests {
         );
         // Cut in the middle of the second record: a torn tail.
         let torn = &seg[..seg.len() - 1];
-        assert!(matches!(read_frame(torn, first_len), Frame::Corrupt { skip: None, .. }));
+        assert!(matches!(
+            read_frame(torn, first_len),
+            Frame::Corrupt { skip: None, .. }
+        ));
     }
 
     #[test]

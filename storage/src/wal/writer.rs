@@ -393,7 +393,9 @@ mod tests {
         let path = dir.path().to_path_buf();
         run(move || async move {
             let wal = Wal::open(&path, 0, FsyncPolicy::Always).unwrap();
-            wal.append(RecordType::Series, |b| put_series(b, 0, [("__name__", "up")]));
+            wal.append(RecordType::Series, |b| {
+                put_series(b, 0, [("__name__", "up")])
+            });
             let mut tasks = Vec::new();
             for i in 0..200i64 {
                 let w = wal.clone();
@@ -409,7 +411,11 @@ mod tests {
                 t.await;
             }
             let st = wal.stats();
-            assert!(st.syncs < 200, "group commit should share syncs, got {}", st.syncs);
+            assert!(
+                st.syncs < 200,
+                "group commit should share syncs, got {}",
+                st.syncs
+            );
         });
         let mut c = Count::default();
         let stats = replay_dir(dir.path(), &mut c, true).unwrap();
@@ -425,7 +431,9 @@ mod tests {
         let path = dir.path().to_path_buf();
         run(move || async move {
             let wal = Wal::open(&path, 3, FsyncPolicy::Never).unwrap();
-            wal.append(RecordType::Series, |b| put_series(b, 0, [("__name__", "up")]));
+            wal.append(RecordType::Series, |b| {
+                put_series(b, 0, [("__name__", "up")])
+            });
             // Many small commits: each rewrites the same partial page.
             for i in 0..2_000i64 {
                 let lsn = wal.append(RecordType::Samples, |b| {

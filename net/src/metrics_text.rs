@@ -1,0 +1,217 @@
+//! `/metrics`: every core's snapshot, rendered in the Prometheus text exposition format.
+//!
+//! Owns metric names, help texts and label layout. Latency histograms are exported as
+//! summaries (quantiles from hdrhistogram, in seconds). Must not keep state of its own.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use hdrhistogram::Histogram;
+use sluice_shards::metrics::MetricsSnapshot;
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn per_core(
+    out: &mut String,
+    snaps: &[MetricsSnapshot],
+    name: &str,
+    kind: &str,
+    help: &str,
+    f: impl Fn(&MetricsSnapshot) -> u64,
+) {
+    header(out, name, kind, help);
+    for s in snaps {
+        let _ = writeln!(out, "{name}{{core=\"{}\"}} {}", s.core, f(s));
+    }
+}
+
+fn summary(out: &mut String, name: &str, labels: &str, h: &Histogram<u64>) {
+    let sep = if labels.is_empty() { "" } else { "," };
+    for q in [0.5, 0.9, 0.99, 0.999] {
+        let v = if h.is_empty() {
+            f64::NAN
+        } else {
+            h.value_at_quantile(q) as f64 / 1e6
+        };
+        let _ = writeln!(out, "{name}{{{labels}{sep}quantile=\"{q}\"}} {v}");
+    }
+    let sum: f64 = h
+        .iter_recorded()
+        .map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64)
+        .sum::<f64>()
+        / 1e6
+        + 0.0;
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+    let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.len());
+}
+
+/// Renders all cores' snapshots.
+pub fn render(snaps: &[MetricsSnapshot]) -> String {
+    let mut out = String::with_capacity(8192);
+    let mut requests: BTreeMap<(String, u16), u64> = BTreeMap::new();
+    let mut rejections: BTreeMap<String, u64> = BTreeMap::new();
+    let mut req_latency = sluice_storage_latency();
+    let mut fsync_latency = sluice_storage_latency();
+    for s in snaps {
+        for (k, v) in &s.requests {
+            *requests.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &s.rejections {
+            *rejections.entry(k.clone()).or_default() += v;
+        }
+        let _ = req_latency.add(&s.request_latency);
+        let _ = fsync_latency.add(&s.wal_fsync_latency);
+    }
+    header(
+        &mut out,
+        "sluice_http_requests_total",
+        "counter",
+        "HTTP requests by handler and status code.",
+    );
+    for ((h, c), n) in &requests {
+        let _ = writeln!(
+            out,
+            "sluice_http_requests_total{{handler=\"{h}\",code=\"{c}\"}} {n}"
+        );
+    }
+    header(
+        &mut out,
+        "sluice_remote_write_rejected_requests_total",
+        "counter",
+        "Remote-write requests rejected, by reason.",
+    );
+    for (r, n) in &rejections {
+        let _ = writeln!(
+            out,
+            "sluice_remote_write_rejected_requests_total{{reason=\"{r}\"}} {n}"
+        );
+    }
+    header(
+        &mut out,
+        "sluice_http_request_duration_seconds",
+        "summary",
+        "Remote-write request latency.",
+    );
+    summary(
+        &mut out,
+        "sluice_http_request_duration_seconds",
+        "handler=\"receive\"",
+        &req_latency,
+    );
+    per_core(
+        &mut out,
+        snaps,
+        "sluice_series_received_total",
+        "counter",
+        "Series in decoded remote-write requests, by the core that read them.",
+        |s| s.series_received,
+    );
+    per_core(
+        &mut out,
+        snaps,
+        "sluice_samples_received_total",
+        "counter",
+        "Samples in decoded remote-write requests, by the core that read them.",
+        |s| s.samples_received,
+    );
+    per_core(
+        &mut out,
+        snaps,
+        "sluice_samples_appended_total",
+        "counter",
+        "Samples stored in the head, by owning core.",
+        |s| s.samples_appended,
+    );
+    per_core(
+        &mut out,
+        snaps,
+        "sluice_samples_repeated_total",
+        "counter",
+        "Samples that repeated a stored sample exactly (retries), by owning core.",
+        |s| s.samples_repeated,
+    );
+    per_core(
+        &mut out,
+        snaps,
+        "sluice_samples_rejected_total",
+        "counter",
+        "Samples rejected as out of order or conflicting, by owning core.",
+        |s| s.samples_rejected,
+    );
+    per_core(
+        &mut out,
+        snaps,
+        "sluice_head_series_created_total",
+        "counter",
+        "Series created in the head since start, by core.",
+        |s| s.series_created,
+    );
+    per_core(
+        &mut out,
+        snaps,
+        "sluice_head_series",
+        "gauge",
+        "Series in the head, by core.",
+        |s| s.head_series,
+    );
+    per_core(
+        &mut out,
+        snaps,
+        "sluice_head_samples",
+        "gauge",
+        "Samples in the head (since start, including replay), by core.",
+        |s| s.head_samples,
+    );
+    per_core(
+        &mut out,
+        snaps,
+        "sluice_wal_bytes_written_total",
+        "counter",
+        "Bytes written to WAL segments (page-aligned DMA writes), by core.",
+        |s| s.wal_bytes_written,
+    );
+    per_core(
+        &mut out,
+        snaps,
+        "sluice_wal_fsyncs_total",
+        "counter",
+        "WAL fdatasync calls, by core.",
+        |s| s.wal_fsyncs,
+    );
+    per_core(
+        &mut out,
+        snaps,
+        "sluice_wal_replay_corrupt_records_total",
+        "counter",
+        "WAL records skipped during replay (corrupt or orphaned), by core.",
+        |s| s.wal_replay_corrupt_records,
+    );
+    per_core(
+        &mut out,
+        snaps,
+        "sluice_cross_core_in_flight",
+        "gauge",
+        "Jobs sent to other cores and not answered yet, by sending core.",
+        |s| s.cross_core_in_flight,
+    );
+    header(
+        &mut out,
+        "sluice_wal_fsync_duration_seconds",
+        "summary",
+        "WAL fdatasync latency.",
+    );
+    summary(
+        &mut out,
+        "sluice_wal_fsync_duration_seconds",
+        "",
+        &fsync_latency,
+    );
+    out
+}
+
+fn sluice_storage_latency() -> Histogram<u64> {
+    sluice_storage::wal::writer::latency_histogram()
+}

@@ -1,0 +1,152 @@
+//! One core's HTTP server: its own `SO_REUSEPORT` listener, keep-alive connections served by
+//! hyper, routing, and graceful drain on shutdown.
+//!
+//! Owns connection handling and the per-core request buffer pool. Must not block the core:
+//! every handler is async and cross-core work goes through the mesh.
+
+use std::cell::{Cell, RefCell};
+use std::convert::Infallible;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::net::{Preallocated, TcpListener};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use sluice_shards::Ctx;
+
+use crate::io::HyperIo;
+use crate::receive::WriteBuffers;
+use crate::response::{text, Body};
+use crate::NetConfig;
+
+/// Per-core server state shared by this core's connections.
+pub struct CoreState {
+    pub ctx: Ctx,
+    pub cfg: Arc<NetConfig>,
+    pub pool: RefCell<Vec<WriteBuffers>>,
+    in_flight: Cell<usize>,
+}
+
+/// How long shutdown waits for in-flight requests.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Size of each connection's receive buffer.
+const RX_BUFFER: usize = 64 * 1024;
+
+/// Serves HTTP on this core until shutdown, then drains in-flight requests.
+pub async fn serve(ctx: Ctx, cfg: Arc<NetConfig>) {
+    let listener = match TcpListener::bind(cfg.listen) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(listen = %cfg.listen, core = ctx.core(), "cannot listen: {e}");
+            std::process::exit(2);
+        }
+    };
+    if ctx.core() == 0 {
+        tracing::info!(listen = %cfg.listen, cores = ctx.cores(), "serving");
+    }
+    let st = Rc::new(CoreState {
+        ctx,
+        cfg,
+        pool: RefCell::new(Vec::new()),
+        in_flight: Cell::new(0),
+    });
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            wait_for_shutdown(&st.ctx).await;
+            None
+        })
+        .await;
+        match accepted {
+            Some(Ok(stream)) => {
+                let st = st.clone();
+                glommio::spawn_local(async move { connection(st, stream).await }).detach();
+            }
+            Some(Err(e)) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+            None => break,
+        }
+    }
+    drop(listener);
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    while st.in_flight.get() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn wait_for_shutdown(ctx: &Ctx) {
+    while !ctx.global.shutting_down() {
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn connection(st: Rc<CoreState>, stream: glommio::net::TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let io = HyperIo(stream.buffered_with(Preallocated::new(RX_BUFFER)));
+    let svc = service_fn(move |req| {
+        let st = st.clone();
+        async move {
+            st.in_flight.set(st.in_flight.get() + 1);
+            let resp = route(&st, req).await;
+            st.in_flight.set(st.in_flight.get() - 1);
+            Ok::<_, Infallible>(resp)
+        }
+    });
+    if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(io, svc)
+        .await
+    {
+        tracing::debug!("connection ended: {e}");
+    }
+}
+
+async fn route(st: &CoreState, req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let path = req.uri().path();
+    let (handler, resp) = match path {
+        "/api/v1/receive" | "/api/v1/write" => ("receive", crate::receive::handle(st, req).await),
+        "/-/healthy" => ("healthy", text(StatusCode::OK, "Sluice is Healthy.")),
+        "/-/ready" => (
+            "ready",
+            if st.ctx.global.is_ready() && !st.ctx.global.shutting_down() {
+                text(StatusCode::OK, "Sluice is Ready.")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "Sluice is not ready.")
+            },
+        ),
+        "/metrics" => ("metrics", metrics(st).await),
+        p if p.starts_with("/api/v1/") => ("api", crate::api::handle(st, req).await),
+        _ => (
+            "other",
+            text(StatusCode::NOT_FOUND, format!("no handler for {path}")),
+        ),
+    };
+    let latency = (handler == "receive").then(|| started.elapsed().as_micros() as u64);
+    st.ctx
+        .shard
+        .metrics
+        .count_request(handler, resp.status().as_u16(), latency);
+    resp
+}
+
+async fn metrics(st: &CoreState) -> Response<Body> {
+    let snaps: Vec<_> = st
+        .ctx
+        .on_all(|shard| Box::pin(async move { shard.snapshot() }))
+        .await
+        .into_iter()
+        .filter_map(Result::ok)
+        .collect();
+    let body = crate::metrics_text::render(&snaps);
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .expect("static response parts are valid")
+}
