@@ -1,0 +1,331 @@
+//! Starting, stopping and talking to a real `sluice` process.
+
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sluice_bench::prompb::{Label, Sample, TimeSeries, WriteRequest};
+
+/// A running (or stopped) sluice process with its data directory.
+pub struct Server {
+    child: Option<Child>,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    log: PathBuf,
+    agent: ureq::Agent,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl Server {
+    /// Starts a server with a fresh data directory.
+    pub fn start(cores: usize, extra: &[&str]) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data_dir = tmp.path().join("data");
+        let mut s = Server {
+            child: None,
+            port: 0,
+            data_dir,
+            log: tmp.path().join("sluice.log"),
+            _tmp: Some(tmp),
+            agent: ureq::AgentBuilder::new()
+                .timeout(Duration::from_secs(60))
+                .build(),
+        };
+        s.spawn(cores, extra);
+        s
+    }
+
+    /// Starts (again) on the same data directory, on a new port.
+    pub fn spawn(&mut self, cores: usize, extra: &[&str]) {
+        assert!(self.child.is_none(), "server already running");
+        self.port = free_port();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("--cores")
+            .arg(cores.to_string())
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--pin-cores=false")
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawning sluice");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "sluice exited during start-up ({status}); log:\n{}",
+                    self.log_text()
+                );
+            }
+            if let Ok(r) = self.agent.get(&self.url("/-/ready")).call() {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sluice not ready; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The server's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for exit.
+    pub fn sigterm(&mut self) -> ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let ok = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status()
+            .expect("kill -TERM");
+        assert!(ok.success());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(st) = c.try_wait().expect("wait") {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "sluice did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// POSTs a remote-write body with headers; returns status and body text.
+    pub fn post(&self, path: &str, body: &[u8], headers: &[(&str, &str)]) -> (u16, String) {
+        let mut req = self.agent.post(&self.url(path));
+        for (k, v) in headers {
+            req = req.set(k, v);
+        }
+        response(req.send_bytes(body))
+    }
+
+    /// A proper remote-write 1.0 request.
+    pub fn write(&self, req: &WriteRequest) -> (u16, String) {
+        self.write_bytes(&sluice_bench::encode_snappy(req), &[])
+    }
+
+    /// A remote-write 1.0 request for a tenant.
+    pub fn write_tenant(&self, req: &WriteRequest, tenant: &str) -> (u16, String) {
+        self.write_bytes(
+            &sluice_bench::encode_snappy(req),
+            &[("THANOS-TENANT", tenant)],
+        )
+    }
+
+    /// Snappy body with the standard remote-write headers plus `extra`.
+    pub fn write_bytes(&self, body: &[u8], extra: &[(&str, &str)]) -> (u16, String) {
+        let mut h = vec![
+            ("Content-Encoding", "snappy"),
+            ("Content-Type", "application/x-protobuf"),
+            ("X-Prometheus-Remote-Write-Version", "0.1.0"),
+        ];
+        h.extend_from_slice(extra);
+        self.post("/api/v1/receive", body, &h)
+    }
+
+    /// GET with query parameters; returns status and parsed JSON.
+    pub fn get_json(&self, path: &str, params: &[(&str, &str)]) -> (u16, Value) {
+        let mut req = self.agent.get(&self.url(path));
+        for (k, v) in params {
+            req = req.query(k, v);
+        }
+        let (code, body) = response(req.call());
+        let v = serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+        (code, v)
+    }
+
+    /// `/api/v1/query` at a time in ms; asserts success and returns `data`.
+    pub fn query(&self, q: &str, time_ms: i64) -> Value {
+        let t = format!("{}", time_ms as f64 / 1000.0);
+        let (code, v) = self.get_json("/api/v1/query", &[("query", q), ("time", &t)]);
+        assert_eq!(code, 200, "query {q} failed: {v}");
+        assert_eq!(v["status"], "success");
+        v["data"].clone()
+    }
+
+    pub fn metrics(&self) -> String {
+        let (code, body) = response(self.agent.get(&self.url("/metrics")).call());
+        assert_eq!(code, 200);
+        body
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn response(r: Result<ureq::Response, ureq::Error>) -> (u16, String) {
+    match r {
+        Ok(r) => {
+            let code = r.status();
+            (code, read_body(r))
+        }
+        Err(ureq::Error::Status(code, r)) => (code, read_body(r)),
+        Err(e) => panic!("request failed: {e}"),
+    }
+}
+
+fn read_body(r: ureq::Response) -> String {
+    let mut s = String::new();
+    let _ = r.into_reader().take(64 << 20).read_to_string(&mut s);
+    s
+}
+
+/// A request of one sample per series: `labels[i]` at `t` with `values[i]`.
+pub fn request(
+    series: &[Vec<(String, String)>],
+    t: i64,
+    value: impl Fn(usize) -> f64,
+) -> WriteRequest {
+    WriteRequest {
+        timeseries: series
+            .iter()
+            .enumerate()
+            .map(|(i, l)| TimeSeries {
+                labels: l
+                    .iter()
+                    .map(|(n, v)| Label {
+                        name: n.clone(),
+                        value: v.clone(),
+                    })
+                    .collect(),
+                samples: vec![Sample {
+                    value: value(i),
+                    timestamp: t,
+                }],
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// Simple series `name{idx="i", job="test"}` for i in 0..n.
+pub fn simple_series(name: &str, n: usize) -> Vec<Vec<(String, String)>> {
+    (0..n)
+        .map(|i| {
+            vec![
+                ("__name__".to_string(), name.to_string()),
+                ("idx".to_string(), format!("{i:06}")),
+                ("job".to_string(), "test".to_string()),
+            ]
+        })
+        .collect()
+}
+
+/// All samples of every series matching `selector`, from a range query `selector[range]` at
+/// `at_ms`, keyed by the series' labels (tenant label removed) → [(t_ms, value)].
+pub fn dump(
+    s: &Server,
+    selector: &str,
+    at_ms: i64,
+    range: &str,
+) -> std::collections::BTreeMap<Vec<(String, String)>, Vec<(i64, f64)>> {
+    let data = s.query(&format!("{selector}[{range}]"), at_ms);
+    assert_eq!(data["resultType"], "matrix", "{data}");
+    let mut out = std::collections::BTreeMap::new();
+    for r in data["result"].as_array().expect("result array") {
+        let labels: Vec<(String, String)> = r["metric"]
+            .as_object()
+            .expect("metric")
+            .iter()
+            .filter(|(k, _)| *k != "tenant_id")
+            .map(|(k, v)| (k.clone(), v.as_str().expect("label value").to_string()))
+            .collect();
+        let points: Vec<(i64, f64)> = r["values"]
+            .as_array()
+            .expect("values")
+            .iter()
+            .map(|p| {
+                let t = (p[0].as_f64().expect("ts") * 1000.0).round() as i64;
+                let v: f64 = p[1].as_str().expect("value string").parse().expect("float");
+                (t, v)
+            })
+            .collect();
+        assert!(
+            out.insert(labels, points).is_none(),
+            "series returned twice"
+        );
+    }
+    out
+}
+
+/// Sorted label pairs as the API returns them.
+pub fn sorted(l: &[(String, String)]) -> Vec<(String, String)> {
+    let mut v = l.to_vec();
+    v.sort();
+    v
+}
+
+/// WAL segment files under a data dir, sorted.
+pub fn wal_segments(data_dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![data_dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.len() == 8 && n.bytes().all(|b| b.is_ascii_digit()))
+            {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}

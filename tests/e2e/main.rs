@@ -1,0 +1,11 @@
+//! End-to-end tests: the real `sluice` binary, real HTTP, real files, real signals.
+//!
+//! One test binary (one link) with a shared harness; each test starts its own server(s) on
+//! free loopback ports with their own data directories.
+
+mod harness;
+
+mod concurrency;
+mod crash;
+mod malformed;
+mod write_read;
