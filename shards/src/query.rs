@@ -109,11 +109,10 @@ impl Shard {
             for id in ids {
                 let v = head.labels(id).find(|(n, _)| *n == name).map(|(_, v)| v);
                 match v {
-                    Some(v) => {
-                        if !out.contains(v) {
-                            out.insert(v.to_string());
-                        }
+                    Some(v) if !out.contains(v) => {
+                        out.insert(v.to_string());
                     }
+                    Some(_) => {}
                     None if name == self.cfg.tenant_label => {
                         out.insert(t.name.clone());
                     }

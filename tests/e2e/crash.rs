@@ -107,8 +107,7 @@ fn a_torn_wal_tail_is_repaired_on_restart() {
     // writes pad the last page with zeros, so the data ends before the file does).
     let seg = wal_segments(&s.data_dir)
         .into_iter()
-        .filter(|p| std::fs::metadata(p).unwrap().len() > 0)
-        .last()
+        .rfind(|p| std::fs::metadata(p).unwrap().len() > 0)
         .expect("a WAL segment");
     let data = std::fs::read(&seg).unwrap();
     let end = data.iter().rposition(|b| *b != 0).unwrap() + 1;

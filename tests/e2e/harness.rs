@@ -264,14 +264,12 @@ pub fn simple_series(name: &str, n: usize) -> Vec<Vec<(String, String)>> {
         .collect()
 }
 
+/// Series labels → samples `(t_ms, value)`.
+pub type Dump = std::collections::BTreeMap<Vec<(String, String)>, Vec<(i64, f64)>>;
+
 /// All samples of every series matching `selector`, from a range query `selector[range]` at
 /// `at_ms`, keyed by the series' labels (tenant label removed) → [(t_ms, value)].
-pub fn dump(
-    s: &Server,
-    selector: &str,
-    at_ms: i64,
-    range: &str,
-) -> std::collections::BTreeMap<Vec<(String, String)>, Vec<(i64, f64)>> {
+pub fn dump(s: &Server, selector: &str, at_ms: i64, range: &str) -> Dump {
     let data = s.query(&format!("{selector}[{range}]"), at_ms);
     assert_eq!(data["resultType"], "matrix", "{data}");
     let mut out = std::collections::BTreeMap::new();

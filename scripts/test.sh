@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need when it is missing, then runs the whole
+# suite (unit tests of every crate and the end-to-end tests against the real binary).
+# A missing tool makes this fail loudly; no test skips itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+# Peers the suite talks to. (The ingest-path suite needs none beyond the toolchain; later
+# suites add promtool/prometheus, victoria-metrics and an S3 server here.)
+command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "installing: ${need_apt[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+fi
+command -v cargo >/dev/null 2>&1 || { echo "cargo is required (Rust toolchain)" >&2; exit 1; }
+
+cargo test --workspace --all-targets --locked "$@"
