@@ -235,4 +235,58 @@ mod tests {
         assert_eq!(stats.last_segment, Some(2));
         assert_eq!(c.samples.len(), 4);
     }
+
+    #[test]
+    fn a_corrupt_length_field_resyncs_at_the_next_good_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut seg, ends) = segment(5);
+        // Make record #3's length absurd: its extent can no longer be trusted.
+        seg[ends[2]..ends[2] + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        std::fs::write(dir.path().join("00000000"), &seg).unwrap();
+        let mut c = Collect::default();
+        let stats = replay_dir(dir.path(), &mut c, true).unwrap();
+        assert_eq!(stats.corrupt_records, 1);
+        assert_eq!(c.samples.len(), 4);
+        assert_eq!(stats.truncated_bytes, 0);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+        /// Replay of arbitrary bytes never panics, and repair leaves a segment that replays
+        /// the same records again with nothing left to repair.
+        #[test]
+        fn replay_of_random_bytes_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096)) {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("00000000"), &bytes).unwrap();
+            let mut c = Collect::default();
+            let first = replay_dir(dir.path(), &mut c, true).unwrap();
+            let mut again = Collect::default();
+            let second = replay_dir(dir.path(), &mut again, true).unwrap();
+            proptest::prop_assert_eq!(second.truncated_bytes, 0);
+            proptest::prop_assert_eq!(first.samples, second.samples);
+        }
+
+        /// Mutating a valid segment loses at most the records the mutations touched.
+        #[test]
+        fn replay_of_a_mutated_segment_never_panics(
+            flips in proptest::collection::vec((0usize..10_000, proptest::prelude::any::<u8>()), 1..6),
+            cut in proptest::option::of(0usize..10_000),
+        ) {
+            let (mut seg, _) = segment(100);
+            for (pos, b) in flips {
+                let p = pos % seg.len();
+                seg[p] = b;
+            }
+            if let Some(c) = cut {
+                seg.truncate(c % seg.len());
+            }
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("00000000"), &seg).unwrap();
+            let mut c = Collect::default();
+            let stats = replay_dir(dir.path(), &mut c, true).unwrap();
+            proptest::prop_assert!(c.samples.len() <= 100);
+            proptest::prop_assert!(stats.records <= 101);
+        }
+    }
 }
