@@ -32,28 +32,57 @@ pub enum LabelError {
     NotUtf8 { field: &'static str },
 }
 
-/// `[a-zA-Z_][a-zA-Z0-9_]*`, Prometheus' classic label-name rule.
-pub fn is_valid_label_name(name: &[u8]) -> bool {
-    match name.split_first() {
+/// Character classes of label and metric names, one table lookup per byte (this check runs
+/// for every label of every series on the ingest path).
+const NAME_START: u8 = 1;
+const NAME_CONT: u8 = 2;
+const METRIC_START: u8 = 4;
+const METRIC_CONT: u8 = 8;
+
+const CLASSES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        let alpha = c.is_ascii_alphabetic();
+        let digit = c.is_ascii_digit();
+        let mut f = 0;
+        if alpha || c == b'_' {
+            f |= NAME_START | NAME_CONT | METRIC_START | METRIC_CONT;
+        }
+        if digit {
+            f |= NAME_CONT | METRIC_CONT;
+        }
+        if c == b':' {
+            f |= METRIC_START | METRIC_CONT;
+        }
+        t[b] = f;
+        b += 1;
+    }
+    t
+};
+
+#[inline]
+fn matches_classes(s: &[u8], start: u8, cont: u8) -> bool {
+    match s.split_first() {
         Some((first, rest)) => {
-            (first.is_ascii_alphabetic() || *first == b'_')
-                && rest.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+            CLASSES[*first as usize] & start != 0
+                && rest.iter().fold(cont, |acc, b| acc & CLASSES[*b as usize]) != 0
         }
         None => false,
     }
 }
 
+/// `[a-zA-Z_][a-zA-Z0-9_]*`, Prometheus' classic label-name rule.
+#[inline]
+pub fn is_valid_label_name(name: &[u8]) -> bool {
+    matches_classes(name, NAME_START, NAME_CONT)
+}
+
 /// `[a-zA-Z_:][a-zA-Z0-9_:]*`, Prometheus' classic metric-name rule.
+#[inline]
 pub fn is_valid_metric_name(name: &[u8]) -> bool {
-    match name.split_first() {
-        Some((first, rest)) => {
-            (first.is_ascii_alphabetic() || *first == b'_' || *first == b':')
-                && rest
-                    .iter()
-                    .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b':')
-        }
-        None => false,
-    }
+    matches_classes(name, METRIC_START, METRIC_CONT)
 }
 
 /// Checks a label set in wire order: non-empty names and values, valid names, a valid
@@ -174,6 +203,22 @@ mod tests {
             check(&[("__name__", "up"), ("b", "1"), ("a", "2")]),
             Err(LabelError::UnsortedLabels { .. })
         ));
+    }
+
+    #[test]
+    fn name_character_classes() {
+        for ok in ["a", "_", "A_b9", "__name__"] {
+            assert!(is_valid_label_name(ok.as_bytes()), "{ok}");
+        }
+        for bad in ["", "9a", "a-b", "a:b", "é", "a b"] {
+            assert!(!is_valid_label_name(bad.as_bytes()), "{bad}");
+        }
+        for ok in ["up", ":a", "ns:rule:rate5m", "_x9"] {
+            assert!(is_valid_metric_name(ok.as_bytes()), "{ok}");
+        }
+        for bad in ["", "9a", "a-b", "a.b"] {
+            assert!(!is_valid_metric_name(bad.as_bytes()), "{bad}");
+        }
     }
 
     #[test]
