@@ -62,7 +62,6 @@ impl Server {
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--data-dir")
             .arg(&self.data_dir)
-            .arg("--pin-cores=false")
             .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
