@@ -6,9 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-# Peers the suite talks to. (The ingest-path suite needs none beyond the toolchain; later
-# suites add promtool/prometheus, victoria-metrics and an S3 server here.)
+# Peers the suite talks to: promtool (Debian `prometheus`) reads the blocks we write.
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
   apt-get update -qq
