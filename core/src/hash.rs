@@ -51,6 +51,26 @@ where
     h.finish()
 }
 
+/// Hash of a series given as byte pairs, through a caller-owned scratch buffer: the
+/// canonical bytes are laid out once and hashed in one pass, which is several times faster
+/// than feeding the streaming hasher four small pieces per label.
+#[inline]
+pub fn series_hash_bytes<'a, I>(scratch: &mut Vec<u8>, tenant: &[u8], labels: I) -> u64
+where
+    I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
+{
+    scratch.clear();
+    scratch.extend_from_slice(tenant);
+    scratch.push(SEP);
+    for (n, v) in labels {
+        scratch.extend_from_slice(n);
+        scratch.push(SEP);
+        scratch.extend_from_slice(v);
+        scratch.push(SEP);
+    }
+    xxhash_rust::xxh64::xxh64(scratch, 0)
+}
+
 /// The core (of `cores`) that owns a series of this hash.
 ///
 /// The node ring uses `hash mod nodes`, so the hashes that reach one node share a residue;
@@ -88,6 +108,21 @@ mod tests {
         assert_eq!(
             series_hash("t", [("__name__", "up"), ("job", "node")]),
             expected
+        );
+    }
+
+    #[test]
+    fn one_shot_and_streaming_hashes_agree() {
+        let labels = [
+            ("__name__", "up"),
+            ("instance", "10.0.0.1:9100"),
+            ("job", "node"),
+        ];
+        let mut scratch = Vec::new();
+        let bytes = labels.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
+        assert_eq!(
+            series_hash_bytes(&mut scratch, b"tenant-a", bytes),
+            series_hash("tenant-a", labels)
         );
     }
 

@@ -10,6 +10,6 @@ pub mod labels;
 pub mod remote_write;
 
 pub use duration::{format_duration, parse_duration, DurationError};
-pub use hash::{core_for_hash, series_hash, SeriesHasher};
+pub use hash::{core_for_hash, series_hash, series_hash_bytes, SeriesHasher};
 pub use labels::{LabelError, METRIC_NAME};
 pub use remote_write::{DecodeError, LabelRef, Sample, SeriesRef, WriteRequestRef};

@@ -7,6 +7,9 @@
 
 use sluice_core::{Sample, WriteRequestRef};
 
+/// A label as (name, value) bytes.
+pub type LabelBytes<'a> = (&'a [u8], &'a [u8]);
+
 /// Series handed to an owning core for appending. Implementations are read twice (ids first,
 /// then samples), so they must be cheap to re-iterate.
 pub trait SeriesBatch {
@@ -18,8 +21,9 @@ pub trait SeriesBatch {
     }
     /// The portable hash of series `i`.
     fn hash(&self, i: usize) -> u64;
-    /// Labels of series `i`, ascending by name.
-    fn labels(&self, i: usize) -> impl ExactSizeIterator<Item = (&str, &str)> + Clone;
+    /// Labels of series `i` as (name, value) bytes, ascending by name. Bytes, not `str`: the
+    /// decoder validated UTF-8 once and the hot path must not pay for it again.
+    fn labels(&self, i: usize) -> impl ExactSizeIterator<Item = LabelBytes<'_>> + Clone;
     /// Samples of series `i`, in request order.
     fn samples(&self, i: usize) -> impl Iterator<Item = Sample>;
 }
@@ -43,12 +47,12 @@ impl SeriesBatch for LocalBatch<'_> {
         self.hashes[i]
     }
 
-    fn labels(&self, i: usize) -> impl ExactSizeIterator<Item = (&str, &str)> + Clone {
+    fn labels(&self, i: usize) -> impl ExactSizeIterator<Item = LabelBytes<'_>> + Clone {
         let s = &self.req.series[self.series[i] as usize];
         let buf = self.buf;
         self.req.labels[s.labels.start as usize..s.labels.end as usize]
             .iter()
-            .map(move |l| (l.name(buf), l.value(buf)))
+            .map(move |l| (l.name_bytes(buf), l.value_bytes(buf)))
     }
 
     fn samples(&self, i: usize) -> impl Iterator<Item = Sample> {
@@ -81,7 +85,7 @@ impl OwnedBatch {
     pub fn push<'a>(
         &mut self,
         hash: u64,
-        labels: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
+        labels: impl ExactSizeIterator<Item = LabelBytes<'a>>,
         samples: &[Sample],
     ) {
         let labels_at = self.bytes.len() as u32;
@@ -89,10 +93,10 @@ impl OwnedBatch {
         for (n, v) in labels {
             self.bytes
                 .extend_from_slice(&(n.len() as u32).to_le_bytes());
-            self.bytes.extend_from_slice(n.as_bytes());
+            self.bytes.extend_from_slice(n);
             self.bytes
                 .extend_from_slice(&(v.len() as u32).to_le_bytes());
-            self.bytes.extend_from_slice(v.as_bytes());
+            self.bytes.extend_from_slice(v);
         }
         let samples_at = self.bytes.len() as u32;
         for s in samples {
@@ -125,28 +129,27 @@ pub struct OwnedLabels<'a> {
 }
 
 impl<'a> OwnedLabels<'a> {
-    fn take_str(&mut self) -> &'a str {
+    fn take(&mut self) -> &'a [u8] {
         let len = read_u32(self.bytes, self.pos) as usize;
         let s = self
             .bytes
             .get(self.pos + 4..self.pos + 4 + len)
             .unwrap_or(&[]);
         self.pos += 4 + len;
-        // Written from strings the decoder validated; never fails.
-        std::str::from_utf8(s).unwrap_or("")
+        s
     }
 }
 
 impl<'a> Iterator for OwnedLabels<'a> {
-    type Item = (&'a str, &'a str);
+    type Item = LabelBytes<'a>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.left == 0 {
             return None;
         }
         self.left -= 1;
-        let n = self.take_str();
-        let v = self.take_str();
+        let n = self.take();
+        let v = self.take();
         Some((n, v))
     }
 
@@ -178,7 +181,7 @@ impl SeriesBatch for OwnedBatch {
         self.entries[i].hash
     }
 
-    fn labels(&self, i: usize) -> impl ExactSizeIterator<Item = (&str, &str)> + Clone {
+    fn labels(&self, i: usize) -> impl ExactSizeIterator<Item = LabelBytes<'_>> + Clone {
         let e = self.entries[i];
         OwnedLabels {
             bytes: &self.bytes,
@@ -208,9 +211,10 @@ mod tests {
     fn owned_batch_round_trips() {
         let mut b = OwnedBatch::default();
         let stale = f64::from_bits(0x7ff0_0000_0000_0002);
+        let b8 = |s: &'static str| s.as_bytes();
         b.push(
             42,
-            [("__name__", "up"), ("job", "node")].into_iter(),
+            [(b8("__name__"), b8("up")), (b8("job"), b8("node"))].into_iter(),
             &[
                 Sample {
                     timestamp: -1,
@@ -222,12 +226,12 @@ mod tests {
                 },
             ],
         );
-        b.push(7, [("__name__", "x")].into_iter(), &[]);
+        b.push(7, [(b8("__name__"), b8("x"))].into_iter(), &[]);
         assert_eq!(b.len(), 2);
         assert_eq!(b.hash(0), 42);
         assert_eq!(
             b.labels(0).collect::<Vec<_>>(),
-            vec![("__name__", "up"), ("job", "node")]
+            vec![(b8("__name__"), b8("up")), (b8("job"), b8("node"))]
         );
         assert_eq!(b.labels(0).len(), 2);
         let s: Vec<_> = b
@@ -235,7 +239,10 @@ mod tests {
             .map(|s| (s.timestamp, s.value.to_bits()))
             .collect();
         assert_eq!(s, vec![(-1, 1.5f64.to_bits()), (2, stale.to_bits())]);
-        assert_eq!(b.labels(1).collect::<Vec<_>>(), vec![("__name__", "x")]);
+        assert_eq!(
+            b.labels(1).collect::<Vec<_>>(),
+            vec![(b8("__name__"), b8("x"))]
+        );
         assert_eq!(b.samples(1).count(), 0);
         assert_eq!(b.num_samples(), 2);
     }

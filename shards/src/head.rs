@@ -10,6 +10,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use sluice_storage::xor::{XorChunk, XorIter};
 
+use crate::batch::LabelBytes;
 use crate::matcher::Matcher;
 
 /// Samples per head chunk before it is cut (Prometheus' target).
@@ -51,6 +52,14 @@ impl Symbols {
         self.strings.push(s.into());
         self.ids.insert(s.into(), id);
         id
+    }
+
+    /// Interns validated UTF-8 bytes (lossily for anything else, which the decoder rules out).
+    fn intern_bytes(&mut self, b: &[u8]) -> u32 {
+        match std::str::from_utf8(b) {
+            Ok(s) => self.intern(s),
+            Err(_) => self.intern(&String::from_utf8_lossy(b)),
+        }
     }
 
     /// The id of `s`, if it is known.
@@ -150,10 +159,10 @@ impl Head {
         self.samples
     }
 
-    /// The id of the series with these labels and hash, if it exists.
+    /// The id of the series with these labels (as bytes) and hash, if it exists.
     pub fn find<'a, L>(&self, hash: u64, labels: L) -> Option<u32>
     where
-        L: Iterator<Item = (&'a str, &'a str)> + Clone,
+        L: Iterator<Item = LabelBytes<'a>> + Clone,
     {
         let id = *self.by_hash.get(&hash)?;
         if self.labels_equal(id, labels.clone()) {
@@ -166,11 +175,13 @@ impl Head {
             .find(|id| self.labels_equal(*id, labels.clone()))
     }
 
-    fn labels_equal<'a>(&self, id: u32, labels: impl Iterator<Item = (&'a str, &'a str)>) -> bool {
+    fn labels_equal<'a>(&self, id: u32, labels: impl Iterator<Item = LabelBytes<'a>>) -> bool {
         let mut stored = self.series[id as usize].labels.iter();
         for (n, v) in labels {
             match stored.next() {
-                Some((sn, sv)) if self.symbols.get(*sn) == n && self.symbols.get(*sv) == v => {}
+                Some((sn, sv))
+                    if self.symbols.get(*sn).as_bytes() == n
+                        && self.symbols.get(*sv).as_bytes() == v => {}
                 _ => return false,
             }
         }
@@ -178,11 +189,7 @@ impl Head {
     }
 
     /// Creates a series with the next id (which the caller logs). Labels must be sorted.
-    pub fn create<'a>(
-        &mut self,
-        hash: u64,
-        labels: impl Iterator<Item = (&'a str, &'a str)>,
-    ) -> u32 {
+    pub fn create<'a>(&mut self, hash: u64, labels: impl Iterator<Item = LabelBytes<'a>>) -> u32 {
         let id = self.series.len() as u32;
         self.insert(id, hash, labels);
         id
@@ -195,7 +202,7 @@ impl Head {
         &mut self,
         id: u32,
         hash: u64,
-        labels: impl Iterator<Item = (&'a str, &'a str)>,
+        labels: impl Iterator<Item = LabelBytes<'a>>,
     ) -> bool {
         if (id as usize) < self.series.len() {
             return false;
@@ -213,9 +220,9 @@ impl Head {
         true
     }
 
-    fn insert<'a>(&mut self, id: u32, hash: u64, labels: impl Iterator<Item = (&'a str, &'a str)>) {
+    fn insert<'a>(&mut self, id: u32, hash: u64, labels: impl Iterator<Item = LabelBytes<'a>>) {
         let pairs: Box<[(u32, u32)]> = labels
-            .map(|(n, v)| (self.symbols.intern(n), self.symbols.intern(v)))
+            .map(|(n, v)| (self.symbols.intern_bytes(n), self.symbols.intern_bytes(v)))
             .collect();
         for &(n, v) in pairs.iter() {
             let list = self.postings.entry((n, v)).or_default();
@@ -413,10 +420,14 @@ mod tests {
     use crate::matcher::MatchOp;
     use sluice_core::series_hash;
 
+    fn bytes<'a>(l: &'a [(&'a str, &'a str)]) -> impl Iterator<Item = LabelBytes<'a>> + Clone {
+        l.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+    }
+
     fn head_with(series: &[&[(&str, &str)]]) -> Head {
         let mut h = Head::new();
         for l in series {
-            let id = h.create(series_hash("t", l.iter().copied()), l.iter().copied());
+            let id = h.create(series_hash("t", l.iter().copied()), bytes(l));
             h.append(id, 1000, 1.0).unwrap();
         }
         h
@@ -427,9 +438,9 @@ mod tests {
         let l = [("__name__", "up"), ("job", "a")];
         let h = head_with(&[&l]);
         let hash = series_hash("t", l);
-        assert_eq!(h.find(hash, l.iter().copied()), Some(0));
+        assert_eq!(h.find(hash, bytes(&l)), Some(0));
         let other = [("__name__", "up"), ("job", "b")];
-        assert_eq!(h.find(hash, other.iter().copied()), None);
+        assert_eq!(h.find(hash, bytes(&other)), None);
     }
 
     #[test]

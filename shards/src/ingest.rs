@@ -4,7 +4,7 @@
 //! Owns routing within the node. Must not decode or validate (the request arrives decoded)
 //! and must not answer the client (it returns the merged outcome).
 
-use sluice_core::{core_for_hash, SeriesHasher, WriteRequestRef};
+use sluice_core::{core_for_hash, series_hash_bytes, WriteRequestRef};
 
 use crate::batch::{LocalBatch, OwnedBatch};
 use crate::runtime::Ctx;
@@ -15,6 +15,8 @@ use crate::shard::ApplyOutcome;
 pub struct IngestScratch {
     local: Vec<u32>,
     local_hashes: Vec<u64>,
+    /// Canonical series bytes for hashing.
+    hash_buf: Vec<u8>,
 }
 
 /// Appends a decoded request for `tenant` across the node's cores.
@@ -31,20 +33,23 @@ pub async fn ingest(
     scratch.local_hashes.clear();
     let mut remote: Vec<Option<OwnedBatch>> = (0..cores).map(|_| None).collect();
     for (i, s) in req.series.iter().enumerate() {
-        let mut h = SeriesHasher::new(tenant);
-        for (n, v) in req.series_labels(buf, s) {
-            h.label(n.as_bytes(), v.as_bytes());
-        }
-        let hash = h.finish();
+        let labels = &req.labels[s.labels.start as usize..s.labels.end as usize];
+        let label_bytes = labels
+            .iter()
+            .map(|l| (l.name_bytes(buf), l.value_bytes(buf)));
+        let hash = series_hash_bytes(
+            &mut scratch.hash_buf,
+            tenant.as_bytes(),
+            label_bytes.clone(),
+        );
         let core = core_for_hash(hash, cores);
         if core == me {
             scratch.local.push(i as u32);
             scratch.local_hashes.push(hash);
         } else {
-            let labels = &req.labels[s.labels.start as usize..s.labels.end as usize];
             remote[core].get_or_insert_with(OwnedBatch::default).push(
                 hash,
-                labels.iter().map(|l| (l.name(buf), l.value(buf))),
+                label_bytes,
                 req.series_samples(s),
             );
         }

@@ -15,7 +15,7 @@ use sluice_storage::wal::{
     self, record, FsyncPolicy, RecordType, ReplayVisitor, SampleRecord, Wal, WalError,
 };
 
-use crate::batch::SeriesBatch;
+use crate::batch::{LabelBytes, SeriesBatch};
 use crate::head::{Appended, Head, Rejected};
 use crate::metrics::ShardMetrics;
 
@@ -254,8 +254,16 @@ impl Shard {
     }
 }
 
-fn describe<'a>(r: Rejected, t: i64, labels: impl Iterator<Item = (&'a str, &'a str)>) -> String {
-    let series = render_series(labels);
+fn describe<'a>(r: Rejected, t: i64, labels: impl Iterator<Item = LabelBytes<'a>>) -> String {
+    let owned: Vec<(String, String)> = labels
+        .map(|(n, v)| {
+            (
+                String::from_utf8_lossy(n).into_owned(),
+                String::from_utf8_lossy(v).into_owned(),
+            )
+        })
+        .collect();
+    let series = render_series(owned.iter().map(|(n, v)| (n.as_str(), v.as_str())));
     match r {
         Rejected::OutOfOrder { last_t } => format!(
             "out of order sample for series {series}: timestamp {t} is older than the newest stored {last_t}"
@@ -276,7 +284,11 @@ struct HeadReplay<'a> {
 impl ReplayVisitor for HeadReplay<'_> {
     fn series(&mut self, id: u32, labels: &[(&str, &str)]) {
         let hash = series_hash(self.tenant, labels.iter().copied());
-        self.head.create_with_id(id, hash, labels.iter().copied());
+        self.head.create_with_id(
+            id,
+            hash,
+            labels.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())),
+        );
     }
 
     fn sample(&mut self, s: SampleRecord) {

@@ -53,19 +53,22 @@ pub fn end_record(buf: &mut [u8], start: usize) -> usize {
 }
 
 /// Appends one series entry to a series record payload.
-pub fn put_series<'a, I>(buf: &mut Vec<u8>, id: u32, labels: I)
+pub fn put_series<I, N, V>(buf: &mut Vec<u8>, id: u32, labels: I)
 where
-    I: IntoIterator<Item = (&'a str, &'a str)>,
+    I: IntoIterator<Item = (N, V)>,
     I::IntoIter: ExactSizeIterator,
+    N: AsRef<[u8]>,
+    V: AsRef<[u8]>,
 {
     let labels = labels.into_iter();
     buf.extend_from_slice(&id.to_le_bytes());
     put_uvarint(buf, labels.len() as u64);
     for (n, v) in labels {
+        let (n, v) = (n.as_ref(), v.as_ref());
         put_uvarint(buf, n.len() as u64);
-        buf.extend_from_slice(n.as_bytes());
+        buf.extend_from_slice(n);
         put_uvarint(buf, v.len() as u64);
-        buf.extend_from_slice(v.as_bytes());
+        buf.extend_from_slice(v);
     }
 }
 
