@@ -15,5 +15,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
 fi
 command -v cargo >/dev/null 2>&1 || { echo "cargo is required (Rust toolchain)" >&2; exit 1; }
+# The S3-compatible peer of the object-storage tests.
+command -v moto_server >/dev/null 2>&1 || pip install --quiet 'moto[server]'
+command -v moto_server >/dev/null 2>&1 || { echo "moto_server missing after pip install" >&2; exit 1; }
 
 cargo test --workspace --all-targets --locked "$@"

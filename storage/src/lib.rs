@@ -4,5 +4,6 @@
 //! about HTTP, routing or other cores: a caller hands it bytes and series ids.
 
 pub mod block;
+pub mod objstore;
 pub mod wal;
 pub mod xor;
