@@ -71,6 +71,71 @@ where
     xxhash_rust::xxh64::xxh64(scratch, 0)
 }
 
+/// Appends a series key — the label part of the canonical encoding,
+/// `(name 0xff value 0xff)*` — to `out`. The key identifies a series within a tenant: a head
+/// compares it with one `memcmp`, and 0xff can never occur inside a label (it is not valid
+/// UTF-8), so the key also splits back into labels unambiguously ([`key_labels`]).
+#[inline]
+pub fn put_series_key<'a, I>(out: &mut Vec<u8>, labels: I)
+where
+    I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
+{
+    for (n, v) in labels {
+        out.extend_from_slice(n);
+        out.push(SEP);
+        out.extend_from_slice(v);
+        out.push(SEP);
+    }
+}
+
+/// A hasher already fed with `tenant 0xff`: clone it per series and feed the key.
+#[derive(Clone)]
+pub struct TenantHasher(Xxh64);
+
+impl TenantHasher {
+    pub fn new(tenant: &[u8]) -> Self {
+        let mut h = Xxh64::new(0);
+        h.update(tenant);
+        h.update(&[SEP]);
+        TenantHasher(h)
+    }
+
+    /// The series hash of a key built by [`put_series_key`].
+    #[inline]
+    pub fn hash_key(&self, key: &[u8]) -> u64 {
+        let mut h = self.0.clone();
+        h.update(key);
+        h.digest()
+    }
+}
+
+/// The labels of a series key, as (name, value) bytes.
+#[derive(Clone)]
+pub struct KeyLabels<'a> {
+    rest: &'a [u8],
+}
+
+/// Splits a series key back into its labels.
+#[inline]
+pub fn key_labels(key: &[u8]) -> KeyLabels<'_> {
+    KeyLabels { rest: key }
+}
+
+impl<'a> Iterator for KeyLabels<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        let n_end = self.rest.iter().position(|b| *b == SEP)?;
+        let name = &self.rest[..n_end];
+        let after = &self.rest[n_end + 1..];
+        let v_end = after.iter().position(|b| *b == SEP).unwrap_or(after.len());
+        let value = &after[..v_end];
+        self.rest = after.get(v_end + 1..).unwrap_or(&[]);
+        Some((name, value))
+    }
+}
+
 /// The core (of `cores`) that owns a series of this hash.
 ///
 /// The node ring uses `hash mod nodes`, so the hashes that reach one node share a residue;
@@ -109,6 +174,27 @@ mod tests {
             series_hash("t", [("__name__", "up"), ("job", "node")]),
             expected
         );
+    }
+
+    #[test]
+    fn keys_hash_like_labels_and_split_back() {
+        let labels = [
+            ("__name__", "up"),
+            ("instance", "10.0.0.1:9100"),
+            ("job", ""),
+        ];
+        let bytes = labels.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
+        let mut key = Vec::new();
+        put_series_key(&mut key, bytes.clone());
+        assert_eq!(
+            TenantHasher::new(b"t").hash_key(&key),
+            series_hash("t", labels)
+        );
+        assert_eq!(
+            key_labels(&key).collect::<Vec<_>>(),
+            bytes.collect::<Vec<_>>()
+        );
+        assert_eq!(key_labels(b"").count(), 0);
     }
 
     #[test]

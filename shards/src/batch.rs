@@ -1,11 +1,13 @@
 //! Series batches as an owning core sees them: either borrowed from a decoded request on the
 //! same core, or copied into one owned buffer to travel to another core.
 //!
-//! Owns the compact cross-core batch layout (little-endian, no per-series allocation: one
-//! byte buffer and one index per destination core per request). Must not validate: batches
+//! A series travels as its key (`(name 0xff value 0xff)*`, see `sluice_core::put_series_key`)
+//! plus its hash and samples: the owning core finds it in its head with one hash lookup and
+//! one `memcmp`. Owns the compact cross-core layout (little-endian, one byte buffer and one
+//! index per destination core per request, nothing per series). Must not validate: batches
 //! only ever hold series the decoder already accepted.
 
-use sluice_core::{Sample, WriteRequestRef};
+use sluice_core::{key_labels, KeyLabels, Sample, WriteRequestRef};
 
 /// A label as (name, value) bytes.
 pub type LabelBytes<'a> = (&'a [u8], &'a [u8]);
@@ -21,21 +23,27 @@ pub trait SeriesBatch {
     }
     /// The portable hash of series `i`.
     fn hash(&self, i: usize) -> u64;
-    /// Labels of series `i` as (name, value) bytes, ascending by name. Bytes, not `str`: the
-    /// decoder validated UTF-8 once and the hot path must not pay for it again.
-    fn labels(&self, i: usize) -> impl ExactSizeIterator<Item = LabelBytes<'_>> + Clone;
+    /// The key of series `i`.
+    fn key(&self, i: usize) -> &[u8];
+    /// Labels of series `i`, ascending by name.
+    fn labels(&self, i: usize) -> KeyLabels<'_> {
+        key_labels(self.key(i))
+    }
     /// Samples of series `i`, in request order.
     fn samples(&self, i: usize) -> impl Iterator<Item = Sample>;
 }
 
-/// The series of a decoded request that this core owns: borrowed, nothing copied.
+/// The series of a decoded request that this core owns: samples borrowed, keys from the
+/// routing pass.
 pub struct LocalBatch<'a> {
     pub req: &'a WriteRequestRef,
-    pub buf: &'a [u8],
     /// Indexes into `req.series`.
     pub series: &'a [u32],
     /// Hash per entry of `series`.
     pub hashes: &'a [u64],
+    /// Key bytes of all entries, and each entry's range in them.
+    pub keys: &'a [u8],
+    pub key_ranges: &'a [(u32, u32)],
 }
 
 impl SeriesBatch for LocalBatch<'_> {
@@ -47,12 +55,9 @@ impl SeriesBatch for LocalBatch<'_> {
         self.hashes[i]
     }
 
-    fn labels(&self, i: usize) -> impl ExactSizeIterator<Item = LabelBytes<'_>> + Clone {
-        let s = &self.req.series[self.series[i] as usize];
-        let buf = self.buf;
-        self.req.labels[s.labels.start as usize..s.labels.end as usize]
-            .iter()
-            .map(move |l| (l.name_bytes(buf), l.value_bytes(buf)))
+    fn key(&self, i: usize) -> &[u8] {
+        let (start, end) = self.key_ranges[i];
+        &self.keys[start as usize..end as usize]
     }
 
     fn samples(&self, i: usize) -> impl Iterator<Item = Sample> {
@@ -65,14 +70,14 @@ impl SeriesBatch for LocalBatch<'_> {
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     hash: u64,
-    labels_at: u32,
-    n_labels: u32,
+    key_at: u32,
+    key_len: u32,
     samples_at: u32,
     n_samples: u32,
 }
 
-/// Series copied out of a request to travel to their owning core: labels as
-/// `(u32 len, bytes)` pairs, samples as `(i64 t, u64 value bits)`, all little-endian.
+/// Series copied out of a request to travel to their owning core: key bytes, then samples as
+/// `(i64 t, u64 value bits)` little-endian.
 #[derive(Debug, Default)]
 pub struct OwnedBatch {
     bytes: Vec<u8>,
@@ -82,22 +87,9 @@ pub struct OwnedBatch {
 
 impl OwnedBatch {
     /// Copies one series into the batch.
-    pub fn push<'a>(
-        &mut self,
-        hash: u64,
-        labels: impl ExactSizeIterator<Item = LabelBytes<'a>>,
-        samples: &[Sample],
-    ) {
-        let labels_at = self.bytes.len() as u32;
-        let n_labels = labels.len() as u32;
-        for (n, v) in labels {
-            self.bytes
-                .extend_from_slice(&(n.len() as u32).to_le_bytes());
-            self.bytes.extend_from_slice(n);
-            self.bytes
-                .extend_from_slice(&(v.len() as u32).to_le_bytes());
-            self.bytes.extend_from_slice(v);
-        }
+    pub fn push(&mut self, hash: u64, key: &[u8], samples: &[Sample]) {
+        let key_at = self.bytes.len() as u32;
+        self.bytes.extend_from_slice(key);
         let samples_at = self.bytes.len() as u32;
         for s in samples {
             self.bytes.extend_from_slice(&s.timestamp.to_le_bytes());
@@ -107,8 +99,8 @@ impl OwnedBatch {
         self.samples += samples.len();
         self.entries.push(Entry {
             hash,
-            labels_at,
-            n_labels,
+            key_at,
+            key_len: key.len() as u32,
             samples_at,
             n_samples: samples.len() as u32,
         });
@@ -118,52 +110,6 @@ impl OwnedBatch {
     pub fn num_samples(&self) -> usize {
         self.samples
     }
-}
-
-/// Iterates the labels of one [`OwnedBatch`] entry.
-#[derive(Clone)]
-pub struct OwnedLabels<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-    left: u32,
-}
-
-impl<'a> OwnedLabels<'a> {
-    fn take(&mut self) -> &'a [u8] {
-        let len = read_u32(self.bytes, self.pos) as usize;
-        let s = self
-            .bytes
-            .get(self.pos + 4..self.pos + 4 + len)
-            .unwrap_or(&[]);
-        self.pos += 4 + len;
-        s
-    }
-}
-
-impl<'a> Iterator for OwnedLabels<'a> {
-    type Item = LabelBytes<'a>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.left == 0 {
-            return None;
-        }
-        self.left -= 1;
-        let n = self.take();
-        let v = self.take();
-        Some((n, v))
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.left as usize, Some(self.left as usize))
-    }
-}
-
-impl ExactSizeIterator for OwnedLabels<'_> {}
-
-fn read_u32(b: &[u8], at: usize) -> u32 {
-    b.get(at..at + 4)
-        .and_then(|s| s.try_into().ok())
-        .map_or(0, u32::from_le_bytes)
 }
 
 fn read_u64(b: &[u8], at: usize) -> u64 {
@@ -181,13 +127,9 @@ impl SeriesBatch for OwnedBatch {
         self.entries[i].hash
     }
 
-    fn labels(&self, i: usize) -> impl ExactSizeIterator<Item = LabelBytes<'_>> + Clone {
+    fn key(&self, i: usize) -> &[u8] {
         let e = self.entries[i];
-        OwnedLabels {
-            bytes: &self.bytes,
-            pos: e.labels_at as usize,
-            left: e.n_labels,
-        }
+        &self.bytes[e.key_at as usize..(e.key_at + e.key_len) as usize]
     }
 
     fn samples(&self, i: usize) -> impl Iterator<Item = Sample> {
@@ -206,15 +148,22 @@ impl SeriesBatch for OwnedBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sluice_core::put_series_key;
+
+    fn key(l: &[(&str, &str)]) -> Vec<u8> {
+        let mut k = Vec::new();
+        put_series_key(&mut k, l.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())));
+        k
+    }
 
     #[test]
     fn owned_batch_round_trips() {
         let mut b = OwnedBatch::default();
         let stale = f64::from_bits(0x7ff0_0000_0000_0002);
-        let b8 = |s: &'static str| s.as_bytes();
+        let k0 = key(&[("__name__", "up"), ("job", "node")]);
         b.push(
             42,
-            [(b8("__name__"), b8("up")), (b8("job"), b8("node"))].into_iter(),
+            &k0,
             &[
                 Sample {
                     timestamp: -1,
@@ -226,14 +175,15 @@ mod tests {
                 },
             ],
         );
-        b.push(7, [(b8("__name__"), b8("x"))].into_iter(), &[]);
+        b.push(7, &key(&[("__name__", "x")]), &[]);
         assert_eq!(b.len(), 2);
         assert_eq!(b.hash(0), 42);
+        assert_eq!(b.key(0), &k0[..]);
+        let b8 = |s: &'static str| s.as_bytes();
         assert_eq!(
             b.labels(0).collect::<Vec<_>>(),
             vec![(b8("__name__"), b8("up")), (b8("job"), b8("node"))]
         );
-        assert_eq!(b.labels(0).len(), 2);
         let s: Vec<_> = b
             .samples(0)
             .map(|s| (s.timestamp, s.value.to_bits()))

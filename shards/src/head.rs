@@ -10,7 +10,8 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use sluice_storage::xor::{XorChunk, XorIter};
 
-use crate::batch::LabelBytes;
+use sluice_core::key_labels;
+
 use crate::matcher::Matcher;
 
 /// Samples per head chunk before it is cut (Prometheus' target).
@@ -83,8 +84,10 @@ pub struct ClosedChunk {
 
 /// One series of the head.
 pub struct Series {
-    /// (name, value) symbol pairs in ascending name order.
-    labels: Box<[(u32, u32)]>,
+    /// The series key, `(name 0xff value 0xff)*` in ascending name order: compared with one
+    /// `memcmp` on every append, which is why labels are not stored as interned symbols
+    /// (resolving ten symbols meant ten scattered cache misses per sample).
+    key: Box<[u8]>,
     hash: u64,
     closed: Vec<ClosedChunk>,
     open: XorChunk,
@@ -159,72 +162,50 @@ impl Head {
         self.samples
     }
 
-    /// The id of the series with these labels (as bytes) and hash, if it exists.
-    pub fn find<'a, L>(&self, hash: u64, labels: L) -> Option<u32>
-    where
-        L: Iterator<Item = LabelBytes<'a>> + Clone,
-    {
+    /// The id of the series with this key and hash, if it exists.
+    #[inline]
+    pub fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
         let id = *self.by_hash.get(&hash)?;
-        if self.labels_equal(id, labels.clone()) {
+        if *self.series[id as usize].key == *key {
             return Some(id);
         }
         self.collisions
             .get(&hash)?
             .iter()
             .copied()
-            .find(|id| self.labels_equal(*id, labels.clone()))
+            .find(|id| *self.series[*id as usize].key == *key)
     }
 
-    fn labels_equal<'a>(&self, id: u32, labels: impl Iterator<Item = LabelBytes<'a>>) -> bool {
-        let mut stored = self.series[id as usize].labels.iter();
-        for (n, v) in labels {
-            match stored.next() {
-                Some((sn, sv))
-                    if self.symbols.get(*sn).as_bytes() == n
-                        && self.symbols.get(*sv).as_bytes() == v => {}
-                _ => return false,
-            }
-        }
-        stored.next().is_none()
-    }
-
-    /// Creates a series with the next id (which the caller logs). Labels must be sorted.
-    pub fn create<'a>(&mut self, hash: u64, labels: impl Iterator<Item = LabelBytes<'a>>) -> u32 {
+    /// Creates a series with the next id (which the caller logs).
+    pub fn create(&mut self, hash: u64, key: &[u8]) -> u32 {
         let id = self.series.len() as u32;
-        self.insert(id, hash, labels);
+        self.insert(id, hash, key);
         id
     }
 
     /// Creates a series with a given id during WAL replay. Ids are dense: a gap (a series record
     /// lost to corruption) is filled with empty placeholder series so ids stay aligned with the
     /// log; an id that already exists is ignored.
-    pub fn create_with_id<'a>(
-        &mut self,
-        id: u32,
-        hash: u64,
-        labels: impl Iterator<Item = LabelBytes<'a>>,
-    ) -> bool {
+    pub fn create_with_id(&mut self, id: u32, hash: u64, key: &[u8]) -> bool {
         if (id as usize) < self.series.len() {
             return false;
         }
         while (self.series.len() as u32) < id {
             self.series.push(Series {
-                labels: Box::new([]),
+                key: Box::new([]),
                 hash: 0,
                 closed: Vec::new(),
                 open: XorChunk::new(),
                 min_t: i64::MAX,
             });
         }
-        self.insert(id, hash, labels);
+        self.insert(id, hash, key);
         true
     }
 
-    fn insert<'a>(&mut self, id: u32, hash: u64, labels: impl Iterator<Item = LabelBytes<'a>>) {
-        let pairs: Box<[(u32, u32)]> = labels
-            .map(|(n, v)| (self.symbols.intern_bytes(n), self.symbols.intern_bytes(v)))
-            .collect();
-        for &(n, v) in pairs.iter() {
+    fn insert(&mut self, id: u32, hash: u64, key: &[u8]) {
+        for (n, v) in key_labels(key) {
+            let (n, v) = (self.symbols.intern_bytes(n), self.symbols.intern_bytes(v));
             let list = self.postings.entry((n, v)).or_default();
             if list.is_empty() {
                 self.values.entry(n).or_default().push(v);
@@ -240,7 +221,7 @@ impl Head {
             }
         }
         self.series.push(Series {
-            labels: pairs,
+            key: key.into(),
             hash,
             closed: Vec::new(),
             open: XorChunk::new(),
@@ -290,10 +271,12 @@ impl Head {
 
     /// Labels of series `id` as strings.
     pub fn labels(&self, id: u32) -> impl Iterator<Item = (&str, &str)> + Clone + '_ {
-        self.series[id as usize]
-            .labels
-            .iter()
-            .map(|(n, v)| (self.symbols.get(*n), self.symbols.get(*v)))
+        key_labels(&self.series[id as usize].key).map(|(n, v)| (utf8(n), utf8(v)))
+    }
+
+    /// The key of series `id`.
+    pub fn key(&self, id: u32) -> &[u8] {
+        &self.series[id as usize].key
     }
 
     /// The portable hash of series `id`.
@@ -368,18 +351,22 @@ impl Head {
             .into_iter()
             .filter(|id| {
                 let s = &self.series[*id as usize];
-                !s.labels.is_empty()
+                !s.key.is_empty()
                     && matchers.iter().all(|m| {
-                        let value = s
-                            .labels
-                            .iter()
-                            .find(|(n, _)| self.symbols.get(*n) == m.name)
-                            .map_or("", |(_, v)| self.symbols.get(*v));
+                        let value = key_labels(&s.key)
+                            .find(|(n, _)| *n == m.name.as_bytes())
+                            .map_or("", |(_, v)| utf8(v));
                         m.matches(value)
                     })
             })
             .collect()
     }
+}
+
+/// Key bytes are UTF-8 (the decoder checked); a foreign WAL could break that, and then the
+/// query shows replacement text rather than failing.
+fn utf8(b: &[u8]) -> &str {
+    std::str::from_utf8(b).unwrap_or("\u{FFFD}")
 }
 
 /// The value bits stored at exactly `t` in a series, if any (the rare retry path).
@@ -420,14 +407,16 @@ mod tests {
     use crate::matcher::MatchOp;
     use sluice_core::series_hash;
 
-    fn bytes<'a>(l: &'a [(&'a str, &'a str)]) -> impl Iterator<Item = LabelBytes<'a>> + Clone {
-        l.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+    fn key(l: &[(&str, &str)]) -> Vec<u8> {
+        let mut k = Vec::new();
+        sluice_core::put_series_key(&mut k, l.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())));
+        k
     }
 
     fn head_with(series: &[&[(&str, &str)]]) -> Head {
         let mut h = Head::new();
         for l in series {
-            let id = h.create(series_hash("t", l.iter().copied()), bytes(l));
+            let id = h.create(series_hash("t", l.iter().copied()), &key(l));
             h.append(id, 1000, 1.0).unwrap();
         }
         h
@@ -438,9 +427,9 @@ mod tests {
         let l = [("__name__", "up"), ("job", "a")];
         let h = head_with(&[&l]);
         let hash = series_hash("t", l);
-        assert_eq!(h.find(hash, bytes(&l)), Some(0));
+        assert_eq!(h.find(hash, &key(&l)), Some(0));
         let other = [("__name__", "up"), ("job", "b")];
-        assert_eq!(h.find(hash, bytes(&other)), None);
+        assert_eq!(h.find(hash, &key(&other)), None);
     }
 
     #[test]

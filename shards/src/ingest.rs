@@ -4,7 +4,7 @@
 //! Owns routing within the node. Must not decode or validate (the request arrives decoded)
 //! and must not answer the client (it returns the merged outcome).
 
-use sluice_core::{core_for_hash, series_hash_bytes, WriteRequestRef};
+use sluice_core::{core_for_hash, put_series_key, TenantHasher, WriteRequestRef};
 
 use crate::batch::{LocalBatch, OwnedBatch};
 use crate::runtime::Ctx;
@@ -15,8 +15,9 @@ use crate::shard::ApplyOutcome;
 pub struct IngestScratch {
     local: Vec<u32>,
     local_hashes: Vec<u64>,
-    /// Canonical series bytes for hashing.
-    hash_buf: Vec<u8>,
+    /// Keys of every series of the request, and each local series' range in them.
+    keys: Vec<u8>,
+    local_keys: Vec<(u32, u32)>,
 }
 
 /// Appends a decoded request for `tenant` across the node's cores.
@@ -31,25 +32,32 @@ pub async fn ingest(
     let me = ctx.core();
     scratch.local.clear();
     scratch.local_hashes.clear();
+    scratch.keys.clear();
+    scratch.local_keys.clear();
+    let hasher = TenantHasher::new(tenant.as_bytes());
     let mut remote: Vec<Option<OwnedBatch>> = (0..cores).map(|_| None).collect();
     for (i, s) in req.series.iter().enumerate() {
         let labels = &req.labels[s.labels.start as usize..s.labels.end as usize];
-        let label_bytes = labels
-            .iter()
-            .map(|l| (l.name_bytes(buf), l.value_bytes(buf)));
-        let hash = series_hash_bytes(
-            &mut scratch.hash_buf,
-            tenant.as_bytes(),
-            label_bytes.clone(),
+        let start = scratch.keys.len();
+        put_series_key(
+            &mut scratch.keys,
+            labels
+                .iter()
+                .map(|l| (l.name_bytes(buf), l.value_bytes(buf))),
         );
+        let key = &scratch.keys[start..];
+        let hash = hasher.hash_key(key);
         let core = core_for_hash(hash, cores);
         if core == me {
             scratch.local.push(i as u32);
             scratch.local_hashes.push(hash);
+            scratch
+                .local_keys
+                .push((start as u32, scratch.keys.len() as u32));
         } else {
             remote[core].get_or_insert_with(OwnedBatch::default).push(
                 hash,
-                label_bytes,
+                key,
                 req.series_samples(s),
             );
         }
@@ -75,9 +83,10 @@ pub async fn ingest(
         }
         let batch = LocalBatch {
             req,
-            buf,
             series: &scratch.local,
             hashes: &scratch.local_hashes,
+            keys: &scratch.keys,
+            key_ranges: &scratch.local_keys,
         };
         ctx.shard.ingest(tenant, &batch).await
     };

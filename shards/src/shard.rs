@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use sluice_core::{labels::render_series, series_hash};
+use sluice_core::{labels::render_series, put_series_key, series_hash};
 use sluice_storage::wal::{
     self, record, FsyncPolicy, RecordType, ReplayVisitor, SampleRecord, Wal, WalError,
 };
@@ -127,6 +127,7 @@ impl Shard {
             tenant: name,
             head: Head::new(),
             unknown: 0,
+            key: Vec::new(),
         };
         let stats = wal::replay_dir(&dir, &mut replay, true)?;
         if stats.records > 0 || stats.truncated_bytes > 0 {
@@ -187,10 +188,10 @@ impl Shard {
         t.wal.append(RecordType::Series, |buf| {
             for i in 0..batch.len() {
                 let hash = batch.hash(i);
-                let id = match head.find(hash, batch.labels(i)) {
+                let id = match head.find(hash, batch.key(i)) {
                     Some(id) => id,
                     None => {
-                        let id = head.create(hash, batch.labels(i));
+                        let id = head.create(hash, batch.key(i));
                         record::put_series(buf, id, batch.labels(i));
                         out.new_series += 1;
                         id
@@ -279,16 +280,18 @@ struct HeadReplay<'a> {
     tenant: &'a str,
     head: Head,
     unknown: u64,
+    key: Vec<u8>,
 }
 
 impl ReplayVisitor for HeadReplay<'_> {
     fn series(&mut self, id: u32, labels: &[(&str, &str)]) {
         let hash = series_hash(self.tenant, labels.iter().copied());
-        self.head.create_with_id(
-            id,
-            hash,
+        self.key.clear();
+        put_series_key(
+            &mut self.key,
             labels.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())),
         );
+        self.head.create_with_id(id, hash, &self.key);
     }
 
     fn sample(&mut self, s: SampleRecord) {

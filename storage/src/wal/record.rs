@@ -56,13 +56,13 @@ pub fn end_record(buf: &mut [u8], start: usize) -> usize {
 pub fn put_series<I, N, V>(buf: &mut Vec<u8>, id: u32, labels: I)
 where
     I: IntoIterator<Item = (N, V)>,
-    I::IntoIter: ExactSizeIterator,
+    I::IntoIter: Clone,
     N: AsRef<[u8]>,
     V: AsRef<[u8]>,
 {
     let labels = labels.into_iter();
     buf.extend_from_slice(&id.to_le_bytes());
-    put_uvarint(buf, labels.len() as u64);
+    put_uvarint(buf, labels.clone().count() as u64);
     for (n, v) in labels {
         let (n, v) = (n.as_ref(), v.as_ref());
         put_uvarint(buf, n.len() as u64);
