@@ -633,10 +633,22 @@ impl<'a> Iterator for Utf8Labels<'a> {
 /// A label's name and value as strings, or which of them ("name"/"value") is not UTF-8.
 #[inline]
 fn utf8_pair<'a>(buf: &'a [u8], l: &LabelRef) -> Result<(&'a str, &'a str), &'static str> {
-    let name = std::str::from_utf8(bytes_at(buf, l.name_start, l.name_len)).map_err(|_| "name")?;
-    let value =
-        std::str::from_utf8(bytes_at(buf, l.value_start, l.value_len)).map_err(|_| "value")?;
+    let name = utf8(bytes_at(buf, l.name_start, l.name_len)).map_err(|_| "name")?;
+    let value = utf8(bytes_at(buf, l.value_start, l.value_len)).map_err(|_| "value")?;
     Ok((name, value))
+}
+
+/// `str::from_utf8` with a branch-free ASCII pre-check. Labels are short and nearly always
+/// ASCII; for them std's validator spends most of its time in per-call set-up (it was 13% of
+/// a receiving core in the flamegraph), while an OR over the bytes vectorises.
+#[inline]
+fn utf8(b: &[u8]) -> Result<&str, std::str::Utf8Error> {
+    if b.iter().fold(0u8, |acc, x| acc | x) < 0x80 {
+        // SAFETY: every byte is below 0x80, i.e. ASCII, and ASCII is valid UTF-8.
+        Ok(unsafe { std::str::from_utf8_unchecked(b) })
+    } else {
+        std::str::from_utf8(b)
+    }
 }
 
 /// UTF-8 first (in wire order), then the label rules. A label-rule error found before a later
