@@ -342,6 +342,19 @@ fn is_stale(v: f64) -> bool {
     v.to_bits() == STALE_NAN
 }
 
+/// Starts one result entry: `{"metric":{...},"<field>":` (with a separating comma).
+fn open_series(out: &mut String, first: &mut bool, labels: &[(String, String)], field: &str) {
+    if !*first {
+        out.push(',');
+    }
+    *first = false;
+    out.push_str(r#"{"metric":"#);
+    push_labels(out, labels);
+    out.push_str(",\"");
+    out.push_str(field);
+    out.push_str("\":");
+}
+
 fn vector_json(found: &[SeriesData], t: i64) -> String {
     let mut out = String::from(r#"{"resultType":"vector","result":["#);
     let mut first = true;
@@ -352,13 +365,8 @@ fn vector_json(found: &[SeriesData], t: i64) -> String {
         if is_stale(v) {
             continue;
         }
-        if !first {
-            out.push(',');
-        }
-        first = false;
-        out.push_str(r#"{"metric":"#);
-        push_labels(&mut out, &s.labels);
-        out.push_str(r#","value":["#);
+        open_series(&mut out, &mut first, &s.labels, "value");
+        out.push('[');
         push_timestamp(&mut out, t);
         out.push(',');
         out.push_str(&quote(&format_value(v)));
@@ -375,13 +383,8 @@ fn matrix_json(found: &[SeriesData]) -> String {
         if s.samples.iter().all(|(_, v)| is_stale(*v)) {
             continue;
         }
-        if !first {
-            out.push(',');
-        }
-        first = false;
-        out.push_str(r#"{"metric":"#);
-        push_labels(&mut out, &s.labels);
-        out.push_str(r#","values":["#);
+        open_series(&mut out, &mut first, &s.labels, "values");
+        out.push('[');
         let mut first_point = true;
         for (ts, v) in s.samples.iter().filter(|(_, v)| !is_stale(*v)) {
             if !first_point {

@@ -93,6 +93,10 @@ struct Args {
     /// No progress lines.
     #[arg(long, short)]
     quiet: bool,
+    /// Target samples/s over all connections (0: as fast as the receiver answers). Paced
+    /// open-loop per connection, so latency at a fixed load can be measured.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -373,9 +377,23 @@ fn send(
         .build();
     let c = &sh.counters;
     let mut hist = stats::new_histogram();
+    // Time between this connection's requests under --rate.
+    let pace = (sh.args.rate > 0.0).then(|| {
+        let per_request = (sh.series_per_request as u64 * sh.args.samples_per_series) as f64;
+        Duration::from_secs_f64(per_request * sh.args.connections as f64 / sh.args.rate)
+    });
     go.wait();
+    let mut next_send = Instant::now();
     let result = (|| -> anyhow::Result<()> {
         loop {
+            if let Some(pace) = pace {
+                let now = Instant::now();
+                if next_send > now {
+                    thread::sleep(next_send - now);
+                }
+                // Behind schedule: send at once, but do not bank a burst to catch up.
+                next_send = next_send.max(now) + pace;
+            }
             if sh.past_deadline(Instant::now()) {
                 return Ok(());
             }
