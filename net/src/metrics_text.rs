@@ -44,8 +44,13 @@ fn summary(out: &mut String, name: &str, labels: &str, h: &Histogram<u64>) {
         .sum::<f64>()
         / 1e6
         + 0.0;
-    let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
-    let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.len());
+    let braces = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
+    let _ = writeln!(out, "{name}_sum{braces} {sum}");
+    let _ = writeln!(out, "{name}_count{braces} {}", h.len());
 }
 
 /// Renders all cores' snapshots.
