@@ -159,12 +159,15 @@ pub async fn select_all(
     Ok(out)
 }
 
-/// Label names across every core, sorted.
-pub async fn label_names_all(ctx: &Ctx, sel: Selection) -> Result<Vec<String>, Unreachable> {
+/// Runs `f` on every core and returns the sorted union of the strings they found.
+async fn union_all<F>(ctx: &Ctx, f: F) -> Result<Vec<String>, Unreachable>
+where
+    F: Fn(&Shard) -> BTreeSet<String> + Send + Clone + 'static,
+{
     let results = ctx
         .on_all(move |shard: Rc<Shard>| {
-            let sel = sel.clone();
-            Box::pin(async move { shard.label_names(&sel) })
+            let f = f.clone();
+            Box::pin(async move { f(&shard) })
         })
         .await;
     let mut out = BTreeSet::new();
@@ -174,22 +177,16 @@ pub async fn label_names_all(ctx: &Ctx, sel: Selection) -> Result<Vec<String>, U
     Ok(out.into_iter().collect())
 }
 
+/// Label names across every core, sorted.
+pub async fn label_names_all(ctx: &Ctx, sel: Selection) -> Result<Vec<String>, Unreachable> {
+    union_all(ctx, move |shard| shard.label_names(&sel)).await
+}
+
 /// Values of one label across every core, sorted.
 pub async fn label_values_all(
     ctx: &Ctx,
     name: String,
     sel: Selection,
 ) -> Result<Vec<String>, Unreachable> {
-    let results = ctx
-        .on_all(move |shard: Rc<Shard>| {
-            let sel = sel.clone();
-            let name = name.clone();
-            Box::pin(async move { shard.label_values(&name, &sel) })
-        })
-        .await;
-    let mut out = BTreeSet::new();
-    for r in results {
-        out.extend(r?);
-    }
-    Ok(out.into_iter().collect())
+    union_all(ctx, move |shard| shard.label_values(&name, &sel)).await
 }
