@@ -16,7 +16,13 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 command -v cargo >/dev/null 2>&1 || { echo "cargo is required (Rust toolchain)" >&2; exit 1; }
 # The S3-compatible peer of the object-storage tests.
-command -v moto_server >/dev/null 2>&1 || pip install --quiet 'moto[server]'
+if ! command -v moto_server >/dev/null 2>&1; then
+  python3 -m pip install --quiet 'moto[server]'
+  command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
+  # pip may put the script outside PATH (no shim yet): add its scripts directory.
+  PATH="$PATH:$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
+  export PATH
+fi
 command -v moto_server >/dev/null 2>&1 || { echo "moto_server missing after pip install" >&2; exit 1; }
 
 cargo test --workspace --all-targets --locked "$@"
