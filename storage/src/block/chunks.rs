@@ -21,7 +21,7 @@
 //!   ever fits a chunk or two more into a segment and does not change the format.
 //! - The CRC covers the encoding byte and the data, not the length varint.
 
-use super::encoding::{put_be32, put_uvarint, uvarint_len};
+use crate::encoding::{put_be32, put_uvarint, uvarint_len};
 
 /// Magic number at the start of every chunk segment file.
 pub const MAGIC_CHUNKS: u32 = 0x85BD_40DD;

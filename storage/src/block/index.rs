@@ -43,10 +43,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::encoding::{
+use super::format_labels;
+use crate::encoding::{
     pad_to, patch_be32, put_be32, put_be64, put_uvarint, put_uvarint_str, put_varint,
 };
-use super::format_labels;
 
 /// Magic number at the start of the index file.
 pub const MAGIC_INDEX: u32 = 0xBAAA_D700;

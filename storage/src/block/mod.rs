@@ -45,7 +45,6 @@
 //! is fine for a head block; a streaming variant can come with the DMA writer.
 
 pub mod chunks;
-mod encoding;
 mod files;
 pub mod index;
 pub mod meta;

@@ -9,6 +9,8 @@
 //!
 //! Must not allocate per sample: encoders append into the caller's buffer.
 
+use crate::encoding::{put_uvarint, put_varint};
+
 /// Bytes of a frame header.
 pub const HEADER_LEN: usize = 9;
 
@@ -84,20 +86,6 @@ pub fn put_sample(buf: &mut Vec<u8>, base_t: i64, id: u32, t: i64, v: f64) {
     put_uvarint(buf, id as u64);
     put_varint(buf, t.wrapping_sub(base_t));
     buf.extend_from_slice(&v.to_bits().to_le_bytes());
-}
-
-#[inline]
-pub fn put_uvarint(buf: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        buf.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    buf.push(v as u8);
-}
-
-#[inline]
-pub fn put_varint(buf: &mut Vec<u8>, v: i64) {
-    put_uvarint(buf, ((v << 1) ^ (v >> 63)) as u64);
 }
 
 /// Reads a uvarint at `*pos`, advancing it. `None` if truncated or longer than 10 bytes.

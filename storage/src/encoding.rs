@@ -1,9 +1,12 @@
-//! Byte-level helpers shared by the block encoders: Go `encoding/binary` varints, big-endian
-//! integers and zero padding, all appending to a caller-owned `Vec<u8>`.
+//! Byte-level helpers shared by the storage formats (WAL records, block chunks and index): Go
+//! `encoding/binary` varints, big-endian integers and zero padding, all appending to a
+//! caller-owned `Vec<u8>`.
 //!
-//! Owns nothing format-specific; the section layouts live in `chunks.rs` and `index.rs`.
+//! Owns nothing format-specific; layouts live in `wal/record.rs`, `block/chunks.rs` and
+//! `block/index.rs`.
 
 /// Appends `v` as a Go `binary.PutUvarint` (LEB128, 7 bits per byte, low groups first).
+#[inline]
 pub(crate) fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
@@ -13,6 +16,7 @@ pub(crate) fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
 }
 
 /// Appends `v` as a Go `binary.PutVarint` (zigzag, then uvarint).
+#[inline]
 pub(crate) fn put_varint(out: &mut Vec<u8>, v: i64) {
     put_uvarint(out, ((v << 1) ^ (v >> 63)) as u64);
 }
