@@ -56,6 +56,11 @@ struct Cli {
     #[arg(long, env = "SLUICE_TENANT_LABEL_NAME", default_value = "tenant_id")]
     tenant_label_name: String,
 
+    /// Length of a TSDB block (aligned ranges; Prometheus syntax). Head chunks never cross a
+    /// block boundary.
+    #[arg(long = "tsdb.block-duration", env = "SLUICE_TSDB_BLOCK_DURATION", default_value = "2h", value_parser = parse_block_duration)]
+    block_duration: std::time::Duration,
+
     /// Pin each core's executor to its own CPU. Turn off when sharing CPUs with other busy
     /// processes.
     #[arg(long, env = "SLUICE_PIN_CORES", default_value_t = true, action = clap::ArgAction::Set)]
@@ -64,6 +69,14 @@ struct Cli {
     /// Log filter (tracing EnvFilter syntax, e.g. `info`, `sluice_net=debug`).
     #[arg(long, env = "SLUICE_LOG", default_value = "info")]
     log: String,
+}
+
+fn parse_block_duration(s: &str) -> Result<std::time::Duration, String> {
+    match sluice_core::parse_duration(s) {
+        Ok(d) if d.as_millis() > 0 => Ok(d),
+        Ok(_) => Err("block duration must be > 0".to_string()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -129,6 +142,7 @@ fn main() -> anyhow::Result<()> {
             cores,
             fsync: cli.wal_fsync,
             tenant_label: cli.tenant_label_name.clone(),
+            block_range_ms: cli.block_duration.as_millis() as i64,
         },
         cpus: if cli.pin_cores { cpus } else { Vec::new() },
         io_memory: 1 << 20,

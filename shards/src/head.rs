@@ -17,6 +17,9 @@ use crate::matcher::Matcher;
 /// Samples per head chunk before it is cut (Prometheus' target).
 pub const SAMPLES_PER_CHUNK: u16 = 120;
 
+/// Prometheus' default block range (2h), in ms.
+pub const DEFAULT_BLOCK_RANGE_MS: i64 = 2 * 3600 * 1000;
+
 /// The keys are already xxhash64 outputs: hashing them again would only cost time.
 #[derive(Default)]
 pub struct IdentityHasher(u64);
@@ -141,13 +144,23 @@ pub struct Head {
     samples: u64,
     min_t: i64,
     max_t: i64,
+    /// Chunks never span two aligned ranges of this length, so that a block can take whole
+    /// chunks (as Prometheus cuts head chunks at the block boundary).
+    block_range_ms: i64,
 }
 
 impl Head {
+    /// A head for the default 2h block range.
     pub fn new() -> Self {
+        Self::with_block_range(DEFAULT_BLOCK_RANGE_MS)
+    }
+
+    /// A head whose chunks are cut at multiples of `block_range_ms` (must be > 0).
+    pub fn with_block_range(block_range_ms: i64) -> Self {
         Head {
             min_t: i64::MAX,
             max_t: i64::MIN,
+            block_range_ms: block_range_ms.max(1),
             ..Default::default()
         }
     }
@@ -249,7 +262,12 @@ impl Head {
                 };
             }
         }
-        if s.open.num_samples() >= SAMPLES_PER_CHUNK {
+        let range = self.block_range_ms;
+        let crosses_block = s
+            .open
+            .first_time()
+            .is_some_and(|first| first.div_euclid(range) != t.div_euclid(range));
+        if s.open.num_samples() >= SAMPLES_PER_CHUNK || crosses_block {
             let full = std::mem::take(&mut s.open);
             let (min_t, max_t) = (
                 full.first_time().unwrap_or(t),
@@ -468,6 +486,29 @@ mod tests {
         let mut window = Vec::new();
         h.samples(0, 10_000, 12_000, |t, _| window.push(t));
         assert_eq!(window, vec![10_000, 11_000, 12_000]);
+    }
+
+    #[test]
+    fn chunks_never_span_a_block_boundary() {
+        let mut h = Head::with_block_range(10_000);
+        let l = [("__name__", "up")];
+        let id = h.create(series_hash("t", l), &key(&l));
+        for t in [1_000, 9_000, 10_000, 15_000, 19_999, 25_000, 33_000] {
+            h.append(id, t, 1.0).unwrap();
+        }
+        let s = &h.series[id as usize];
+        let ranges: Vec<(i64, i64)> = s.closed.iter().map(|c| (c.min_t, c.max_t)).collect();
+        assert_eq!(
+            ranges,
+            vec![(1_000, 9_000), (10_000, 19_999), (25_000, 25_000)]
+        );
+        assert_eq!(s.open.first_time(), Some(33_000));
+        let mut all = Vec::new();
+        h.samples(id, i64::MIN, i64::MAX, |t, _| all.push(t));
+        assert_eq!(
+            all,
+            vec![1_000, 9_000, 10_000, 15_000, 19_999, 25_000, 33_000]
+        );
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub struct ShardConfig {
     pub fsync: FsyncPolicy,
     /// Label that carries the tenant in query results (`tenant_id`).
     pub tenant_label: String,
+    /// Block range in ms: head chunks are cut at its multiples.
+    pub block_range_ms: i64,
 }
 
 /// A tenant's data on this core.
@@ -125,7 +127,7 @@ impl Shard {
         ensure_cores_file(&tenant_dir, self.cfg.cores, self.id)?;
         let mut replay = HeadReplay {
             tenant: name,
-            head: Head::new(),
+            head: Head::with_block_range(self.cfg.block_range_ms),
             unknown: 0,
             key: Vec::new(),
         };
