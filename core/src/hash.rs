@@ -10,65 +10,21 @@ use xxhash_rust::xxh64::Xxh64;
 /// Separator byte between the parts of a series identity (as Prometheus' `labels.Hash`).
 pub const SEP: u8 = 0xff;
 
-/// Streaming hasher of `tenant 0xff (name 0xff value 0xff)*` with xxhash64, seed 0.
-pub struct SeriesHasher(Xxh64);
-
-impl SeriesHasher {
-    /// Starts a hash for a series of `tenant`.
-    #[inline]
-    pub fn new(tenant: &str) -> Self {
-        let mut h = Xxh64::new(0);
-        h.update(tenant.as_bytes());
-        h.update(&[SEP]);
-        SeriesHasher(h)
-    }
-
-    /// Adds one label; labels must be added in ascending name order.
-    #[inline]
-    pub fn label(&mut self, name: &[u8], value: &[u8]) {
-        self.0.update(name);
-        self.0.update(&[SEP]);
-        self.0.update(value);
-        self.0.update(&[SEP]);
-    }
-
-    /// The series hash.
-    #[inline]
-    pub fn finish(&self) -> u64 {
-        self.0.digest()
-    }
-}
-
-/// Hash of a whole series: tenant plus labels in ascending name order.
+/// Hash of a whole series: tenant plus labels in ascending name order. Convenience for cold
+/// paths (replay, re-layout, tests); the ingest path builds keys with [`put_series_key`] into a
+/// reused buffer and hashes them with a [`TenantHasher`].
 pub fn series_hash<'a, I>(tenant: &str, labels: I) -> u64
 where
     I: IntoIterator<Item = (&'a str, &'a str)>,
 {
-    let mut h = SeriesHasher::new(tenant);
-    for (n, v) in labels {
-        h.label(n.as_bytes(), v.as_bytes());
-    }
-    h.finish()
-}
-
-/// Hash of a series given as byte pairs, through a caller-owned scratch buffer: the
-/// canonical bytes are laid out once and hashed in one pass, which is several times faster
-/// than feeding the streaming hasher four small pieces per label.
-#[inline]
-pub fn series_hash_bytes<'a, I>(scratch: &mut Vec<u8>, tenant: &[u8], labels: I) -> u64
-where
-    I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
-{
-    scratch.clear();
-    scratch.extend_from_slice(tenant);
-    scratch.push(SEP);
-    for (n, v) in labels {
-        scratch.extend_from_slice(n);
-        scratch.push(SEP);
-        scratch.extend_from_slice(v);
-        scratch.push(SEP);
-    }
-    xxhash_rust::xxh64::xxh64(scratch, 0)
+    let mut key = Vec::new();
+    put_series_key(
+        &mut key,
+        labels
+            .into_iter()
+            .map(|(n, v)| (n.as_bytes(), v.as_bytes())),
+    );
+    TenantHasher::new(tenant.as_bytes()).hash_key(&key)
 }
 
 /// Appends a series key — the label part of the canonical encoding,
@@ -195,21 +151,6 @@ mod tests {
             bytes.collect::<Vec<_>>()
         );
         assert_eq!(key_labels(b"").count(), 0);
-    }
-
-    #[test]
-    fn one_shot_and_streaming_hashes_agree() {
-        let labels = [
-            ("__name__", "up"),
-            ("instance", "10.0.0.1:9100"),
-            ("job", "node"),
-        ];
-        let mut scratch = Vec::new();
-        let bytes = labels.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
-        assert_eq!(
-            series_hash_bytes(&mut scratch, b"tenant-a", bytes),
-            series_hash("tenant-a", labels)
-        );
     }
 
     #[test]

@@ -10,9 +10,6 @@ pub mod labels;
 pub mod remote_write;
 
 pub use duration::{format_duration, parse_duration, DurationError};
-pub use hash::{
-    core_for_hash, key_labels, put_series_key, series_hash, series_hash_bytes, KeyLabels,
-    SeriesHasher, TenantHasher,
-};
+pub use hash::{core_for_hash, key_labels, put_series_key, series_hash, KeyLabels, TenantHasher};
 pub use labels::{LabelError, METRIC_NAME};
 pub use remote_write::{DecodeError, LabelRef, Sample, SeriesRef, WriteRequestRef};

@@ -200,21 +200,11 @@ fn range_params(p: &Params) -> Result<(i64, i64), BadData> {
 }
 
 async fn series(st: &CoreState, p: &Params) -> Result<String, ApiError> {
-    let sets = match_params(p)?;
-    if sets.is_empty() {
+    let sel = selection(p)?;
+    if sel.matcher_sets.is_empty() {
         return Err(BadData("no match[] parameter provided".into()).into());
     }
-    let (mint, maxt) = range_params(p)?;
-    let found = select_all(
-        &st.ctx,
-        Selection {
-            matcher_sets: sets,
-            mint,
-            maxt,
-        },
-        false,
-    )
-    .await?;
+    let found = select_all(&st.ctx, sel, false).await?;
     let mut out = String::from("[");
     for (i, s) in found.iter().enumerate() {
         if i > 0 {
@@ -226,17 +216,18 @@ async fn series(st: &CoreState, p: &Params) -> Result<String, ApiError> {
     Ok(out)
 }
 
-async fn labels(st: &CoreState, p: &Params) -> Result<String, ApiError> {
+/// `match[]`, `start` and `end` as a selection.
+fn selection(p: &Params) -> Result<Selection, BadData> {
     let (mint, maxt) = range_params(p)?;
-    let names = label_names_all(
-        &st.ctx,
-        Selection {
-            matcher_sets: match_params(p)?,
-            mint,
-            maxt,
-        },
-    )
-    .await?;
+    Ok(Selection {
+        matcher_sets: match_params(p)?,
+        mint,
+        maxt,
+    })
+}
+
+async fn labels(st: &CoreState, p: &Params) -> Result<String, ApiError> {
+    let names = label_names_all(&st.ctx, selection(p)?).await?;
     Ok(string_array(&names))
 }
 
@@ -244,17 +235,7 @@ async fn label_values(st: &CoreState, name: &str, p: &Params) -> Result<String, 
     if !sluice_core::labels::is_valid_label_name(name.as_bytes()) {
         return Err(BadData(format!("invalid label name: {name:?}")).into());
     }
-    let (mint, maxt) = range_params(p)?;
-    let values = label_values_all(
-        &st.ctx,
-        name.to_string(),
-        Selection {
-            matcher_sets: match_params(p)?,
-            mint,
-            maxt,
-        },
-    )
-    .await?;
+    let values = label_values_all(&st.ctx, name.to_string(), selection(p)?).await?;
     Ok(string_array(&values))
 }
 

@@ -245,7 +245,7 @@ impl Head {
     /// Appends a sample to series `id` (which must exist).
     pub fn append(&mut self, id: u32, t: i64, v: f64) -> Result<Appended, Rejected> {
         let s = &mut self.series[id as usize];
-        if let Some((last_t, last_v)) = s.open.last().or_else(|| s.last()) {
+        if let Some((last_t, last_v)) = s.last() {
             if t <= last_t {
                 return if t == last_t {
                     if last_v.to_bits() == v.to_bits() {

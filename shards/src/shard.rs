@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use sluice_core::{labels::render_series, put_series_key, series_hash};
+use sluice_core::{labels::render_series, put_series_key, TenantHasher};
 use sluice_storage::wal::{
     self, record, FsyncPolicy, RecordType, ReplayVisitor, SampleRecord, Wal, WalError,
 };
@@ -126,7 +126,7 @@ impl Shard {
         let dir = wal::core_dir(&tenant_dir, self.id);
         ensure_cores_file(&tenant_dir, self.cfg.cores, self.id)?;
         let mut replay = HeadReplay {
-            tenant: name,
+            hasher: TenantHasher::new(name.as_bytes()),
             head: Head::with_block_range(self.cfg.block_range_ms),
             unknown: 0,
             key: Vec::new(),
@@ -278,21 +278,21 @@ fn describe<'a>(r: Rejected, t: i64, labels: impl Iterator<Item = LabelBytes<'a>
 }
 
 /// Replays a WAL directory into a fresh head.
-struct HeadReplay<'a> {
-    tenant: &'a str,
+struct HeadReplay {
+    hasher: TenantHasher,
     head: Head,
     unknown: u64,
     key: Vec<u8>,
 }
 
-impl ReplayVisitor for HeadReplay<'_> {
+impl ReplayVisitor for HeadReplay {
     fn series(&mut self, id: u32, labels: &[(&str, &str)]) {
-        let hash = series_hash(self.tenant, labels.iter().copied());
         self.key.clear();
         put_series_key(
             &mut self.key,
             labels.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())),
         );
+        let hash = self.hasher.hash_key(&self.key);
         self.head.create_with_id(id, hash, &self.key);
     }
 
