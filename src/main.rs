@@ -1,6 +1,7 @@
 //! `sluice`: the receiver binary — command line, logging, signals, and wiring the cores to
 //! the HTTP server. Everything else lives in the workspace crates.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -8,7 +9,9 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use sluice_shards::{Global, RuntimeConfig, ShardConfig};
+use sluice_shards::{CutConfig, Global, LocalBlocks, RuntimeConfig, ShardConfig, Shippers};
+use sluice_storage::block::chunks::DEFAULT_SEGMENT_SIZE;
+use sluice_storage::objstore::{ObjstoreConfig, ShipperOptions};
 use sluice_storage::wal::FsyncPolicy;
 
 /// Thread-per-core Prometheus remote-write receiver.
@@ -24,7 +27,8 @@ struct Cli {
     #[arg(long, env = "SLUICE_LISTEN", default_value = "0.0.0.0:19291")]
     listen: SocketAddr,
 
-    /// Directory for WALs (and later blocks): <data-dir>/<tenant>/wal/core-K/.
+    /// Directory for WALs (<data-dir>/<tenant>/wal/core-K/) and blocks
+    /// (<data-dir>/<tenant>/blocks/<ULID>/).
     #[arg(long, env = "SLUICE_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
 
@@ -58,8 +62,35 @@ struct Cli {
 
     /// Length of a TSDB block (aligned ranges; Prometheus syntax). Head chunks never cross a
     /// block boundary.
-    #[arg(long = "tsdb.block-duration", env = "SLUICE_TSDB_BLOCK_DURATION", default_value = "2h", value_parser = parse_block_duration)]
+    #[arg(long = "tsdb.block-duration", env = "SLUICE_TSDB_BLOCK_DURATION", default_value = "2h", value_parser = parse_positive_duration)]
     block_duration: std::time::Duration,
+
+    /// Object storage for blocks, as a Thanos objstore YAML file (`type: S3` or
+    /// `type: FILESYSTEM`). Default: a local directory bucket at <data-dir>/bucket.
+    #[arg(
+        long = "objstore.config-file",
+        env = "SLUICE_OBJSTORE_CONFIG_FILE",
+        conflicts_with = "objstore_config"
+    )]
+    objstore_config_file: Option<PathBuf>,
+
+    /// Object storage for blocks, the Thanos objstore YAML inline (instead of a file).
+    #[arg(long = "objstore.config", env = "SLUICE_OBJSTORE_CONFIG")]
+    objstore_config: Option<String>,
+
+    /// How long local blocks are kept after they were shipped to object storage (by their
+    /// newest sample; Prometheus syntax). Unshipped blocks are never deleted.
+    #[arg(long = "tsdb.retention", env = "SLUICE_TSDB_RETENTION", default_value = "15d", value_parser = parse_positive_duration)]
+    retention: std::time::Duration,
+
+    /// External label of every block this receiver writes, `name="value"` (repeatable; e.g.
+    /// --label 'replica="a"'). The tenant label is added per tenant.
+    #[arg(long = "label", env = "SLUICE_LABELS", value_delimiter = ',', value_parser = parse_external_label)]
+    labels: Vec<(String, String)>,
+
+    /// Test hook: wait this long after writing a block's chunks, before sealing it.
+    #[arg(long = "debug.block-write-pause", hide = true, value_parser = parse_positive_duration)]
+    block_write_pause: Option<std::time::Duration>,
 
     /// Pin each core's executor to its own CPU. Turn off when sharing CPUs with other busy
     /// processes.
@@ -71,12 +102,30 @@ struct Cli {
     log: String,
 }
 
-fn parse_block_duration(s: &str) -> Result<std::time::Duration, String> {
+fn parse_positive_duration(s: &str) -> Result<std::time::Duration, String> {
     match sluice_core::parse_duration(s) {
         Ok(d) if d.as_millis() > 0 => Ok(d),
-        Ok(_) => Err("block duration must be > 0".to_string()),
+        Ok(_) => Err("duration must be > 0".to_string()),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// `name="value"` (Thanos' `--label` syntax; unquoted values are accepted too).
+fn parse_external_label(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("label {s:?} must look like name=\"value\""))?;
+    let value = value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(value);
+    if !sluice_core::labels::is_valid_label_name(name.as_bytes()) {
+        return Err(format!("{name:?} is not a valid label name"));
+    }
+    if value.is_empty() {
+        return Err(format!("label {name:?} needs a non-empty value"));
+    }
+    Ok((name.to_string(), value.to_string()))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -126,7 +175,33 @@ fn main() -> anyhow::Result<()> {
         );
     }
 
-    let global = Arc::new(Global::new(cores));
+    let objstore = match (&cli.objstore_config_file, &cli.objstore_config) {
+        (Some(path), _) => ObjstoreConfig::from_file(path)
+            .with_context(|| format!("--objstore.config-file {}", path.display()))?,
+        (None, Some(yaml)) => ObjstoreConfig::from_yaml(yaml).context("--objstore.config")?,
+        (None, None) => ObjstoreConfig::filesystem(cli.data_dir.join("bucket")),
+    };
+    let external_labels: BTreeMap<String, String> = cli.labels.iter().cloned().collect();
+    if external_labels.contains_key(&cli.tenant_label_name) {
+        bail!(
+            "--label {} clashes with the tenant label (--tenant-label-name)",
+            cli.tenant_label_name
+        );
+    }
+
+    let blocks = LocalBlocks::open(&cli.data_dir);
+    let shippers = Shippers::new(
+        cli.data_dir.clone(),
+        Some(objstore),
+        ShipperOptions {
+            retention: Some(cli.retention),
+            ..ShipperOptions::default()
+        },
+    );
+    let global = Arc::new(Global::new(cores, blocks, shippers));
+    for tenant in global.blocks.tenants() {
+        global.shippers.notify(&tenant);
+    }
     spawn_signal_handler(global.clone())?;
 
     let net = Arc::new(sluice_net::NetConfig {
@@ -147,6 +222,13 @@ fn main() -> anyhow::Result<()> {
         cpus: if cli.pin_cores { cpus } else { Vec::new() },
         io_memory: 1 << 20,
         channel_depth: 1024,
+        cut: CutConfig {
+            block_range_ms: cli.block_duration.as_millis() as i64,
+            check_interval: std::time::Duration::from_secs(1),
+            external_labels,
+            segment_size: DEFAULT_SEGMENT_SIZE,
+            pause_before_seal: cli.block_write_pause,
+        },
     };
     tracing::info!(
         cores,
@@ -154,11 +236,12 @@ fn main() -> anyhow::Result<()> {
         wal_fsync = ?cli.wal_fsync,
         "starting sluice"
     );
-    sluice_shards::run(cfg, global, move |ctx| {
+    let result = sluice_shards::run(cfg, global.clone(), move |ctx| {
         let net = net.clone();
         async move { sluice_net::serve(ctx, net).await }
-    })
-    .context("running cores")?;
+    });
+    global.shippers.shutdown();
+    result.context("running cores")?;
     drop(lock);
     tracing::info!("stopped");
     Ok(())

@@ -117,8 +117,8 @@ impl From<BadData> for ApiError {
     }
 }
 
-impl From<sluice_shards::mesh::Unreachable> for ApiError {
-    fn from(e: sluice_shards::mesh::Unreachable) -> Self {
+impl From<sluice_shards::QueryError> for ApiError {
+    fn from(e: sluice_shards::QueryError) -> Self {
         ApiError::Internal(e.to_string())
     }
 }

@@ -6,8 +6,12 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+use std::sync::atomic::Ordering;
+
 use hdrhistogram::Histogram;
 use sluice_shards::metrics::MetricsSnapshot;
+use sluice_shards::Global;
+use sluice_storage::objstore::ShipperStats;
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
@@ -197,6 +201,14 @@ pub fn render(snaps: &[MetricsSnapshot]) -> String {
     per_core(
         &mut out,
         snaps,
+        "sluice_wal_checkpoints_total",
+        "counter",
+        "WAL checkpoints written after block cuts (obsolete segments deleted), by core.",
+        |s| s.wal_checkpoints,
+    );
+    per_core(
+        &mut out,
+        snaps,
         "sluice_cross_core_in_flight",
         "gauge",
         "Jobs sent to other cores and not answered yet, by sending core.",
@@ -215,6 +227,79 @@ pub fn render(snaps: &[MetricsSnapshot]) -> String {
         &fsync_latency,
     );
     out
+}
+
+/// Node-wide block and shipping numbers.
+pub fn render_blocks(out: &mut String, g: &Global) {
+    let counter = |out: &mut String, name: &str, help: &str, v: u64| {
+        header(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {v}");
+    };
+    counter(
+        out,
+        "sluice_blocks_written_total",
+        "TSDB blocks cut from the head and sealed.",
+        g.blocks_written.load(Ordering::Relaxed),
+    );
+    counter(
+        out,
+        "sluice_block_cut_failures_total",
+        "Block cuts that failed (retried; the data stays in the head and WAL).",
+        g.block_cut_failures.load(Ordering::Relaxed),
+    );
+    header(
+        out,
+        "sluice_local_blocks",
+        "gauge",
+        "Readable local blocks, by tenant.",
+    );
+    for t in g.blocks.tenants() {
+        let _ = writeln!(
+            out,
+            "sluice_local_blocks{{tenant=\"{t}\"}} {}",
+            g.blocks.for_tenant(&t).len()
+        );
+    }
+    let stats = g.shippers.stats();
+    type Field = fn(&ShipperStats) -> u64;
+    let fields: [(&str, &str, &str, Field); 5] = [
+        (
+            "sluice_shipper_uploaded_blocks_total",
+            "counter",
+            "Blocks uploaded to object storage (meta.json went up).",
+            |s| s.uploaded_blocks,
+        ),
+        (
+            "sluice_shipper_uploaded_bytes_total",
+            "counter",
+            "Bytes uploaded to object storage.",
+            |s| s.uploaded_bytes,
+        ),
+        (
+            "sluice_shipper_failures_total",
+            "counter",
+            "Failed shipper passes (each followed by a backoff).",
+            |s| s.failures,
+        ),
+        (
+            "sluice_shipper_pending_blocks",
+            "gauge",
+            "Sealed local blocks not yet shipped.",
+            |s| s.pending_blocks,
+        ),
+        (
+            "sluice_shipper_deleted_blocks_total",
+            "counter",
+            "Shipped local blocks deleted by retention.",
+            |s| s.deleted_blocks,
+        ),
+    ];
+    for (name, kind, help, f) in fields {
+        header(out, name, kind, help);
+        for (t, s) in &stats {
+            let _ = writeln!(out, "{name}{{tenant=\"{t}\"}} {}", f(s));
+        }
+    }
 }
 
 fn sluice_storage_latency() -> Histogram<u64> {

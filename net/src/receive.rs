@@ -113,7 +113,7 @@ async fn receive(
                     StatusCode::BAD_REQUEST,
                     "tenant",
                     format!(
-                        "invalid tenant in header {}: {:?} (allowed: 1-128 of [A-Za-z0-9_.-])",
+                        "invalid tenant in header {}: {:?} (allowed: 1-128 of [A-Za-z0-9_.-], not bucket or LOCK)",
                         cfg.tenant_header,
                         String::from_utf8_lossy(v.as_bytes())
                     ),

@@ -143,7 +143,8 @@ async fn metrics(st: &CoreState) -> Response<Body> {
         .into_iter()
         .filter_map(Result::ok)
         .collect();
-    let body = crate::metrics_text::render(&snaps);
+    let mut body = crate::metrics_text::render(&snaps);
+    crate::metrics_text::render_blocks(&mut body, &st.ctx.global);
     Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "text/plain; version=0.0.4; charset=utf-8")

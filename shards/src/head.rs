@@ -110,6 +110,17 @@ impl Series {
     fn max_t(&self) -> Option<i64> {
         self.last().map(|(t, _)| t)
     }
+
+    /// What a garbage-collected series (or an id lost from the WAL) leaves in its slot.
+    fn placeholder() -> Self {
+        Series {
+            key: Box::new([]),
+            hash: 0,
+            closed: Vec::new(),
+            open: XorChunk::new(),
+            min_t: i64::MAX,
+        }
+    }
 }
 
 /// Why a sample was not appended.
@@ -119,6 +130,9 @@ pub enum Rejected {
     OutOfOrder { last_t: i64 },
     /// Same timestamp as a stored sample, different value.
     DuplicateTimestamp,
+    /// Older than the head accepts: before its persisted range, or more than half a block
+    /// range behind its newest sample (Prometheus' appendable window).
+    OutOfBounds { min_t: i64 },
 }
 
 /// What happened to one appended sample.
@@ -147,6 +161,10 @@ pub struct Head {
     /// Chunks never span two aligned ranges of this length, so that a block can take whole
     /// chunks (as Prometheus cuts head chunks at the block boundary).
     block_range_ms: i64,
+    /// Samples before this are in a block (or being written to one): never appended again.
+    min_valid_t: i64,
+    /// Live series (not garbage-collected placeholders).
+    live: usize,
 }
 
 impl Head {
@@ -161,13 +179,39 @@ impl Head {
             min_t: i64::MAX,
             max_t: i64::MIN,
             block_range_ms: block_range_ms.max(1),
+            min_valid_t: i64::MIN,
             ..Default::default()
         }
     }
 
-    /// Number of series.
+    /// Number of live series.
     pub fn num_series(&self) -> usize {
-        self.series.len()
+        self.live
+    }
+
+    /// One past the highest series id (ids of collected series stay taken).
+    pub fn id_limit(&self) -> u32 {
+        self.series.len() as u32
+    }
+
+    /// Oldest and newest sample in the head, if it holds any.
+    pub fn time_range(&self) -> Option<(i64, i64)> {
+        (self.min_t <= self.max_t).then_some((self.min_t, self.max_t))
+    }
+
+    /// Samples before `t` are persisted: refuse them from now on (never lowers the bound).
+    pub fn set_min_valid(&mut self, t: i64) {
+        self.min_valid_t = self.min_valid_t.max(t);
+    }
+
+    /// The oldest timestamp an append may have (Prometheus' `appendableMinValidTime`).
+    pub fn appendable_min_t(&self) -> i64 {
+        let window = if self.max_t == i64::MIN {
+            i64::MIN
+        } else {
+            self.max_t.saturating_sub(self.block_range_ms / 2)
+        };
+        self.min_valid_t.max(window)
     }
 
     /// Number of samples appended since start (including replayed ones).
@@ -204,13 +248,7 @@ impl Head {
             return false;
         }
         while (self.series.len() as u32) < id {
-            self.series.push(Series {
-                key: Box::new([]),
-                hash: 0,
-                closed: Vec::new(),
-                open: XorChunk::new(),
-                min_t: i64::MAX,
-            });
+            self.series.push(Series::placeholder());
         }
         self.insert(id, hash, key);
         true
@@ -240,10 +278,31 @@ impl Head {
             open: XorChunk::new(),
             min_t: i64::MAX,
         });
+        self.live += 1;
     }
 
     /// Appends a sample to series `id` (which must exist).
     pub fn append(&mut self, id: u32, t: i64, v: f64) -> Result<Appended, Rejected> {
+        let min_t = self.appendable_min_t();
+        if t < min_t {
+            return Err(Rejected::OutOfBounds { min_t });
+        }
+        self.append_unbounded(id, t, v)
+    }
+
+    /// [`append`](Self::append) without the appendable window, for WAL replay: the log holds
+    /// samples in the order they were accepted, each inside the window of its time. Samples
+    /// before the persisted range are still refused.
+    pub fn replay_append(&mut self, id: u32, t: i64, v: f64) -> Result<Appended, Rejected> {
+        if t < self.min_valid_t {
+            return Err(Rejected::OutOfBounds {
+                min_t: self.min_valid_t,
+            });
+        }
+        self.append_unbounded(id, t, v)
+    }
+
+    fn append_unbounded(&mut self, id: u32, t: i64, v: f64) -> Result<Appended, Rejected> {
         let s = &mut self.series[id as usize];
         if let Some((last_t, last_v)) = s.last() {
             if t <= last_t {
@@ -268,16 +327,7 @@ impl Head {
             .first_time()
             .is_some_and(|first| first.div_euclid(range) != t.div_euclid(range));
         if s.open.num_samples() >= SAMPLES_PER_CHUNK || crosses_block {
-            let full = std::mem::take(&mut s.open);
-            let (min_t, max_t) = (
-                full.first_time().unwrap_or(t),
-                full.last().map_or(t, |(t, _)| t),
-            );
-            s.closed.push(ClosedChunk {
-                min_t,
-                max_t,
-                data: full.bytes().into(),
-            });
+            close_open(s);
         }
         s.open.append(t, v);
         s.min_t = s.min_t.min(t);
@@ -285,6 +335,106 @@ impl Head {
         self.min_t = self.min_t.min(t);
         self.max_t = self.max_t.max(t);
         Ok(Appended::New)
+    }
+
+    /// Prepares persisting everything before `before` (a block boundary): closes the open
+    /// chunks that lie wholly before it, refuses samples before it from now on, and returns
+    /// the series with chunks to persist, in label order (the block's series order).
+    pub fn prepare_cut(&mut self, before: i64) -> Vec<u32> {
+        self.set_min_valid(before);
+        let mut ids = Vec::new();
+        for (id, s) in self.series.iter_mut().enumerate() {
+            // Chunks never cross a block boundary, so an open chunk that starts before it
+            // also ends before it.
+            if s.open.first_time().is_some_and(|f| f < before) {
+                close_open(s);
+            }
+            if s.closed.first().is_some_and(|c| c.max_t < before) {
+                ids.push(id as u32);
+            }
+        }
+        ids.sort_unstable_by(|a, b| {
+            key_labels(&self.series[*a as usize].key).cmp(key_labels(&self.series[*b as usize].key))
+        });
+        ids
+    }
+
+    /// The closed chunks of series `id` that end before `before`.
+    pub fn chunks_before(&self, id: u32, before: i64) -> &[ClosedChunk] {
+        let closed = &self.series[id as usize].closed;
+        &closed[..closed.partition_point(|c| c.max_t < before)]
+    }
+
+    /// Drops everything before `before` (a block now holds it) and garbage-collects series
+    /// left without samples; their ids are never reused (the WAL may still name them).
+    /// Returns how many series were collected.
+    pub fn truncate(&mut self, before: i64) -> usize {
+        self.set_min_valid(before);
+        let mut dead: Vec<u32> = Vec::new();
+        let (mut min_t, mut max_t) = (i64::MAX, i64::MIN);
+        for (id, s) in self.series.iter_mut().enumerate() {
+            if s.key.is_empty() {
+                continue;
+            }
+            let keep_from = s.closed.partition_point(|c| c.max_t < before);
+            s.closed.drain(..keep_from);
+            s.min_t = s
+                .closed
+                .first()
+                .map(|c| c.min_t)
+                .or_else(|| s.open.first_time())
+                .unwrap_or(i64::MAX);
+            match s.max_t() {
+                Some(last) => {
+                    min_t = min_t.min(s.min_t);
+                    max_t = max_t.max(last);
+                }
+                None => dead.push(id as u32),
+            }
+        }
+        self.min_t = min_t;
+        self.max_t = max_t;
+        if !dead.is_empty() {
+            self.collect(&dead);
+        }
+        dead.len()
+    }
+
+    /// Removes series (sorted ids) from every index and frees their memory.
+    fn collect(&mut self, dead: &[u32]) {
+        for id in dead {
+            let s = std::mem::replace(&mut self.series[*id as usize], Series::placeholder());
+            if self.by_hash.get(&s.hash) == Some(id) {
+                self.by_hash.remove(&s.hash);
+                // A colliding series takes over the primary slot.
+                if let Some(others) = self.collisions.remove(&s.hash) {
+                    let mut others = others.into_iter();
+                    if let Some(first) = others.next() {
+                        self.by_hash.insert(s.hash, first);
+                        let rest: Vec<u32> = others.collect();
+                        if !rest.is_empty() {
+                            self.collisions.insert(s.hash, rest);
+                        }
+                    }
+                }
+            } else if let Some(others) = self.collisions.get_mut(&s.hash) {
+                others.retain(|o| o != id);
+                if others.is_empty() {
+                    self.collisions.remove(&s.hash);
+                }
+            }
+        }
+        self.live -= dead.len();
+        let is_dead = |id: &u32| dead.binary_search(id).is_ok();
+        self.postings.retain(|_, ids| {
+            ids.retain(|id| !is_dead(id));
+            !ids.is_empty()
+        });
+        let postings = &self.postings;
+        self.values.retain(|n, vs| {
+            vs.retain(|v| postings.contains_key(&(*n, *v)));
+            !vs.is_empty()
+        });
     }
 
     /// Labels of series `id` as strings.
@@ -378,6 +528,18 @@ impl Head {
                     })
             })
             .collect()
+    }
+}
+
+/// Moves a series' open chunk (if it has samples) to its closed chunks.
+fn close_open(s: &mut Series) {
+    let full = std::mem::take(&mut s.open);
+    if let (Some(min_t), Some((max_t, _))) = (full.first_time(), full.last()) {
+        s.closed.push(ClosedChunk {
+            min_t,
+            max_t,
+            data: full.bytes().into(),
+        });
     }
 }
 
@@ -541,5 +703,90 @@ mod tests {
             h.select(&[m("__name__", MatchOp::Regex, "u")]),
             Vec::<u32>::new()
         );
+    }
+
+    #[test]
+    fn appends_outside_the_window_or_before_persisted_data_are_out_of_bounds() {
+        let mut h = Head::with_block_range(10_000);
+        let a = [("__name__", "a")];
+        let b = [("__name__", "b")];
+        let ia = h.create(series_hash("t", a), &key(&a));
+        let ib = h.create(series_hash("t", b), &key(&b));
+        h.append(ia, 100_000, 1.0).unwrap();
+        // Half a block range behind the newest sample is the oldest accepted.
+        assert_eq!(h.append(ib, 95_000, 1.0), Ok(Appended::New));
+        // Bounds come before order, as in Prometheus.
+        assert_eq!(
+            h.append(ib, 94_999, 1.0),
+            Err(Rejected::OutOfBounds { min_t: 95_000 })
+        );
+        let c = [("__name__", "c")];
+        let ic = h.create(series_hash("t", c), &key(&c));
+        assert_eq!(
+            h.append(ic, 94_999, 1.0),
+            Err(Rejected::OutOfBounds { min_t: 95_000 })
+        );
+        // Replay follows the log, not the window; persisted data stays refused.
+        assert_eq!(h.replay_append(ic, 94_999, 1.0), Ok(Appended::New));
+        h.set_min_valid(99_000);
+        let d = [("__name__", "d")];
+        let id = h.create(series_hash("t", d), &key(&d));
+        assert_eq!(
+            h.replay_append(id, 98_999, 1.0),
+            Err(Rejected::OutOfBounds { min_t: 99_000 })
+        );
+    }
+
+    #[test]
+    fn a_cut_hands_out_whole_chunks_in_label_order_then_frees_them() {
+        let mut h = Head::with_block_range(10_000);
+        let old = [("__name__", "z_old")];
+        let both = [("__name__", "a_both"), ("job", "x")];
+        let shorter = [("__name__", "a_both")];
+        let io = h.create(series_hash("t", old), &key(&old));
+        let ib = h.create(series_hash("t", both), &key(&both));
+        let is = h.create(series_hash("t", shorter), &key(&shorter));
+        for t in [1_000, 2_000, 9_999] {
+            h.append(io, t, 1.0).unwrap();
+            h.append(ib, t, 2.0).unwrap();
+        }
+        for t in [10_000, 14_000] {
+            h.append(ib, t, 3.0).unwrap();
+            h.append(is, t, 4.0).unwrap();
+        }
+        assert_eq!(h.time_range(), Some((1_000, 14_000)));
+        // Label order: {__name__="a_both"} < {__name__="a_both", job="x"} < {z_old}.
+        let ids = h.prepare_cut(10_000);
+        assert_eq!(ids, vec![ib, io]);
+        for id in [ib, io] {
+            let chunks = h.chunks_before(id, 10_000);
+            assert_eq!(chunks.len(), 1);
+            assert_eq!((chunks[0].min_t, chunks[0].max_t), (1_000, 9_999));
+        }
+        // The cut boundary is now the oldest accepted time.
+        assert_eq!(
+            h.append(is, 9_000, 1.0),
+            Err(Rejected::OutOfBounds { min_t: 10_000 })
+        );
+        assert_eq!(
+            h.truncate(10_000),
+            1,
+            "the series with only old samples is collected"
+        );
+        assert_eq!(h.num_series(), 2);
+        assert_eq!(h.time_range(), Some((10_000, 14_000)));
+        assert_eq!(h.find(series_hash("t", old), &key(&old)), None);
+        let m = |n: &str, op, v: &str| Matcher::new(n, op, v).unwrap();
+        assert_eq!(
+            h.select(&[m("__name__", MatchOp::Regex, ".+")]),
+            vec![ib, is]
+        );
+        let mut left = Vec::new();
+        h.samples(ib, i64::MIN, i64::MAX, |t, _| left.push(t));
+        assert_eq!(left, vec![10_000, 14_000]);
+        // The same labels again make a new series with a new id.
+        let again = h.create(series_hash("t", old), &key(&old));
+        assert_eq!(again, 3);
+        assert_eq!(h.find(series_hash("t", old), &key(&old)), Some(3));
     }
 }

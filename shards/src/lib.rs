@@ -5,6 +5,9 @@
 //! decoded requests.
 
 pub mod batch;
+pub mod blockquery;
+pub mod blocks;
+pub mod cut;
 pub mod head;
 pub mod ingest;
 pub mod matcher;
@@ -13,9 +16,14 @@ pub mod metrics;
 pub mod query;
 pub mod runtime;
 pub mod shard;
+pub mod shipping;
 
+pub use blocks::LocalBlocks;
+pub use cut::CutConfig;
 pub use ingest::{ingest, IngestScratch};
 pub use matcher::{MatchOp, Matcher};
-pub use query::{label_names_all, label_values_all, select_all, Selection, SeriesData};
+pub use mesh::Unreachable;
+pub use query::{label_names_all, label_values_all, select_all, QueryError, Selection, SeriesData};
 pub use runtime::{run, Ctx, Global, RuntimeConfig};
 pub use shard::{is_valid_tenant, ApplyOutcome, Shard, ShardConfig};
+pub use shipping::Shippers;

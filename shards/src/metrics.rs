@@ -28,6 +28,8 @@ pub struct ShardMetrics {
     samples_received: Cell<u64>,
     /// Jobs sent to other cores and not answered yet (maintained by the mesh).
     pub(crate) cross_core_in_flight: Cell<u64>,
+    /// WAL checkpoints written after block cuts.
+    pub(crate) wal_checkpoints: Cell<u64>,
 }
 
 impl Default for ShardMetrics {
@@ -49,6 +51,7 @@ impl ShardMetrics {
             series_received: Cell::new(0),
             samples_received: Cell::new(0),
             cross_core_in_flight: Cell::new(0),
+            wal_checkpoints: Cell::new(0),
         }
     }
 
@@ -104,6 +107,7 @@ impl ShardMetrics {
                 .collect(),
             request_latency: self.request_latency.borrow().clone(),
             cross_core_in_flight: self.cross_core_in_flight.get(),
+            wal_checkpoints: self.wal_checkpoints.get(),
             ..MetricsSnapshot::default()
         }
     }
@@ -134,6 +138,7 @@ pub struct MetricsSnapshot {
     pub head_samples: u64,
     /// Jobs this core sent to other cores that have not been answered yet.
     pub cross_core_in_flight: u64,
+    pub wal_checkpoints: u64,
 }
 
 impl Default for MetricsSnapshot {
@@ -156,6 +161,7 @@ impl Default for MetricsSnapshot {
             head_series: 0,
             head_samples: 0,
             cross_core_in_flight: 0,
+            wal_checkpoints: 0,
         }
     }
 }

@@ -8,6 +8,9 @@
 use std::collections::BTreeSet;
 use std::rc::Rc;
 
+use sluice_storage::block::reader::BlockReadError;
+
+use crate::blockquery;
 use crate::matcher::Matcher;
 use crate::mesh::Unreachable;
 use crate::runtime::Ctx;
@@ -139,28 +142,102 @@ fn with_tenant<'a>(
     out
 }
 
-/// Selects across every core; series sorted by labels.
+/// Selects across every core's head and the local blocks; series sorted by labels, a series
+/// found in several places merged (samples in time order, each timestamp once).
 pub async fn select_all(
     ctx: &Ctx,
     sel: Selection,
     with_samples: bool,
-) -> Result<Vec<SeriesData>, Unreachable> {
+) -> Result<Vec<SeriesData>, QueryError> {
+    let from_blocks = select_blocks(ctx, &sel, with_samples)?;
     let results = ctx
         .on_all(move |shard: Rc<Shard>| {
             let sel = sel.clone();
             Box::pin(async move { shard.select(&sel, with_samples) })
         })
         .await;
-    let mut out = Vec::new();
+    let mut out = from_blocks;
     for r in results {
         out.extend(r?);
     }
     out.sort_by(|a, b| a.labels.cmp(&b.labels));
+    out.dedup_by(|later, first| {
+        if later.labels != first.labels {
+            return false;
+        }
+        first.samples.append(&mut later.samples);
+        true
+    });
+    for s in &mut out {
+        if !s.samples.is_sorted_by_key(|(t, _)| *t) {
+            s.samples.sort_by_key(|(t, _)| *t);
+        }
+        s.samples.dedup_by_key(|(t, _)| *t);
+    }
     Ok(out)
 }
 
-/// Runs `f` on every core and returns the sorted union of the strings they found.
-async fn union_all<F>(ctx: &Ctx, f: F) -> Result<Vec<String>, Unreachable>
+/// Why a query failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error(transparent)]
+    Unreachable(#[from] Unreachable),
+    #[error("reading a persisted block: {0}")]
+    Block(#[from] BlockReadError),
+}
+
+/// Selects from the local blocks of every tenant the selection can match.
+fn select_blocks(
+    ctx: &Ctx,
+    sel: &Selection,
+    with_samples: bool,
+) -> Result<Vec<SeriesData>, BlockReadError> {
+    let label = &ctx.shard.cfg.tenant_label;
+    let all = [Vec::new()];
+    let sets: &[Vec<Matcher>] = if sel.matcher_sets.is_empty() {
+        &all
+    } else {
+        &sel.matcher_sets
+    };
+    let mut out = Vec::new();
+    for tenant in ctx.global.blocks.tenants() {
+        let blocks = ctx.global.blocks.for_tenant(&tenant);
+        for set in sets {
+            if !set
+                .iter()
+                .filter(|m| &m.name == label)
+                .all(|m| m.matches(&tenant))
+            {
+                continue;
+            }
+            let rest: Vec<Matcher> = set.iter().filter(|m| &m.name != label).cloned().collect();
+            for b in &blocks {
+                blockquery::for_each_series(
+                    b,
+                    &rest,
+                    sel.mint,
+                    sel.maxt,
+                    with_samples,
+                    |labels, samples| {
+                        out.push(SeriesData {
+                            labels: with_tenant(labels.iter().copied(), label, &tenant),
+                            samples,
+                        })
+                    },
+                )?;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Runs `f` on every core and returns the sorted union of the strings they found and of
+/// `from_blocks`.
+async fn union_all<F>(
+    ctx: &Ctx,
+    from_blocks: BTreeSet<String>,
+    f: F,
+) -> Result<Vec<String>, QueryError>
 where
     F: Fn(&Shard) -> BTreeSet<String> + Send + Clone + 'static,
 {
@@ -170,23 +247,39 @@ where
             Box::pin(async move { f(&shard) })
         })
         .await;
-    let mut out = BTreeSet::new();
+    let mut out = from_blocks;
     for r in results {
         out.extend(r?);
     }
     Ok(out.into_iter().collect())
 }
 
-/// Label names across every core, sorted.
-pub async fn label_names_all(ctx: &Ctx, sel: Selection) -> Result<Vec<String>, Unreachable> {
-    union_all(ctx, move |shard| shard.label_names(&sel)).await
+/// Label names across every core and the local blocks, sorted.
+pub async fn label_names_all(ctx: &Ctx, sel: Selection) -> Result<Vec<String>, QueryError> {
+    let from_blocks = select_blocks(ctx, &sel, false)?
+        .into_iter()
+        .flat_map(|s| s.labels.into_iter().map(|(n, _)| n))
+        .collect();
+    union_all(ctx, from_blocks, move |shard| shard.label_names(&sel)).await
 }
 
-/// Values of one label across every core, sorted.
+/// Values of one label across every core and the local blocks, sorted.
 pub async fn label_values_all(
     ctx: &Ctx,
     name: String,
     sel: Selection,
-) -> Result<Vec<String>, Unreachable> {
-    union_all(ctx, move |shard| shard.label_values(&name, &sel)).await
+) -> Result<Vec<String>, QueryError> {
+    let from_blocks = select_blocks(ctx, &sel, false)?
+        .into_iter()
+        .filter_map(|s| {
+            s.labels
+                .into_iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v)
+        })
+        .collect();
+    union_all(ctx, from_blocks, move |shard| {
+        shard.label_values(&name, &sel)
+    })
+    .await
 }

@@ -7,7 +7,7 @@
 
 use std::future::Future;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,13 +15,21 @@ use futures::future::LocalBoxFuture;
 use glommio::{LocalExecutorBuilder, Placement};
 use sluice_storage::wal::{self, FsyncPolicy, WalError};
 
+use crate::blocks::LocalBlocks;
+use crate::cut::{run_cutter, CutConfig};
 use crate::mesh::{Job, Mesh, MeshBuilders, Reply, Unreachable};
 use crate::shard::{existing_tenants, Shard, ShardConfig};
+use crate::shipping::Shippers;
 
-/// State all cores can read: readiness and shutdown flags.
-#[derive(Debug, Default)]
+/// State all cores can read: readiness and shutdown flags, the persisted blocks, shippers.
 pub struct Global {
     pub cores: usize,
+    /// Local blocks, for queries and cuts.
+    pub blocks: LocalBlocks,
+    /// Object-storage shippers, one per tenant with blocks.
+    pub shippers: Shippers,
+    pub blocks_written: AtomicU64,
+    pub block_cut_failures: AtomicU64,
     /// Cores that finished replay and joined the mesh.
     pub ready_cores: AtomicUsize,
     /// Set by the signal handler: stop accepting, drain, sync, exit.
@@ -31,10 +39,18 @@ pub struct Global {
 }
 
 impl Global {
-    pub fn new(cores: usize) -> Self {
+    /// `blocks` should be opened before the cores start: replay needs to know what is
+    /// persisted already.
+    pub fn new(cores: usize, blocks: LocalBlocks, shippers: Shippers) -> Self {
         Global {
             cores,
-            ..Default::default()
+            blocks,
+            shippers,
+            blocks_written: AtomicU64::new(0),
+            block_cut_failures: AtomicU64::new(0),
+            ready_cores: AtomicUsize::new(0),
+            shutdown: AtomicBool::new(false),
+            drained: AtomicUsize::new(0),
         }
     }
 
@@ -111,6 +127,8 @@ pub struct RuntimeConfig {
     pub io_memory: usize,
     /// Slots per cross-core channel.
     pub channel_depth: usize,
+    /// Block cutting (run by core 0).
+    pub cut: CutConfig,
 }
 
 /// Start-up or runtime failure of a core.
@@ -152,11 +170,12 @@ where
         let global = global.clone();
         let serve = serve.clone();
         let done = done_tx.clone();
+        let cut = cfg.cut.clone();
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("sluice-core-{k}"))
             .io_memory(cfg.io_memory)
             .spawn(move || async move {
-                let r = core_main(k, shard_cfg, builders, global, serve).await;
+                let r = core_main(k, shard_cfg, builders, global, serve, cut).await;
                 let _ = done.send((k, r));
             })
             .map_err(|e| RuntimeError::Executor {
@@ -186,12 +205,13 @@ async fn core_main<S, Fut>(
     builders: MeshBuilders,
     global: Arc<Global>,
     serve: S,
+    cut: CutConfig,
 ) -> Result<(), RuntimeError>
 where
     S: Fn(Ctx) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let shard = Rc::new(Shard::open(k, cfg.clone())?);
+    let shard = Rc::new(Shard::open(k, cfg.clone(), global.blocks.max_times())?);
     let mesh = Mesh::join(builders, shard.clone()).await;
     if let FsyncPolicy::Interval(every) = cfg.fsync {
         let shard = shard.clone();
@@ -211,6 +231,9 @@ where
         mesh,
         global: global.clone(),
     };
+    if k == 0 {
+        glommio::spawn_local(run_cutter(ctx.clone(), cut)).detach();
+    }
     serve(ctx).await;
     // Keep answering other cores' jobs until every core has drained its own requests.
     global.drained.fetch_add(1, Ordering::AcqRel);

@@ -36,6 +36,8 @@ pub struct Tenant {
     pub name: String,
     pub head: RefCell<Head>,
     pub wal: Wal,
+    /// Series this core persists in the block being cut (between plan and write).
+    pub cut_plan: RefCell<Option<Vec<u32>>>,
 }
 
 /// How many rejected samples an outcome describes by name (the rest are only counted).
@@ -88,12 +90,19 @@ pub struct Shard {
     /// Series ids of the batch being applied (reused).
     ids: RefCell<Vec<u32>>,
     replay_corrupt: Cell<u64>,
+    /// Per tenant, the end of its newest persisted block at start: replay drops older samples.
+    min_valid: BTreeMap<String, i64>,
 }
 
 impl Shard {
     /// Opens core `id`: replays its WAL directory of every tenant found in the data dir.
-    /// The layout must already match the core count ([`wal::prepare_layout`]).
-    pub fn open(id: usize, cfg: Arc<ShardConfig>) -> Result<Shard, WalError> {
+    /// The layout must already match the core count ([`wal::prepare_layout`]). `min_valid`
+    /// holds, per tenant, the end of its newest persisted block.
+    pub fn open(
+        id: usize,
+        cfg: Arc<ShardConfig>,
+        min_valid: BTreeMap<String, i64>,
+    ) -> Result<Shard, WalError> {
         let shard = Shard {
             id,
             cfg,
@@ -101,6 +110,7 @@ impl Shard {
             metrics: ShardMetrics::new(),
             ids: RefCell::new(Vec::new()),
             replay_corrupt: Cell::new(0),
+            min_valid,
         };
         for name in existing_tenants(&shard.cfg.data_dir)? {
             shard.open_tenant(&name)?;
@@ -125,9 +135,13 @@ impl Shard {
         let tenant_dir = self.cfg.data_dir.join(name);
         let dir = wal::core_dir(&tenant_dir, self.id);
         ensure_cores_file(&tenant_dir, self.cfg.cores, self.id)?;
+        let min_valid = self.min_valid.get(name).copied().unwrap_or(i64::MIN);
+        let mut head = Head::with_block_range(self.cfg.block_range_ms);
+        head.set_min_valid(min_valid);
         let mut replay = HeadReplay {
             hasher: TenantHasher::new(name.as_bytes()),
-            head: Head::with_block_range(self.cfg.block_range_ms),
+            head,
+            min_valid,
             unknown: 0,
             key: Vec::new(),
         };
@@ -146,12 +160,14 @@ impl Shard {
         }
         self.replay_corrupt
             .set(self.replay_corrupt.get() + stats.corrupt_records + replay.unknown);
-        let next_segment = stats.last_segment.map_or(0, |s| s + 1);
+        let next_segment = stats.last_segment.or(stats.checkpoint).map_or(0, |s| s + 1);
         let wal = Wal::open(&dir, next_segment, self.cfg.fsync)?;
+        wal.seed_segment_max_t(&stats.segment_max_t);
         let t = Rc::new(Tenant {
             name: name.to_string(),
             head: RefCell::new(replay.head),
             wal,
+            cut_plan: RefCell::new(None),
         });
         self.tenants
             .borrow_mut()
@@ -203,6 +219,7 @@ impl Shard {
             }
         });
         // Pass 2: append samples, logging the stored ones in one record.
+        let mut newest = i64::MIN;
         t.wal.append(RecordType::Samples, |buf| {
             let mut base: Option<i64> = None;
             for (i, id) in ids.iter().enumerate() {
@@ -214,6 +231,7 @@ impl Shard {
                                 s.timestamp
                             });
                             record::put_sample(buf, base_t, *id, s.timestamp, s.value);
+                            newest = newest.max(s.timestamp);
                             out.appended += 1;
                         }
                         Ok(Appended::Repeat) => out.repeats += 1,
@@ -228,6 +246,9 @@ impl Shard {
                 }
             }
         });
+        if newest != i64::MIN {
+            t.wal.note_max_t(newest);
+        }
         out
     }
 
@@ -274,6 +295,9 @@ fn describe<'a>(r: Rejected, t: i64, labels: impl Iterator<Item = LabelBytes<'a>
         Rejected::DuplicateTimestamp => format!(
             "duplicate sample for timestamp {t} with a different value for series {series}"
         ),
+        Rejected::OutOfBounds { min_t } => format!(
+            "out of bounds sample for series {series}: timestamp {t} is older than {min_t}, the oldest this receiver still accepts (older data is persisted, or more than half a block range behind the newest sample)"
+        ),
     }
 }
 
@@ -281,6 +305,8 @@ fn describe<'a>(r: Rejected, t: i64, labels: impl Iterator<Item = LabelBytes<'a>
 struct HeadReplay {
     hasher: TenantHasher,
     head: Head,
+    /// Samples before this are in blocks.
+    min_valid: i64,
     unknown: u64,
     key: Vec<u8>,
 }
@@ -297,13 +323,22 @@ impl ReplayVisitor for HeadReplay {
     }
 
     fn sample(&mut self, s: SampleRecord) {
-        if (s.id as usize) < self.head.num_series() {
+        if s.t < self.min_valid {
+            // Persisted in a block: its series may be gone from the log, and that is fine.
+            return;
+        }
+        if s.id < self.head.id_limit() {
             // Repeats cannot be logged, so a rejection here means a log written by a buggy or
             // foreign writer; the head keeps what it has.
-            let _ = self.head.append(s.id, s.t, s.v);
+            let _ = self.head.replay_append(s.id, s.t, s.v);
         } else {
             self.unknown += 1;
         }
+    }
+
+    fn min_time(&mut self, t: i64) {
+        self.min_valid = self.min_valid.max(t);
+        self.head.set_min_valid(t);
     }
 }
 
@@ -335,12 +370,17 @@ pub fn existing_tenants(data_dir: &std::path::Path) -> Result<Vec<String>, WalEr
     Ok(out)
 }
 
-/// Tenant names become directory names: only a conservative character set is allowed.
+/// Directory names under the data dir that are not tenants.
+pub const RESERVED_TENANT_NAMES: [&str; 2] = ["bucket", "LOCK"];
+
+/// Tenant names become directory names: only a conservative character set is allowed, and
+/// not the names of the data dir's own entries (the embedded bucket, the lock file).
 pub fn is_valid_tenant(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
         && name != "."
         && name != ".."
+        && !RESERVED_TENANT_NAMES.contains(&name)
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))

@@ -5,7 +5,9 @@
 
 mod harness;
 
+mod blocks;
 mod concurrency;
 mod crash;
 mod malformed;
+mod shipping;
 mod write_read;

@@ -69,6 +69,9 @@ pub struct SegmentEncoder {
     segments: u32,
     /// Bytes in the current segment so far, header included.
     pos: u64,
+    /// File index of the first segment: a block written in parts (one per core) numbers each
+    /// part's segments after the previous parts'.
+    first_file: u32,
 }
 
 impl SegmentEncoder {
@@ -82,7 +85,31 @@ impl SegmentEncoder {
             max_segment_size,
             segments: 0,
             pos: 0,
+            first_file: 0,
         })
+    }
+
+    /// The same encoder, numbering its segments from file index `first_file`.
+    pub fn starting_at(mut self, first_file: u32) -> Self {
+        self.first_file = first_file;
+        self
+    }
+
+    /// How many segment files chunks of these data lengths (in write order) fill: lets the
+    /// parts of a block agree on file numbers before any of them writes.
+    pub fn segments_needed(
+        max_segment_size: u64,
+        data_lens: impl IntoIterator<Item = usize>,
+    ) -> Result<u32, ChunkError> {
+        let mut enc = SegmentEncoder::new(max_segment_size)?;
+        for len in data_lens {
+            if enc.needs_new_segment(len) {
+                enc.segments += 1;
+                enc.pos = SEGMENT_HEADER_LEN;
+            }
+            enc.pos += Self::encoded_len(len);
+        }
+        Ok(enc.segments)
     }
 
     /// Bytes one chunk with `data_len` data bytes takes in a segment.
@@ -103,14 +130,14 @@ impl SegmentEncoder {
     pub fn start_segment(&mut self, out: &mut Vec<u8>) -> Result<u32, ChunkError> {
         // The index becomes the top half of every chunk ref, and the file name must stay six
         // digits for readers that list `chunks/` by name order.
-        if self.segments >= 999_999 {
+        if u64::from(self.first_file) + u64::from(self.segments) >= 999_999 {
             return Err(ChunkError::TooManySegments);
         }
         put_be32(out, MAGIC_CHUNKS);
         out.extend_from_slice(&[CHUNKS_FORMAT_V1, 0, 0, 0]);
         self.segments += 1;
         self.pos = SEGMENT_HEADER_LEN;
-        Ok(self.segments - 1)
+        Ok(self.first_file + self.segments - 1)
     }
 
     /// Appends one chunk to the current segment and returns its reference. Does not cut:
@@ -130,7 +157,7 @@ impl SegmentEncoder {
         if data.len() > u32::MAX as usize || self.pos > u64::from(u32::MAX) {
             return Err(ChunkError::ChunkTooLarge(data.len()));
         }
-        let r = chunk_ref(self.segments - 1, self.pos as u32);
+        let r = chunk_ref(self.first_file + self.segments - 1, self.pos as u32);
         put_uvarint(out, data.len() as u64);
         out.push(encoding);
         out.extend_from_slice(data);

@@ -41,7 +41,7 @@
 //!   delta.
 //! - Series refs are 32-bit offsets / 16, which caps the series section at 64 GiB.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{HashMap, HashSet};
 
 use super::format_labels;
 use crate::encoding::{
@@ -54,8 +54,8 @@ pub const MAGIC_INDEX: u32 = 0xBAAA_D700;
 pub const INDEX_FORMAT_V2: u8 = 2;
 /// Bytes of the trailing table of contents.
 pub const TOC_LEN: usize = 6 * 8 + 4;
-const HEADER_LEN: usize = 5;
-const SERIES_ALIGN: usize = 16;
+pub(crate) const HEADER_LEN: usize = 5;
+pub(crate) const SERIES_ALIGN: usize = 16;
 const POSTINGS_ALIGN: usize = 4;
 
 /// Where one chunk of a series lives and which (inclusive) time range it covers.
@@ -193,15 +193,17 @@ pub fn encode_index(
     for s in &series {
         validate_series(s)?;
     }
-    series.sort_unstable_by(|a, b| a.labels.cmp(b.labels));
+    // Stable sort: parts written by several cores arrive as sorted runs, which it merges.
+    series.sort_by(|a, b| a.labels.cmp(b.labels));
     if let Some(w) = series.windows(2).find(|w| w[0].labels == w[1].labels) {
         return Err(IndexError::DuplicateSeries {
             series: format_labels(w[0].labels),
         });
     }
 
-    // Every name and value once, plus "" (see module docs), ascending bytewise.
-    let mut symbol_set: BTreeSet<&str> = BTreeSet::new();
+    // Every name and value once, plus "" (see module docs), ascending bytewise. Deduplicated
+    // by hash first: millions of label strings, but few distinct ones.
+    let mut symbol_set: HashSet<&str, ahash::RandomState> = HashSet::default();
     symbol_set.insert("");
     for s in &series {
         for (n, v) in s.labels {
@@ -209,18 +211,32 @@ pub fn encode_index(
             symbol_set.insert(v);
         }
     }
-    let symbols: Vec<&str> = symbol_set.into_iter().collect();
-    let symbol_ref: HashMap<&str, u32> = symbols
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (*s, i as u32))
-        .collect();
+    let mut symbols: Vec<&str> = symbol_set.into_iter().collect();
+    symbols.sort_unstable();
     if symbols.len() > u32::MAX as usize {
         return Err(IndexError::TooLarge {
             what: "symbol count",
             size: symbols.len() as u64,
         });
     }
+    let symbol_ref: HashMap<&str, u32, ahash::RandomState> = symbols
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (*s, i as u32))
+        .collect();
+    // Each series' labels as (name, value) symbol refs, resolved once for the series
+    // entries and the postings. Symbol order is string order, so sorting by refs sorts by
+    // strings.
+    let mut label_refs: Vec<(u32, u32)> = Vec::new();
+    let mut label_starts: Vec<usize> = Vec::with_capacity(series.len() + 1);
+    for s in &series {
+        label_starts.push(label_refs.len());
+        for (n, v) in s.labels {
+            label_refs.push((symbol_ref[n.as_str()], symbol_ref[v.as_str()]));
+        }
+    }
+    label_starts.push(label_refs.len());
+    let labels_of = |i: usize| &label_refs[label_starts[i]..label_starts[i + 1]];
 
     out.clear();
     let mut toc = Toc::default();
@@ -241,7 +257,7 @@ pub fn encode_index(
     toc.series = out.len() as u64;
     let mut refs: Vec<u32> = Vec::with_capacity(series.len());
     let mut body = Vec::with_capacity(256);
-    for s in &series {
+    for (i, s) in series.iter().enumerate() {
         pad_to(out, SERIES_ALIGN);
         let r = out.len() / SERIES_ALIGN;
         if r > u32::MAX as usize {
@@ -252,48 +268,45 @@ pub fn encode_index(
         }
         refs.push(r as u32);
         body.clear();
-        encode_series_body(&mut body, s, &symbol_ref);
+        encode_series_body(&mut body, labels_of(i), s.chunks);
         put_uvarint(out, body.len() as u64);
         out.extend_from_slice(&body);
         put_be32(out, crc32c::crc32c(&body));
     }
 
     // Postings per label pair; series are visited in ref order, so every list is ascending.
-    let mut postings: BTreeMap<&str, BTreeMap<&str, Vec<u32>>> = BTreeMap::new();
-    for (s, &r) in series.iter().zip(&refs) {
-        for (n, v) in s.labels {
-            postings
-                .entry(n.as_str())
-                .or_default()
-                .entry(v.as_str())
-                .or_default()
-                .push(r);
+    let mut by_pair: HashMap<(u32, u32), Vec<u32>, ahash::RandomState> = HashMap::default();
+    for (i, &r) in refs.iter().enumerate() {
+        for pair in labels_of(i) {
+            by_pair.entry(*pair).or_default().push(r);
         }
     }
+    let mut postings: Vec<((u32, u32), Vec<u32>)> = by_pair.into_iter().collect();
+    postings.sort_unstable_by_key(|(pair, _)| *pair);
 
     // Label indices: values of each name as symbol refs (ascending symbol = ascending value).
     toc.label_indices = out.len() as u64;
-    let mut label_index_offsets: Vec<(&str, u64)> = Vec::with_capacity(postings.len());
-    for (name, values) in &postings {
+    let mut label_index_offsets: Vec<(&str, u64)> = Vec::new();
+    for same_name in postings.chunk_by(|a, b| a.0 .0 == b.0 .0) {
+        let name = symbols[same_name[0].0 .0 as usize];
         pad_to(out, POSTINGS_ALIGN);
         label_index_offsets.push((name, out.len() as u64));
         let start = begin_section(out);
         put_be32(out, 1);
-        put_be32(out, values.len() as u32);
-        for v in values.keys() {
-            put_be32(out, symbol_ref[v]);
+        put_be32(out, same_name.len() as u32);
+        for ((_, v), _) in same_name {
+            put_be32(out, *v);
         }
         end_section(out, start, "label index")?;
     }
 
     // Postings lists, the all-series list first.
     toc.postings = out.len() as u64;
-    let mut postings_offsets: Vec<(&str, &str, u64)> = Vec::new();
+    let mut postings_offsets: Vec<(&str, &str, u64)> = Vec::with_capacity(postings.len() + 1);
     write_postings(out, "", "", &refs, &mut postings_offsets)?;
-    for (name, values) in &postings {
-        for (value, list) in values {
-            write_postings(out, name, value, list, &mut postings_offsets)?;
-        }
+    for ((n, v), list) in &postings {
+        let (name, value) = (symbols[*n as usize], symbols[*v as usize]);
+        write_postings(out, name, value, list, &mut postings_offsets)?;
     }
 
     // Label offset table.
@@ -343,14 +356,14 @@ pub fn encode_index(
 }
 
 /// Labels then chunk metas of one series entry (without the length prefix and CRC).
-fn encode_series_body(body: &mut Vec<u8>, s: &IndexSeries<'_>, symbol_ref: &HashMap<&str, u32>) {
-    put_uvarint(body, s.labels.len() as u64);
-    for (n, v) in s.labels {
-        put_uvarint(body, u64::from(symbol_ref[n.as_str()]));
-        put_uvarint(body, u64::from(symbol_ref[v.as_str()]));
+fn encode_series_body(body: &mut Vec<u8>, labels: &[(u32, u32)], chunks: &[ChunkMeta]) {
+    put_uvarint(body, labels.len() as u64);
+    for (n, v) in labels {
+        put_uvarint(body, u64::from(*n));
+        put_uvarint(body, u64::from(*v));
     }
-    put_uvarint(body, s.chunks.len() as u64);
-    if let Some((first, rest)) = s.chunks.split_first() {
+    put_uvarint(body, chunks.len() as u64);
+    if let Some((first, rest)) = chunks.split_first() {
         put_varint(body, first.min_time);
         // Validated: max ≥ min, later chunks start after the previous end and refs increase,
         // so the unsigned deltas below cannot wrap. Wrapping ops keep the bits Go writes even

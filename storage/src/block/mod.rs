@@ -45,9 +45,11 @@
 //! is fine for a head block; a streaming variant can come with the DMA writer.
 
 pub mod chunks;
+pub mod dma;
 mod files;
 pub mod index;
 pub mod meta;
+pub mod reader;
 pub mod tombstones;
 
 #[cfg(test)]
@@ -161,6 +163,8 @@ pub enum BlockError {
     },
     #[error("invalid block time range [{0}, {1})")]
     BadTimeRange(i64, i64),
+    #[error("a block written in parts needs its ULID and time range fixed before the parts begin")]
+    PartsNeedUlidAndRange,
     #[error("Thanos blocks need at least one external label")]
     NoExternalLabels,
     #[error("block directory {} already exists", .0.display())]
@@ -285,6 +289,25 @@ pub fn write_block<D: AsRef<[u8]>>(
         Some(u) => u,
         None => Ulid::new(),
     };
+    let tmp_dir = begin_block(dir, ulid)?;
+    let meta = new_meta(ulid, (block_min, block_max), stats, opts);
+    let result = write_chunks(&tmp_dir, &series, opts).and_then(|(metas, segment_files)| {
+        let index_series = series
+            .iter()
+            .zip(&metas)
+            .map(|(s, m)| IndexSeries {
+                labels: &s.labels,
+                chunks: m,
+            })
+            .collect();
+        finish_contents(&tmp_dir, index_series, &segment_files, meta)
+    });
+    rename_into_place(dir, &tmp_dir, ulid, result).map(Some)
+}
+
+/// Creates the temporary directory of block `ulid` under `dir` with an empty `chunks/`
+/// (removing one a crash left behind) and returns its path.
+pub fn begin_block(dir: &Path, ulid: Ulid) -> Result<PathBuf, BlockError> {
     let final_dir = dir.join(ulid.to_string());
     if final_dir.exists() {
         return Err(BlockError::AlreadyExists(final_dir));
@@ -296,11 +319,105 @@ pub fn write_block<D: AsRef<[u8]>>(
         std::fs::remove_dir_all(&tmp_dir).map_err(io_err("remove stale", &tmp_dir))?;
     }
     create_dir(&tmp_dir)?;
+    create_dir(&tmp_dir.join("chunks"))?;
+    Ok(tmp_dir)
+}
 
-    let meta = BlockMeta {
+/// Removes every `*.tmp-for-creation` directory under `dir` (blocks a crash interrupted;
+/// their data is still in the WAL). Returns how many were removed.
+pub fn remove_unfinished(dir: &Path) -> Result<usize, BlockError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io_err("list", dir)(e)),
+    };
+    let mut n = 0;
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().ends_with(TMP_SUFFIX) {
+            let p = e.path();
+            std::fs::remove_dir_all(&p).map_err(io_err("remove unfinished block", &p))?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// One series of a block written in parts: its labels and the chunks a part writer
+/// ([`dma::DmaSegmentWriter`]) already wrote, with their refs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartSeries {
+    /// Label pairs sorted by name (names strictly ascending).
+    pub labels: Vec<(String, String)>,
+    /// Chunks in time order with refs into the block's segment files.
+    pub chunks: Vec<ChunkMeta>,
+    /// Samples in those chunks (for `meta.json` stats).
+    pub num_samples: u64,
+}
+
+/// Seals a block whose chunk segments the parts already wrote into `tmp_dir` (from
+/// [`begin_block`]): writes the index over every part's series (any order; duplicates are
+/// an error), the tombstones and `meta.json`, fsyncs, and renames the block into place.
+/// `opts.ulid` and `opts.time_range` are required: they were fixed when the parts began.
+/// On error the temporary directory is removed.
+pub fn seal_block(
+    dir: &Path,
+    tmp_dir: &Path,
+    series: Vec<PartSeries>,
+    segment_files: &[(String, u64)],
+    opts: &BlockOptions,
+) -> Result<WrittenBlock, BlockError> {
+    let (Some(ulid), Some((block_min, block_max))) = (opts.ulid, opts.time_range) else {
+        return Err(BlockError::PartsNeedUlidAndRange);
+    };
+    let result = (|| {
+        if opts.external_labels.is_empty() {
+            return Err(BlockError::NoExternalLabels);
+        }
+        if block_min >= block_max {
+            return Err(BlockError::BadTimeRange(block_min, block_max));
+        }
+        let mut stats = BlockStats::default();
+        for s in &series {
+            for c in &s.chunks {
+                if c.min_time < block_min || c.max_time >= block_max {
+                    return Err(BlockError::OutOfRange {
+                        series: format_labels(&s.labels),
+                        min_time: c.min_time,
+                        max_time: c.max_time,
+                        block_min,
+                        block_max,
+                    });
+                }
+            }
+            stats.num_chunks += s.chunks.len() as u64;
+            stats.num_samples += s.num_samples;
+        }
+        stats.num_series = series.iter().filter(|s| !s.chunks.is_empty()).count() as u64;
+        let meta = new_meta(ulid, (block_min, block_max), stats, opts);
+        let index_series = series
+            .iter()
+            .filter(|s| !s.chunks.is_empty())
+            .map(|s| IndexSeries {
+                labels: &s.labels,
+                chunks: &s.chunks,
+            })
+            .collect();
+        finish_contents(tmp_dir, index_series, segment_files, meta)
+    })();
+    rename_into_place(dir, tmp_dir, ulid, result)
+}
+
+/// `meta.json` of a new level-1 block; the Thanos file list is filled in when sealing.
+fn new_meta(
+    ulid: Ulid,
+    (min, max): (i64, i64),
+    stats: BlockStats,
+    opts: &BlockOptions,
+) -> BlockMeta {
+    BlockMeta {
         ulid,
-        min_time: block_min,
-        max_time: block_max,
+        min_time: min,
+        max_time: max,
         stats,
         compaction: BlockCompaction {
             level: 1,
@@ -316,34 +433,44 @@ pub fn write_block<D: AsRef<[u8]>>(
             source: opts.source.clone(),
             files: Vec::new(),
         }),
-    };
-    match write_contents(&tmp_dir, &series, opts, meta) {
+    }
+}
+
+/// Renames a filled temporary directory into place (and syncs `dir`), or removes it when
+/// filling failed.
+fn rename_into_place(
+    dir: &Path,
+    tmp_dir: &Path,
+    ulid: Ulid,
+    filled: Result<BlockMeta, BlockError>,
+) -> Result<WrittenBlock, BlockError> {
+    match filled {
         Ok(meta) => {
-            std::fs::rename(&tmp_dir, &final_dir).map_err(io_err("rename", &tmp_dir))?;
+            let final_dir = dir.join(ulid.to_string());
+            std::fs::rename(tmp_dir, &final_dir).map_err(io_err("rename", tmp_dir))?;
             sync_dir(dir)?;
-            Ok(Some(WrittenBlock {
+            Ok(WrittenBlock {
                 path: final_dir,
                 meta,
-            }))
+            })
         }
         Err(e) => {
             // Best effort: the error that matters is `e`; a leftover is removed next time.
-            let _ = std::fs::remove_dir_all(&tmp_dir);
+            let _ = std::fs::remove_dir_all(tmp_dir);
             Err(e)
         }
     }
 }
 
-/// Fills the temporary block directory: chunks, index, tombstones, meta.json; all fsynced.
-fn write_contents<D: AsRef<[u8]>>(
+/// Writes the chunk segments of `series` (std I/O) into the temporary directory; returns the
+/// chunk metas per series and the segment files.
+#[allow(clippy::type_complexity)]
+fn write_chunks<D: AsRef<[u8]>>(
     tmp_dir: &Path,
     series: &[BlockSeries<D>],
     opts: &BlockOptions,
-    mut meta: BlockMeta,
-) -> Result<BlockMeta, BlockError> {
-    let chunks_dir = tmp_dir.join("chunks");
-    create_dir(&chunks_dir)?;
-    let mut segments = SegmentFiles::new(&chunks_dir, opts.segment_size)?;
+) -> Result<(Vec<Vec<ChunkMeta>>, Vec<(String, u64)>), BlockError> {
+    let mut segments = SegmentFiles::new(&tmp_dir.join("chunks"), opts.segment_size)?;
     let mut metas: Vec<Vec<ChunkMeta>> = Vec::with_capacity(series.len());
     for s in series {
         let mut m = Vec::with_capacity(s.chunks.len());
@@ -356,20 +483,19 @@ fn write_contents<D: AsRef<[u8]>>(
         }
         metas.push(m);
     }
-    let segment_files = segments.finish()?;
+    Ok((metas, segments.finish()?))
+}
 
+/// Completes a temporary block directory whose chunk segments are written: index,
+/// tombstones, meta.json (with the Thanos file list); everything fsynced.
+fn finish_contents(
+    tmp_dir: &Path,
+    index_series: Vec<IndexSeries<'_>>,
+    segment_files: &[(String, u64)],
+    mut meta: BlockMeta,
+) -> Result<BlockMeta, BlockError> {
     let mut index_bytes = Vec::new();
-    encode_index(
-        series
-            .iter()
-            .zip(&metas)
-            .map(|(s, m)| IndexSeries {
-                labels: &s.labels,
-                chunks: m,
-            })
-            .collect(),
-        &mut index_bytes,
-    )?;
+    encode_index(index_series, &mut index_bytes)?;
     let index_path = tmp_dir.join("index");
     write_file_synced(&index_path, &index_bytes)?;
     let index_len = index_bytes.len() as u64;

@@ -15,16 +15,16 @@ use crate::xor::{XorChunk, XorIter};
 const SAMPLES_PER_CHUNK: usize = 120;
 
 /// A series' labels and its raw samples.
-type TestSeries = (Vec<(String, String)>, Vec<(i64, f64)>);
+pub(super) type TestSeries = (Vec<(String, String)>, Vec<(i64, f64)>);
 
-fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+pub(super) fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
         .iter()
         .map(|(a, b)| (a.to_string(), b.to_string()))
         .collect()
 }
 
-fn ext_labels() -> BTreeMap<String, String> {
+pub(super) fn ext_labels() -> BTreeMap<String, String> {
     [("receive_replica", "r0"), ("tenant_id", "default-tenant")]
         .into_iter()
         .map(|(a, b)| (a.to_string(), b.to_string()))
@@ -32,7 +32,7 @@ fn ext_labels() -> BTreeMap<String, String> {
 }
 
 /// Cuts samples into XOR chunks of at most 120 samples.
-fn to_chunks(samples: &[(i64, f64)]) -> Vec<BlockChunk> {
+pub(super) fn to_chunks(samples: &[(i64, f64)]) -> Vec<BlockChunk> {
     samples
         .chunks(SAMPLES_PER_CHUNK)
         .map(|part| {
@@ -53,7 +53,7 @@ fn to_chunks(samples: &[(i64, f64)]) -> Vec<BlockChunk> {
 /// partial and several full chunks), jittered 15 s timestamps, assorted values including
 /// ±Inf, NaN and -0, label values that need quoting, and label sets that are prefixes of
 /// others. Returns the series in a scrambled order (write_block must sort).
-fn test_series(n: usize) -> Vec<TestSeries> {
+pub(super) fn test_series(n: usize) -> Vec<TestSeries> {
     let base = 1_700_000_000_000i64;
     let mut out = Vec::new();
     for i in 0..n {
@@ -110,7 +110,7 @@ fn test_series(n: usize) -> Vec<TestSeries> {
     out
 }
 
-fn to_block_series(data: &[TestSeries]) -> Vec<BlockSeries> {
+pub(super) fn to_block_series(data: &[TestSeries]) -> Vec<BlockSeries> {
     data.iter()
         .map(|(l, s)| BlockSeries {
             labels: l.clone(),
@@ -119,7 +119,7 @@ fn to_block_series(data: &[TestSeries]) -> Vec<BlockSeries> {
         .collect()
 }
 
-fn dir_entries(dir: &Path) -> Vec<String> {
+pub(super) fn dir_entries(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -128,7 +128,7 @@ fn dir_entries(dir: &Path) -> Vec<String> {
     v
 }
 
-fn same_value(a: f64, b: f64) -> bool {
+pub(super) fn same_value(a: f64, b: f64) -> bool {
     (a.is_nan() && b.is_nan()) || a.to_bits() == b.to_bits()
 }
 
@@ -351,7 +351,7 @@ fn block_time_range_override_and_stale_tmp_dir() {
 // --- promtool ---------------------------------------------------------------------------
 
 /// Runs promtool; fails loudly if it is missing (this check must never be skipped).
-fn promtool(args: &[&str]) -> (String, String) {
+pub(super) fn promtool(args: &[&str]) -> (String, String) {
     let bin = std::env::var("PROMTOOL").unwrap_or_else(|_| "promtool".to_string());
     let out = Command::new(&bin).args(args).output().unwrap_or_else(|e| {
         panic!(
@@ -499,14 +499,10 @@ fn block_promtool_reads_exactly_what_was_written() {
     }
 }
 
-/// Byte-for-byte comparison with Prometheus' own writer: `promtool tsdb create-blocks-from
-/// openmetrics` builds a block through the same head → compactor path Prometheus uses. With
-/// at most 120 samples per series inside one 2h range the head cuts no chunk early, so the
-/// chunk segment and the index must be identical to ours for the same samples (only
-/// meta.json differs: ULID, and no Thanos section).
-#[test]
-fn block_index_and_chunks_are_byte_identical_to_prometheus() {
-    let tmp = tempfile::tempdir().unwrap();
+/// Builds a block with `promtool tsdb create-blocks-from openmetrics` under `dir`: 3 gauges x
+/// 7 series (some with a `zone` label) of 10..=110 samples inside one aligned 2h range.
+/// Returns the block's path and the samples it holds.
+pub(super) fn promtool_block(dir: &Path) -> (std::path::PathBuf, Vec<TestSeries>) {
     // Aligned to a 2h boundary so the backfill writes a single block.
     let t0 = 1_700_006_400_000i64;
     assert_eq!(t0 % 7_200_000, 0);
@@ -548,9 +544,9 @@ fn block_index_and_chunks_are_byte_identical_to_prometheus() {
         }
     }
     om.push_str("# EOF\n");
-    let om_path = tmp.path().join("input.om");
+    let om_path = dir.join("input.om");
     std::fs::write(&om_path, &om).unwrap();
-    let prom_dir = tmp.path().join("prom");
+    let prom_dir = dir.join("prom");
     promtool(&[
         "tsdb",
         "create-blocks-from",
@@ -564,7 +560,18 @@ fn block_index_and_chunks_are_byte_identical_to_prometheus() {
         .filter(|n| n.len() == 26)
         .collect();
     assert_eq!(prom_blocks.len(), 1, "{prom_blocks:?}");
-    let prom_block = prom_dir.join(&prom_blocks[0]);
+    (prom_dir.join(&prom_blocks[0]), data)
+}
+
+/// Byte-for-byte comparison with Prometheus' own writer: `promtool tsdb create-blocks-from
+/// openmetrics` builds a block through the same head → compactor path Prometheus uses. With
+/// at most 120 samples per series inside one 2h range the head cuts no chunk early, so the
+/// chunk segment and the index must be identical to ours for the same samples (only
+/// meta.json differs: ULID, and no Thanos section).
+#[test]
+fn block_index_and_chunks_are_byte_identical_to_prometheus() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (prom_block, data) = promtool_block(tmp.path());
 
     let ours = write_block(
         &tmp.path().join("ours"),

@@ -15,7 +15,8 @@
 //!    every file but `meta.json` (sorted: `chunks/…`, `index`, `tombstones`), then
 //!    `meta.json` — a block without `meta.json` in the bucket is an unfinished upload that
 //!    Thanos ignores — then record it (state file rewritten atomically after each block);
-//! 3. delete blocks that are recorded and whose `maxTime` is older than now − retention.
+//! 3. delete blocks that are recorded and whose `maxTime` is older than the newest block's
+//!    `maxTime` − retention (Prometheus' time retention).
 //!
 //! So a restart neither skips a block (it is not recorded until `meta.json` is up) nor
 //! re-uploads one (recorded, or found by the `meta.json` check). Any error ends the pass
@@ -35,7 +36,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
@@ -57,7 +58,8 @@ const DELETION_SUFFIX: &str = ".tmp-for-deletion";
 /// How the shipper behaves.
 #[derive(Clone, Debug)]
 pub struct ShipperOptions {
-    /// Delete local blocks that are shipped and whose `maxTime` is older than now − this.
+    /// Delete local blocks that are shipped and whose `maxTime` is older than the newest local
+    /// block's `maxTime` − this.
     /// `None`: keep every block.
     pub retention: Option<Duration>,
     /// A pass runs at least this often, in case a [`ShipperHandle::notify`] was missed.
@@ -489,11 +491,12 @@ impl Worker {
         let Some(retention) = self.opts.retention else {
             return Ok(());
         };
-        let now_ms = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as i64;
-        let cutoff = now_ms.saturating_sub(retention.as_millis().min(i64::MAX as u128) as i64);
+        // As Prometheus: relative to the newest data, not the wall clock, so backfilled or
+        // replayed old data is not deleted the moment it is shipped.
+        let Some(newest) = blocks.iter().map(|b| b.meta.max_time).max() else {
+            return Ok(());
+        };
+        let cutoff = newest.saturating_sub(retention.as_millis().min(i64::MAX as u128) as i64);
         for b in blocks {
             if b.meta.max_time >= cutoff || !shipped.contains(&b.ulid) {
                 continue;

@@ -8,6 +8,7 @@
 //! Durability contract: a record is in the file (survives `kill -9`) once `commit` returns,
 //! whatever the fsync policy; with [`FsyncPolicy::Always`] it has also been `fdatasync`ed.
 
+pub mod checkpoint;
 pub mod layout;
 pub mod reader;
 pub mod record;
@@ -16,6 +17,7 @@ pub mod writer;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use checkpoint::CheckpointBuilder;
 pub use layout::{prepare_layout, CORES_FILE};
 pub use reader::{replay_dir, ReplayStats, ReplayVisitor};
 pub use record::{RecordType, SampleRecord};
@@ -94,8 +96,23 @@ pub fn segment_name(index: u32) -> String {
     format!("{index:08}")
 }
 
+/// The file name of the checkpoint that replaces segments up to `index`.
+pub fn checkpoint_name(index: u32) -> String {
+    format!("checkpoint.{index:08}")
+}
+
+/// Checkpoints present in `dir` (the segment index each covers), ascending.
+pub fn list_checkpoints(dir: &std::path::Path) -> Result<Vec<u32>, WalError> {
+    list_numbered(dir, "checkpoint.")
+}
+
 /// Segment indexes present in `dir`, ascending. Files that are not segments are ignored.
 pub fn list_segments(dir: &std::path::Path) -> Result<Vec<u32>, WalError> {
+    list_numbered(dir, "")
+}
+
+/// Indexes of the files in `dir` named `<prefix>` + 8 digits, ascending.
+fn list_numbered(dir: &std::path::Path, prefix: &str) -> Result<Vec<u32>, WalError> {
     let mut out = Vec::new();
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
@@ -105,10 +122,11 @@ pub fn list_segments(dir: &std::path::Path) -> Result<Vec<u32>, WalError> {
     for entry in entries {
         let entry = entry.map_err(|e| WalError::io("listing WAL directory", dir, e))?;
         let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.len() == 8 && name.bytes().all(|b| b.is_ascii_digit()) {
-            if let Ok(i) = name.parse() {
-                out.push(i);
+        if let Some(n) = name.to_string_lossy().strip_prefix(prefix) {
+            if n.len() == 8 && n.bytes().all(|b| b.is_ascii_digit()) {
+                if let Ok(i) = n.parse() {
+                    out.push(i);
+                }
             }
         }
     }

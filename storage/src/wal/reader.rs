@@ -6,8 +6,10 @@
 
 use std::path::Path;
 
-use super::record::{decode_samples, decode_series, read_frame, Frame, RecordType, SampleRecord};
-use super::{list_segments, segment_name, WalError};
+use super::record::{
+    decode_min_time, decode_samples, decode_series, read_frame, Frame, RecordType, SampleRecord,
+};
+use super::{checkpoint_name, list_checkpoints, list_segments, segment_name, WalError};
 
 /// Receives replayed records in log order.
 pub trait ReplayVisitor {
@@ -15,6 +17,8 @@ pub trait ReplayVisitor {
     fn series(&mut self, id: u32, labels: &[(&str, &str)]);
     /// One sample of a samples record.
     fn sample(&mut self, sample: SampleRecord);
+    /// Samples older than `t` are persisted in a block (from a checkpoint): drop them.
+    fn min_time(&mut self, _t: i64) {}
 }
 
 /// What a replay saw.
@@ -30,6 +34,10 @@ pub struct ReplayStats {
     pub truncated_bytes: u64,
     /// Highest segment index seen.
     pub last_segment: Option<u32>,
+    /// The checkpoint replayed first (`checkpoint.N` covers segments up to N), if any.
+    pub checkpoint: Option<u32>,
+    /// Newest sample timestamp of each replayed segment that holds samples.
+    pub segment_max_t: Vec<(u32, i64)>,
 }
 
 /// Replays every segment of `dir` into `visitor`. With `repair`, unreadable segment tails are
@@ -40,14 +48,35 @@ pub fn replay_dir(
     repair: bool,
 ) -> Result<ReplayStats, WalError> {
     let mut stats = ReplayStats::default();
+    let checkpoint = list_checkpoints(dir)?.last().copied();
+    if let Some(n) = checkpoint {
+        let path = dir.join(checkpoint_name(n));
+        let data =
+            std::fs::read(&path).map_err(|e| WalError::io("reading WAL checkpoint", &path, e))?;
+        let mut scratch = Vec::new();
+        let mut max_t = i64::MIN;
+        replay_segment(&data, &path, visitor, &mut scratch, &mut stats, &mut max_t);
+        stats.checkpoint = Some(n);
+        if repair {
+            // A crash between writing a checkpoint and deleting what it replaced.
+            remove_covered(dir, n)?;
+        }
+    }
     for index in list_segments(dir)? {
+        if checkpoint.is_some_and(|n| index <= n) {
+            continue;
+        }
         let path = dir.join(segment_name(index));
         let data =
             std::fs::read(&path).map_err(|e| WalError::io("reading WAL segment", &path, e))?;
         stats.segments += 1;
         stats.last_segment = Some(index);
         let mut scratch = Vec::new();
-        let good_end = replay_segment(&data, &path, visitor, &mut scratch, &mut stats);
+        let mut max_t = i64::MIN;
+        let good_end = replay_segment(&data, &path, visitor, &mut scratch, &mut stats, &mut max_t);
+        if max_t != i64::MIN {
+            stats.segment_max_t.push((index, max_t));
+        }
         let written_end = data.iter().rposition(|b| *b != 0).map_or(0, |p| p + 1);
         if written_end > good_end {
             // Bytes after the last good record that are not padding: a torn write.
@@ -67,6 +96,24 @@ pub fn replay_dir(
     Ok(stats)
 }
 
+/// Deletes the segments and older checkpoints that checkpoint `n` replaces.
+pub fn remove_covered(dir: &Path, n: u32) -> Result<(), WalError> {
+    for index in list_segments(dir)? {
+        if index <= n {
+            let p = dir.join(segment_name(index));
+            std::fs::remove_file(&p).map_err(|e| WalError::io("deleting WAL segment", &p, e))?;
+        }
+    }
+    for c in list_checkpoints(dir)? {
+        if c < n {
+            let p = dir.join(checkpoint_name(c));
+            std::fs::remove_file(&p)
+                .map_err(|e| WalError::io("deleting old WAL checkpoint", &p, e))?;
+        }
+    }
+    Ok(())
+}
+
 /// Replays one segment's bytes; returns the end offset of its last good record.
 fn replay_segment<'a>(
     data: &'a [u8],
@@ -74,6 +121,7 @@ fn replay_segment<'a>(
     visitor: &mut dyn ReplayVisitor,
     scratch: &mut Vec<(&'a str, &'a str)>,
     stats: &mut ReplayStats,
+    max_t: &mut i64,
 ) -> usize {
     let mut pos = 0;
     let mut good_end = 0;
@@ -89,8 +137,10 @@ fn replay_segment<'a>(
                     }),
                     RecordType::Samples => decode_samples(payload, |s| {
                         stats.samples += 1;
+                        *max_t = (*max_t).max(s.t);
                         visitor.sample(s);
                     }),
+                    RecordType::MinTime => decode_min_time(payload).map(|t| visitor.min_time(t)),
                 };
                 if let Err(e) = res {
                     stats.corrupt_records += 1;

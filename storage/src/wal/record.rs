@@ -6,6 +6,8 @@
 //! Payloads (ids are the owning core's series ids; labels travel once, in series records):
 //! - series: `{ id u32 LE, uvarint n, (uvarint len, name, uvarint len, value)×n }*`
 //! - samples: `base_t i64 LE, { uvarint id, varint (t − base_t), value bits u64 LE }*`
+//! - min time: `t i64 LE` — samples older than `t` are in a block; replay drops them. Written
+//!   at the start of a checkpoint.
 //!
 //! Must not allocate per sample: encoders append into the caller's buffer.
 
@@ -23,6 +25,7 @@ pub const MAX_PAYLOAD: usize = 64 * 1024 * 1024;
 pub enum RecordType {
     Series = 1,
     Samples = 2,
+    MinTime = 3,
 }
 
 impl RecordType {
@@ -30,6 +33,7 @@ impl RecordType {
         match b {
             1 => Some(RecordType::Series),
             2 => Some(RecordType::Samples),
+            3 => Some(RecordType::MinTime),
             _ => None,
         }
     }
@@ -72,6 +76,19 @@ where
         put_uvarint(buf, v.len() as u64);
         buf.extend_from_slice(v);
     }
+}
+
+/// Writes a min-time payload.
+pub fn put_min_time(buf: &mut Vec<u8>, t: i64) {
+    buf.extend_from_slice(&t.to_le_bytes());
+}
+
+/// Reads a min-time payload.
+pub fn decode_min_time(payload: &[u8]) -> Result<i64, PayloadError> {
+    payload
+        .try_into()
+        .map(i64::from_le_bytes)
+        .map_err(|_| PayloadError("min time"))
 }
 
 /// Starts a samples payload whose timestamps are stored relative to `base_t`.

@@ -8,7 +8,7 @@
 //! not be shared across executors.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -64,6 +64,8 @@ struct Inner {
     syncs: Cell<u64>,
     /// `fdatasync` latency in microseconds.
     sync_latency: RefCell<hdrhistogram::Histogram<u64>>,
+    /// Newest sample timestamp per segment, to know which segments a block made obsolete.
+    segment_max_t: RefCell<BTreeMap<u32, i64>>,
 }
 
 /// Counters a core exports as metrics.
@@ -102,6 +104,7 @@ impl Wal {
                 bytes_written: Cell::new(0),
                 syncs: Cell::new(0),
                 sync_latency: RefCell::new(latency_histogram()),
+                segment_max_t: RefCell::new(BTreeMap::new()),
             }),
         })
     }
@@ -135,6 +138,65 @@ impl Wal {
         }
         st.appended += len as u64;
         st.appended
+    }
+
+    /// Records that the records just appended hold samples up to `t`.
+    pub fn note_max_t(&self, t: i64) {
+        let segment = {
+            let st = self.inner.state.borrow();
+            st.tails.back().expect("WAL always has a tail").segment
+        };
+        let mut m = self.inner.segment_max_t.borrow_mut();
+        let e = m.entry(segment).or_insert(t);
+        *e = (*e).max(t);
+    }
+
+    /// Seeds what replay learned about the segments written before this start.
+    pub fn seed_segment_max_t(&self, seen: &[(u32, i64)]) {
+        self.inner
+            .segment_max_t
+            .borrow_mut()
+            .extend(seen.iter().copied());
+    }
+
+    /// The highest `n` such that every segment up to `n` is finished (not being written)
+    /// and holds no sample at or after `t`: a checkpoint `n` may replace them once a block
+    /// holds everything before `t`.
+    pub fn obsolete_before(&self, t: i64) -> Result<Option<u32>, WalError> {
+        let writing = {
+            let st = self.inner.state.borrow();
+            st.tails.front().expect("WAL always has a tail").segment
+        };
+        let max_t = self.inner.segment_max_t.borrow();
+        let mut last = None;
+        for index in super::list_segments(&self.inner.dir)? {
+            if index >= writing || max_t.get(&index).is_some_and(|m| *m >= t) {
+                break;
+            }
+            last = Some(index);
+        }
+        Ok(last)
+    }
+
+    /// Makes the next record start a new segment (unless the current one is still empty), so
+    /// that what was logged so far can become obsolete as a whole.
+    pub fn roll(&self) {
+        let mut st = self.inner.state.borrow_mut();
+        let tail = st.tails.back().expect("WAL always has a tail");
+        if tail.base == 0 && tail.bytes.is_empty() {
+            return;
+        }
+        let next = Tail {
+            segment: tail.segment + 1,
+            base: 0,
+            bytes: Vec::with_capacity(64 * 1024),
+        };
+        st.tails.push_back(next);
+    }
+
+    /// Forgets segments a checkpoint replaced.
+    pub(crate) fn forget_up_to(&self, n: u32) {
+        self.inner.segment_max_t.borrow_mut().retain(|s, _| *s > n);
     }
 
     /// The position of everything appended so far.

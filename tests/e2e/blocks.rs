@@ -1,0 +1,443 @@
+//! Blocks: the head is cut into real Prometheus TSDB blocks that `promtool` and a real
+//! Prometheus read as their own, the WAL is checkpointed behind them, data stays queryable
+//! across the cut and restarts, and a crash in the middle of a block write loses nothing.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::{dump, request, simple_series, Dump, Server};
+
+/// A multiple of the 2h block range, so the first block is exactly `[T0, T0 + 2h)`.
+const T0: i64 = 236_112 * HOUR2;
+const HOUR2: i64 = 2 * 3600 * 1000;
+const STEP: i64 = 60_000;
+const SERIES: usize = 40;
+
+fn value(i: usize, t: i64) -> f64 {
+    // Irregular values, so the XOR encoding has more than one case to get right.
+    (i as f64) * 1000.0 + ((t - T0) / STEP) as f64 * 0.25 + if t % 7 == 0 { 0.125 } else { 0.0 }
+}
+
+/// Sends every series at every step in `[from, to)`.
+fn send(s: &Server, series: &[Vec<(String, String)>], from: i64, to: i64) {
+    let mut t = from;
+    while t < to {
+        let (code, body) = s.write(&request(series, t, |i| value(i, t)));
+        assert_eq!(code, 204, "at {t}: {body}");
+        t += STEP;
+    }
+}
+
+/// What was sent in `[from, to)`, keyed like [`dump`].
+fn expected(series: &[Vec<(String, String)>], from: i64, to: i64) -> Dump {
+    series
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let mut l = l.clone();
+            l.sort();
+            let pts = (from..to)
+                .step_by(STEP as usize)
+                .map(|t| (t, value(i, t)))
+                .collect();
+            (l, pts)
+        })
+        .collect()
+}
+
+/// Sealed block directories of a tenant, oldest first (by ULID).
+fn blocks(data_dir: &Path, tenant: &str) -> Vec<PathBuf> {
+    let dir = data_dir.join(tenant).join("blocks");
+    let mut out: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.join("meta.json").is_file()
+                && !p.file_name().unwrap().to_string_lossy().contains(".tmp")
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn wait_for_blocks(s: &Server, n: usize) -> Vec<PathBuf> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let b = blocks(&s.data_dir, "default-tenant");
+        if b.len() >= n {
+            return b;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{n} block(s) not cut in time; log:\n{}",
+            s.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn meta(block: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(block.join("meta.json")).expect("meta.json"))
+        .expect("meta.json is JSON")
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+fn promtool() -> &'static str {
+    assert!(
+        Command::new("promtool").arg("--version").output().is_ok(),
+        "promtool is missing: install it with `apt-get install -y prometheus` (scripts/test.sh does)"
+    );
+    "promtool"
+}
+
+/// `promtool tsdb dump` of a directory holding copies of `blocks` (and the empty `wal/` its
+/// read-only querier wants), parsed into [`Dump`].
+fn promtool_dump(blocks: &[&Path]) -> Dump {
+    let tmp = tempfile::tempdir().unwrap();
+    for b in blocks {
+        copy_dir(b, &tmp.path().join(b.file_name().unwrap()));
+    }
+    std::fs::create_dir_all(tmp.path().join("wal")).unwrap();
+    let out = Command::new(promtool())
+        .args(["tsdb", "dump"])
+        .arg(tmp.path())
+        .output()
+        .expect("running promtool tsdb dump");
+    assert!(
+        out.status.success(),
+        "promtool tsdb dump failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut got: Dump = BTreeMap::new();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        // {__name__="x", idx="000001", job="test"} 1.5 1700006400000
+        let (labels, rest) = line.rsplit_once('}').expect("labels");
+        let labels: Vec<(String, String)> = labels
+            .trim_start_matches('{')
+            .split(", ")
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').expect("label");
+                (k.to_string(), v.trim_matches('"').to_string())
+            })
+            .collect();
+        let mut it = rest.split_whitespace();
+        let v: f64 = it.next().unwrap().parse().unwrap();
+        let t: i64 = it.next().unwrap().parse().unwrap();
+        got.entry(labels).or_default().push((t, v));
+    }
+    got
+}
+
+#[test]
+fn head_is_cut_into_blocks_that_promtool_and_prometheus_read_exactly() {
+    let series = simple_series("cut_test", SERIES);
+    let mut s = Server::start(2, &["--label", r#"replica="r1""#]);
+    // 3.5 h of data: the head spans more than 1.5 × 2 h, so [T0, T0 + 2h) is persisted.
+    send(&s, &series, T0, T0 + 7 * HOUR2 / 4);
+    let cut = wait_for_blocks(&s, 1);
+    assert_eq!(cut.len(), 1);
+    let block = &cut[0];
+
+    let m = meta(block);
+    assert_eq!(m["minTime"], T0);
+    assert_eq!(m["maxTime"], T0 + HOUR2);
+    assert_eq!(m["version"], 1);
+    assert_eq!(m["compaction"]["level"], 1);
+    assert_eq!(m["stats"]["numSeries"], SERIES);
+    assert_eq!(m["stats"]["numSamples"], SERIES * 120);
+    assert_eq!(m["thanos"]["labels"]["tenant_id"], "default-tenant");
+    assert_eq!(m["thanos"]["labels"]["replica"], "r1");
+    assert_eq!(m["thanos"]["source"], "receive");
+    assert_eq!(m["thanos"]["downsample"]["resolution"], 0);
+    // Two cores: each wrote its own chunk segment.
+    let segments: Vec<_> = std::fs::read_dir(block.join("chunks")).unwrap().collect();
+    assert_eq!(segments.len(), 2, "one chunk segment per core");
+    for f in m["thanos"]["files"].as_array().unwrap() {
+        let rel = f["rel_path"].as_str().unwrap();
+        if let Some(size) = f["size_bytes"].as_u64() {
+            assert_eq!(
+                std::fs::metadata(block.join(rel)).unwrap().len(),
+                size,
+                "{rel}"
+            );
+        }
+    }
+
+    // promtool analyzes the block and dumps exactly what was sent before the boundary.
+    let out = Command::new(promtool())
+        .args(["tsdb", "analyze"])
+        .arg(block.parent().unwrap())
+        .arg(block.file_name().unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool tsdb analyze: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let analysis = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        analysis.contains(&format!("Series: {SERIES}")),
+        "{analysis}"
+    );
+    let want_block = expected(&series, T0, T0 + HOUR2);
+    assert_eq!(promtool_dump(&[block]), want_block);
+
+    // The read API still answers the whole range: block + head.
+    let all = |s: &Server, end: i64| dump(s, r#"{__name__="cut_test"}"#, end, "6h");
+    let want_all = expected(&series, T0, T0 + 7 * HOUR2 / 4);
+    assert_eq!(all(&s, T0 + 7 * HOUR2 / 4), want_all);
+
+    // Samples before the persisted range are refused as out of bounds.
+    let (code, body) = s.write(&request(&series[..1], T0 + HOUR2 / 2, |_| 1.0));
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("out of bounds"), "{body}");
+
+    // A real Prometheus serves a copy of the block through its own HTTP API.
+    let prom = Prometheus::start(&[block]);
+    let got = prom.dump("cut_test", T0 + HOUR2 - 1);
+    assert_eq!(got, want_block);
+    drop(prom);
+
+    // Two more cuts' worth of data: the WAL segments behind the second block are replaced
+    // by a checkpoint.
+    send(&s, &series, T0 + 7 * HOUR2 / 4, T0 + 11 * HOUR2 / 4);
+    let cut = wait_for_blocks(&s, 2);
+    assert_eq!(meta(&cut[1])["minTime"], T0 + HOUR2);
+    assert_eq!(meta(&cut[1])["maxTime"], T0 + 2 * HOUR2);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while checkpoints(&s.data_dir).len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no WAL checkpoints: {:?}",
+            wal_files(&s.data_dir)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for c in checkpoints(&s.data_dir) {
+        let n: u32 = c.extension().unwrap().to_str().unwrap().parse().unwrap();
+        let dir = c.parent().unwrap();
+        for seg in wal_files(dir) {
+            let name = seg.file_name().unwrap().to_str().unwrap().to_string();
+            if let Ok(i) = name.parse::<u32>() {
+                assert!(
+                    i > n,
+                    "segment {name} is covered by checkpoint {n} but still there"
+                );
+            }
+        }
+    }
+    assert!(
+        s.metrics().contains("sluice_blocks_written_total 2"),
+        "{}",
+        s.metrics()
+    );
+    let want_all = expected(&series, T0, T0 + 11 * HOUR2 / 4);
+    assert_eq!(all(&s, T0 + 11 * HOUR2 / 4), want_all);
+
+    // A restart replays checkpoint + remaining segments; nothing is lost or duplicated.
+    assert!(s.sigterm().success());
+    s.spawn(1, &["--label", r#"replica="r1""#]);
+    assert_eq!(all(&s, T0 + 11 * HOUR2 / 4), want_all);
+    assert_eq!(
+        blocks(&s.data_dir, "default-tenant").len(),
+        2,
+        "no block cut twice"
+    );
+}
+
+fn wal_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn checkpoints(data_dir: &Path) -> Vec<PathBuf> {
+    wal_files(&data_dir.join("default-tenant").join("wal"))
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .strip_prefix("checkpoint.")
+                .is_some_and(|n| n.len() == 8)
+        })
+        .collect()
+}
+
+#[test]
+fn kill_during_block_write_leaves_no_partial_block_and_loses_nothing() {
+    let series = simple_series("crash_cut", SERIES);
+    let mut s = Server::start(2, &["--debug.block-write-pause", "60s"]);
+    send(&s, &series, T0, T0 + 7 * HOUR2 / 4);
+    // Wait until the chunks are written and the block waits to be sealed.
+    let tmp_dir = s.data_dir.join("default-tenant").join("blocks");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if s.log_text().contains("pausing before sealing the block") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no block write started; log:\n{}",
+            s.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let partial: Vec<_> = std::fs::read_dir(&tmp_dir).unwrap().flatten().collect();
+    assert!(
+        partial.iter().any(|e| e
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".tmp-for-creation")),
+        "the block being written lives in a temporary directory"
+    );
+    s.kill9();
+    assert!(
+        blocks(&s.data_dir, "default-tenant").is_empty(),
+        "partial block visible"
+    );
+
+    s.spawn(2, &[]);
+    let want = expected(&series, T0, T0 + 7 * HOUR2 / 4);
+    // Everything acknowledged is queryable (replayed from the WAL)...
+    assert_eq!(
+        dump(&s, r#"{__name__="crash_cut"}"#, T0 + 7 * HOUR2 / 4, "4h"),
+        want
+    );
+    // ...and the block is written again, whole.
+    let cut = wait_for_blocks(&s, 1);
+    assert_eq!(cut.len(), 1);
+    assert_eq!(meta(&cut[0])["stats"]["numSamples"], SERIES * 120);
+    let leftovers: Vec<_> = std::fs::read_dir(&tmp_dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_eq!(promtool_dump(&[&cut[0]]), expected(&series, T0, T0 + HOUR2));
+    assert_eq!(
+        dump(&s, r#"{__name__="crash_cut"}"#, T0 + 7 * HOUR2 / 4, "4h"),
+        want
+    );
+}
+
+/// A real Prometheus serving a data directory that holds copies of our blocks.
+struct Prometheus {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(blocks: &[&Path]) -> Prometheus {
+        assert!(
+            Command::new("prometheus").arg("--version").output().is_ok(),
+            "prometheus is missing: install it with `apt-get install -y prometheus` (scripts/test.sh does)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        for b in blocks {
+            copy_dir(b, &data.join(b.file_name().unwrap()));
+        }
+        let cfg = dir.path().join("prometheus.yml");
+        std::fs::write(&cfg, "global:\n  scrape_interval: 1h\n").unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!("--storage.tsdb.path={}", data.display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--storage.tsdb.retention.time=100y")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting prometheus");
+        let p = Prometheus {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while ureq::get(&p.url("/-/ready")).call().is_err() {
+            assert!(Instant::now() < deadline, "prometheus not ready");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        p
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    /// `name[2h]` at `at_ms` through Prometheus' query API.
+    fn dump(&self, name: &str, at_ms: i64) -> Dump {
+        let resp = ureq::get(&self.url("/api/v1/query"))
+            .query("query", &format!("{name}[2h]"))
+            .query("time", &format!("{:.3}", at_ms as f64 / 1000.0))
+            .call()
+            .expect("prometheus query");
+        let v: Value = serde_json::from_reader(resp.into_reader()).unwrap();
+        assert_eq!(v["status"], "success", "{v}");
+        let mut out = BTreeMap::new();
+        for r in v["data"]["result"].as_array().unwrap() {
+            let labels: Vec<(String, String)> = r["metric"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                .collect();
+            let pts = r["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| {
+                    (
+                        (p[0].as_f64().unwrap() * 1000.0).round() as i64,
+                        p[1].as_str().unwrap().parse::<f64>().unwrap(),
+                    )
+                })
+                .collect();
+            out.insert(labels, pts);
+        }
+        out
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
