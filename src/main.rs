@@ -92,6 +92,12 @@ struct Cli {
     #[arg(long = "debug.block-write-pause", hide = true, value_parser = parse_positive_duration)]
     block_write_pause: Option<std::time::Duration>,
 
+    /// Refuse samples newer than now + this window (409), so one sample from a broken clock
+    /// cannot push the head (and the block cuts) into the future. 0 disables the check, as in
+    /// Thanos Receive.
+    #[arg(long = "tsdb.too-far-in-future.time-window", env = "SLUICE_TSDB_TOO_FAR_IN_FUTURE", default_value = "0s", value_parser = sluice_core::parse_duration)]
+    too_far_in_future: std::time::Duration,
+
     /// Pin each core's executor to its own CPU. Turn off when sharing CPUs with other busy
     /// processes.
     #[arg(long, env = "SLUICE_PIN_CORES", default_value_t = true, action = clap::ArgAction::Set)]
@@ -150,6 +156,11 @@ fn main() -> anyhow::Result<()> {
         Some(n) => n,
         None => cpus.len().max(1),
     };
+    // A request's WAL records are about as large as its decompressed payload; the WAL reader
+    // refuses records over 1 GiB as corrupt.
+    if cli.max_decompressed_bytes > 512 << 20 {
+        bail!("--max-decompressed-bytes may be at most 512 MiB (536870912)");
+    }
     if !sluice_shards::is_valid_tenant(&cli.default_tenant) {
         bail!(
             "--default-tenant {:?} is not a valid tenant name (1-128 of [A-Za-z0-9_.-])",
@@ -218,6 +229,8 @@ fn main() -> anyhow::Result<()> {
             fsync: cli.wal_fsync,
             tenant_label: cli.tenant_label_name.clone(),
             block_range_ms: cli.block_duration.as_millis() as i64,
+            too_far_in_future_ms: (!cli.too_far_in_future.is_zero())
+                .then_some(cli.too_far_in_future.as_millis() as i64),
         },
         cpus: if cli.pin_cores { cpus } else { Vec::new() },
         io_memory: 1 << 20,

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use sluice_storage::block::meta::BlockMeta;
 use sluice_storage::block::reader::BlockReader;
 use sluice_storage::block::{remove_unfinished, TMP_SUFFIX};
 
@@ -60,12 +61,23 @@ impl LocalBlocks {
         self.read().keys().cloned().collect()
     }
 
-    /// End (exclusive) of each tenant's newest block: the head refuses older samples.
+    /// End (exclusive) of each tenant's newest sealed block on disk, readable or not: the
+    /// head refuses older samples, and replay must not resurrect them into a second block.
     pub fn max_times(&self) -> BTreeMap<String, i64> {
-        self.read()
-            .iter()
-            .filter_map(|(t, bs)| Some((t.clone(), bs.iter().map(|b| b.meta().max_time).max()?)))
-            .collect()
+        let mut out = BTreeMap::new();
+        for tenant in tenant_dirs(&self.data_dir) {
+            let newest = sealed_blocks(&blocks_dir(&self.data_dir, &tenant))
+                .iter()
+                .filter_map(|dir| {
+                    let bytes = std::fs::read(dir.join("meta.json")).ok()?;
+                    Some(BlockMeta::from_json(&bytes).ok()?.max_time)
+                })
+                .max();
+            if let Some(t) = newest {
+                out.insert(tenant, t);
+            }
+        }
+        out
     }
 
     /// Adds a block that was just sealed.

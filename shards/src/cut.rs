@@ -44,9 +44,9 @@ pub struct PartOutput {
     pub files: Vec<(String, u64)>,
 }
 
-/// The end of the aligned block range holding `t`.
-pub fn range_end(t: i64, range: i64) -> i64 {
-    (t.div_euclid(range) + 1) * range
+/// The end of the aligned block range holding `t` (`None` past the end of time).
+pub fn range_end(t: i64, range: i64) -> Option<i64> {
+    t.div_euclid(range).checked_add(1)?.checked_mul(range)
 }
 
 impl Shard {
@@ -203,29 +203,28 @@ pub async fn run_cutter(ctx: Ctx, cfg: CutConfig) {
             return;
         }
         ctx.global.blocks.refresh();
-        let Ok(ranges) = tenant_ranges(&ctx).await else {
-            continue;
-        };
-        for (tenant, (min, max)) in ranges {
-            // Cut until the head spans at most 1.5 ranges (several blocks after a long gap).
-            let mut min = min;
-            while max - min > range / 2 * 3 && !ctx.global.shutting_down() {
-                let before = range_end(min, range);
-                match cut_block(&ctx, &cfg, &tenant, min, before).await {
-                    Ok(()) => {
-                        failures = 0;
-                        min = before;
-                    }
-                    Err(e) => {
-                        failures += 1;
-                        ctx.global
-                            .block_cut_failures
-                            .fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(tenant, min, before, "block cut failed (retrying): {e}");
-                        break;
-                    }
-                }
+        // Cut until every head spans at most 1.5 ranges (several blocks after a long gap),
+        // asking the heads for their oldest sample after each cut so empty ranges are skipped.
+        while !ctx.global.shutting_down() {
+            let Ok(ranges) = tenant_ranges(&ctx).await else {
+                break;
+            };
+            let due = ranges.into_iter().find_map(|(tenant, (min, max))| {
+                let before = range_end(min, range)?;
+                (max.saturating_sub(min) > range / 2 * 3).then_some((tenant, min, before))
+            });
+            let Some((tenant, min, before)) = due else {
+                break;
+            };
+            if let Err(e) = cut_block(&ctx, &cfg, &tenant, min, before).await {
+                failures += 1;
+                ctx.global
+                    .block_cut_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!(tenant, min, before, "block cut failed (retrying): {e}");
+                break;
             }
+            failures = 0;
         }
     }
 }
@@ -363,7 +362,14 @@ async fn write_and_seal(
         .spawn(move || {
             let r = seal_block(&dir, &tmp_dir, series, &files, &opts)
                 .map_err(|e| e.to_string())
-                .and_then(|w| BlockReader::open(&w.path).map_err(|e| e.to_string()));
+                .and_then(|w| {
+                    BlockReader::open(&w.path).map_err(|e| {
+                        // A block we cannot read back is not kept: the cut is retried and
+                        // must not leave two blocks over one range.
+                        let _ = std::fs::remove_dir_all(&w.path);
+                        format!("reading back the sealed block: {e}")
+                    })
+                });
             let _ = tx.send(r);
         })
         .map_err(|e| format!("starting the block sealing thread: {e}"))?;

@@ -133,6 +133,8 @@ pub enum Rejected {
     /// Older than the head accepts: before its persisted range, or more than half a block
     /// range behind its newest sample (Prometheus' appendable window).
     OutOfBounds { min_t: i64 },
+    /// Newer than the receiver's clock allows (`--tsdb.too-far-in-future.time-window`).
+    TooFarInFuture { max_t: i64 },
 }
 
 /// What happened to one appended sample.
@@ -344,6 +346,9 @@ impl Head {
         self.set_min_valid(before);
         let mut ids = Vec::new();
         for (id, s) in self.series.iter_mut().enumerate() {
+            if s.key.is_empty() {
+                continue;
+            }
             // Chunks never cross a block boundary, so an open chunk that starts before it
             // also ends before it.
             if s.open.first_time().is_some_and(|f| f < before) {

@@ -149,17 +149,20 @@ pub async fn select_all(
     sel: Selection,
     with_samples: bool,
 ) -> Result<Vec<SeriesData>, QueryError> {
-    let from_blocks = select_blocks(ctx, &sel, with_samples)?;
+    // Heads first, then blocks: a cut adds its block before the heads let go of the same
+    // samples, so in this order a concurrent cut is seen in one place or both, never neither.
+    let sel_for_heads = sel.clone();
     let results = ctx
         .on_all(move |shard: Rc<Shard>| {
-            let sel = sel.clone();
+            let sel = sel_for_heads.clone();
             Box::pin(async move { shard.select(&sel, with_samples) })
         })
         .await;
-    let mut out = from_blocks;
+    let mut out = Vec::new();
     for r in results {
         out.extend(r?);
     }
+    out.extend(select_blocks(ctx, &sel, with_samples)?);
     out.sort_by(|a, b| a.labels.cmp(&b.labels));
     out.dedup_by(|later, first| {
         if later.labels != first.labels {
@@ -231,12 +234,12 @@ fn select_blocks(
     Ok(out)
 }
 
-/// Runs `f` on every core and returns the sorted union of the strings they found and of
-/// `from_blocks`.
+/// Runs `f` on every core, then `from_blocks` (heads first, see [`select_all`]), and returns
+/// the sorted union of the strings they found.
 async fn union_all<F>(
     ctx: &Ctx,
-    from_blocks: BTreeSet<String>,
     f: F,
+    from_blocks: impl FnOnce() -> Result<BTreeSet<String>, BlockReadError>,
 ) -> Result<Vec<String>, QueryError>
 where
     F: Fn(&Shard) -> BTreeSet<String> + Send + Clone + 'static,
@@ -247,20 +250,28 @@ where
             Box::pin(async move { f(&shard) })
         })
         .await;
-    let mut out = from_blocks;
+    let mut out = BTreeSet::new();
     for r in results {
         out.extend(r?);
     }
+    out.extend(from_blocks()?);
     Ok(out.into_iter().collect())
 }
 
 /// Label names across every core and the local blocks, sorted.
 pub async fn label_names_all(ctx: &Ctx, sel: Selection) -> Result<Vec<String>, QueryError> {
-    let from_blocks = select_blocks(ctx, &sel, false)?
-        .into_iter()
-        .flat_map(|s| s.labels.into_iter().map(|(n, _)| n))
-        .collect();
-    union_all(ctx, from_blocks, move |shard| shard.label_names(&sel)).await
+    let for_heads = sel.clone();
+    union_all(
+        ctx,
+        move |shard| shard.label_names(&for_heads),
+        || {
+            Ok(select_blocks(ctx, &sel, false)?
+                .into_iter()
+                .flat_map(|s| s.labels.into_iter().map(|(n, _)| n))
+                .collect())
+        },
+    )
+    .await
 }
 
 /// Values of one label across every core and the local blocks, sorted.
@@ -269,17 +280,21 @@ pub async fn label_values_all(
     name: String,
     sel: Selection,
 ) -> Result<Vec<String>, QueryError> {
-    let from_blocks = select_blocks(ctx, &sel, false)?
-        .into_iter()
-        .filter_map(|s| {
-            s.labels
+    let (for_heads, name_for_heads) = (sel.clone(), name.clone());
+    union_all(
+        ctx,
+        move |shard| shard.label_values(&name_for_heads, &for_heads),
+        || {
+            Ok(select_blocks(ctx, &sel, false)?
                 .into_iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, v)| v)
-        })
-        .collect();
-    union_all(ctx, from_blocks, move |shard| {
-        shard.label_values(&name, &sel)
-    })
+                .filter_map(|s| {
+                    s.labels
+                        .into_iter()
+                        .find(|(n, _)| *n == name)
+                        .map(|(_, v)| v)
+                })
+                .collect())
+        },
+    )
     .await
 }

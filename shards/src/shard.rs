@@ -29,6 +29,8 @@ pub struct ShardConfig {
     pub tenant_label: String,
     /// Block range in ms: head chunks are cut at its multiples.
     pub block_range_ms: i64,
+    /// Samples newer than the wall clock plus this (ms) are refused; `None`: no limit.
+    pub too_far_in_future_ms: Option<i64>,
 }
 
 /// A tenant's data on this core.
@@ -146,6 +148,10 @@ impl Shard {
             key: Vec::new(),
         };
         let stats = wal::replay_dir(&dir, &mut replay, true)?;
+        // Series the log names but that hold no sample any more (collected by a cut before the
+        // restart) must not come back: a later series with the same labels is the live one.
+        let min_valid = replay.min_valid;
+        replay.head.truncate(min_valid);
         if stats.records > 0 || stats.truncated_bytes > 0 {
             tracing::info!(
                 tenant = name,
@@ -220,11 +226,22 @@ impl Shard {
         });
         // Pass 2: append samples, logging the stored ones in one record.
         let mut newest = i64::MIN;
+        // One clock read per batch, not per sample.
+        let future_limit = self
+            .cfg
+            .too_far_in_future_ms
+            .map(|w| now_ms().saturating_add(w));
         t.wal.append(RecordType::Samples, |buf| {
             let mut base: Option<i64> = None;
             for (i, id) in ids.iter().enumerate() {
                 for s in batch.samples(i) {
-                    match head.append(*id, s.timestamp, s.value) {
+                    let appended = match future_limit {
+                        Some(max_t) if s.timestamp > max_t => {
+                            Err(Rejected::TooFarInFuture { max_t })
+                        }
+                        _ => head.append(*id, s.timestamp, s.value),
+                    };
+                    match appended {
                         Ok(Appended::New) => {
                             let base_t = *base.get_or_insert_with(|| {
                                 record::put_samples_base(buf, s.timestamp);
@@ -278,6 +295,12 @@ impl Shard {
     }
 }
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 fn describe<'a>(r: Rejected, t: i64, labels: impl Iterator<Item = LabelBytes<'a>>) -> String {
     let owned: Vec<(String, String)> = labels
         .map(|(n, v)| {
@@ -294,6 +317,9 @@ fn describe<'a>(r: Rejected, t: i64, labels: impl Iterator<Item = LabelBytes<'a>
         ),
         Rejected::DuplicateTimestamp => format!(
             "duplicate sample for timestamp {t} with a different value for series {series}"
+        ),
+        Rejected::TooFarInFuture { max_t } => format!(
+            "sample too far in the future for series {series}: timestamp {t} is after {max_t} (now + --tsdb.too-far-in-future.time-window)"
         ),
         Rejected::OutOfBounds { min_t } => format!(
             "out of bounds sample for series {series}: timestamp {t} is older than {min_t}, the oldest this receiver still accepts (older data is persisted, or more than half a block range behind the newest sample)"
@@ -327,7 +353,7 @@ impl ReplayVisitor for HeadReplay {
             // Persisted in a block: its series may be gone from the log, and that is fine.
             return;
         }
-        if s.id < self.head.id_limit() {
+        if s.id < self.head.id_limit() && !self.head.key(s.id).is_empty() {
             // Repeats cannot be logged, so a rejection here means a log written by a buggy or
             // foreign writer; the head keeps what it has.
             let _ = self.head.replay_append(s.id, s.t, s.v);

@@ -441,3 +441,78 @@ impl Drop for Prometheus {
         let _ = self.child.wait();
     }
 }
+
+#[test]
+fn a_series_that_stops_and_returns_is_cut_again_after_restarts() {
+    let steady = simple_series("steady", 10);
+    let flaky = simple_series("flaky", 3);
+    let mut s = Server::start(2, &[]);
+    // The flaky series stop after an hour; the first cut persists and collects them.
+    // Flaky first: `value` depends on the position in the request.
+    let both = [flaky.clone(), steady.clone()].concat();
+    send(&s, &both, T0, T0 + HOUR2 / 2);
+    send(&s, &steady, T0 + HOUR2 / 2, T0 + 7 * HOUR2 / 4);
+    wait_for_blocks(&s, 1);
+    // They come back (new series ids) inside the next block's range, and the process
+    // restarts twice (the second time with another core count).
+    let (back, resumed) = (T0 + 5 * HOUR2 / 4, T0 + 3 * HOUR2 / 2);
+    send(&s, &flaky, back, resumed);
+    assert!(s.sigterm().success());
+    s.spawn(2, &[]);
+    assert!(s.sigterm().success());
+    s.spawn(1, &[]);
+    // After the restarts the same series go on: one series per label set, so the next
+    // block (which holds samples from both sides of the restarts) can be sealed.
+    let gap_end = T0 + 7 * HOUR2 / 4;
+    send(&s, &both, gap_end, T0 + 11 * HOUR2 / 4);
+    let cut = wait_for_blocks(&s, 2);
+    assert!(
+        !s.log_text().contains("block cut failed"),
+        "{}",
+        s.log_text()
+    );
+    let join = |parts: &[(i64, i64)]| {
+        let mut d: Dump = BTreeMap::new();
+        for (from, to) in parts {
+            for (k, v) in expected(&flaky, *from, *to) {
+                d.entry(k).or_default().extend(v);
+            }
+        }
+        d
+    };
+    let got: Dump = promtool_dump(&[&cut[1]])
+        .into_iter()
+        .filter(|(l, _)| l.iter().any(|(_, v)| v == "flaky"))
+        .collect();
+    assert_eq!(got, join(&[(back, resumed), (gap_end, T0 + 2 * HOUR2)]));
+    assert_eq!(
+        dump(&s, r#"{__name__="flaky"}"#, T0 + 11 * HOUR2 / 4, "6h"),
+        join(&[
+            (T0, T0 + HOUR2 / 2),
+            (back, resumed),
+            (gap_end, T0 + 11 * HOUR2 / 4)
+        ])
+    );
+}
+
+#[test]
+fn extreme_timestamps_neither_crash_nor_stall_the_cutter() {
+    let s = Server::start(2, &["--tsdb.too-far-in-future.time-window", "1h"]);
+    let series = simple_series("edge", 2);
+    let far = i64::MAX - 1;
+    let (code, body) = s.write(&request(&series, far, |_| 1.0));
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("too far in the future"), "{body}");
+    // Without the window, a tenant can still write at the ends of time; the cutter copes.
+    let (code, body) = s.write_tenant(&request(&series, i64::MIN + 1, |_| 1.0), "edges");
+    assert_eq!(code, 204, "{body}");
+    let wild = simple_series("wild", 1);
+    let (code, body) = s.write_tenant(&request(&wild, 0, |_| 2.0), "edges");
+    assert!(code == 204 || code == 409, "{code} {body}");
+    // Meanwhile the default tenant is cut as usual.
+    let steady = simple_series("steady_edge", 5);
+    send(&s, &steady, T0, T0 + 7 * HOUR2 / 4);
+    wait_for_blocks(&s, 1);
+    assert!(s.metrics().contains("sluice_blocks_written_total"));
+    assert!(!s.log_text().contains("panicked"), "{}", s.log_text());
+}

@@ -448,7 +448,12 @@ fn rename_into_place(
         Ok(meta) => {
             let final_dir = dir.join(ulid.to_string());
             std::fs::rename(tmp_dir, &final_dir).map_err(io_err("rename", tmp_dir))?;
-            sync_dir(dir)?;
+            if let Err(e) = sync_dir(dir) {
+                // Not known to be durable: take it back rather than let a retry write a
+                // second block over the same range.
+                let _ = std::fs::remove_dir_all(&final_dir);
+                return Err(e);
+            }
             Ok(WrittenBlock {
                 path: final_dir,
                 meta,

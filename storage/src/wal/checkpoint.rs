@@ -18,8 +18,10 @@ use super::record::{begin_record, end_record, put_min_time, put_series, RecordTy
 use super::writer::{sync_dir, Wal};
 use super::{checkpoint_name, WalError};
 
-/// Series per record: keeps records far below the reader's payload limit.
+/// A series record is closed at this many series or this many bytes, whichever comes first:
+/// far below the reader's payload limit however long the label sets are.
 const SERIES_PER_RECORD: usize = 4096;
+const BYTES_PER_RECORD: usize = 16 << 20;
 
 /// The bytes of a checkpoint: framed records, built in memory by the caller's loop.
 pub struct CheckpointBuilder {
@@ -55,7 +57,8 @@ impl CheckpointBuilder {
         }
         put_series(&mut self.buf, id, labels);
         self.in_record += 1;
-        if self.in_record == SERIES_PER_RECORD {
+        let bytes = self.record_start.map_or(0, |start| self.buf.len() - start);
+        if self.in_record == SERIES_PER_RECORD || bytes >= BYTES_PER_RECORD {
             self.close_record();
         }
     }

@@ -16,7 +16,8 @@ use sluice_core::{core_for_hash, series_hash};
 
 use super::reader::{replay_dir, ReplayVisitor};
 use super::record::{
-    begin_record, end_record, put_sample, put_samples_base, put_series, RecordType, SampleRecord,
+    begin_record, end_record, put_min_time, put_sample, put_samples_base, put_series, RecordType,
+    SampleRecord,
 };
 use super::writer::sync_dir;
 use super::{core_dir, segment_name, WalError, SEGMENT_SIZE};
@@ -285,6 +286,10 @@ impl Router {
 
 impl ReplayVisitor for Router {
     fn series(&mut self, id: u32, labels: &[(&str, &str)]) {
+        if self.ids.contains_key(&id) {
+            // A checkpoint and a segment it kept both name this series: route it once.
+            return;
+        }
         let core = core_for_hash(
             series_hash(&self.tenant, labels.iter().copied()),
             self.cores,
@@ -297,6 +302,17 @@ impl ReplayVisitor for Router {
         put_series(&mut payload, new_id, labels.iter().copied());
         self.emit(core, RecordType::Series, &payload);
         self.series += 1;
+    }
+
+    fn min_time(&mut self, t: i64) {
+        // Every new core's log starts with what the old checkpoints knew is persisted; the
+        // first source's checkpoint is replayed first, so this precedes its samples.
+        self.flush_all();
+        let mut payload = Vec::new();
+        put_min_time(&mut payload, t);
+        for core in 0..self.cores {
+            self.emit(core, RecordType::MinTime, &payload);
+        }
     }
 
     fn sample(&mut self, s: SampleRecord) {

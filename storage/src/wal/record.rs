@@ -16,8 +16,10 @@ use crate::encoding::{put_uvarint, put_varint};
 /// Bytes of a frame header.
 pub const HEADER_LEN: usize = 9;
 
-/// Largest payload a reader accepts; anything larger is corruption, not a record.
-pub const MAX_PAYLOAD: usize = 64 * 1024 * 1024;
+/// Largest payload a reader accepts; anything larger is corruption, not a record. The
+/// writer's largest records hold one request's series or samples, which are smaller than the
+/// request's decompressed protobuf; the binary caps that well below this.
+pub const MAX_PAYLOAD: usize = 1 << 30;
 
 /// Kinds of records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
