@@ -86,8 +86,16 @@ impl Shard {
     ) -> Result<PartOutput, String> {
         let t = self.tenant(tenant).map_err(|e| e.to_string())?;
         let ids = t.cut_plan.borrow_mut().take().unwrap_or_default();
+        let bytes_planned: u64 = {
+            let head = t.head.borrow();
+            ids.iter()
+                .flat_map(|id| head.chunks_before(*id, before))
+                .map(|c| SegmentEncoder::encoded_len(c.data.len()))
+                .sum()
+        };
         let mut w = DmaSegmentWriter::new(&chunks_dir, first_file, segment_size)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())?
+            .with_size_hint(bytes_planned);
         let mut series = Vec::with_capacity(ids.len());
         let mut bytes: Vec<u8> = Vec::new();
         let mut spans: Vec<(i64, i64, usize, usize)> = Vec::new();

@@ -169,7 +169,13 @@ async fn write_part(
     first_file: u32,
     part: Part,
 ) -> Result<(Vec<PartSeries>, Vec<(String, u64)>)> {
-    let mut w = DmaSegmentWriter::new(&dir, first_file, DEFAULT_SEGMENT_SIZE)?;
+    let bytes: u64 = part
+        .iter()
+        .flat_map(|(_, cs)| cs.iter())
+        .map(|(_, _, d)| SegmentEncoder::encoded_len(d.len()))
+        .sum();
+    let mut w =
+        DmaSegmentWriter::new(&dir, first_file, DEFAULT_SEGMENT_SIZE)?.with_size_hint(bytes);
     let mut out = Vec::with_capacity(part.len());
     for (labels, chunks) in part {
         let mut metas = Vec::with_capacity(chunks.len());

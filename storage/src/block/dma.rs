@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use futures::AsyncWriteExt;
 use glommio::io::{DmaStreamWriter, DmaStreamWriterBuilder, OpenOptions};
 
-use super::chunks::{segment_file_name, SegmentEncoder};
+use super::chunks::{segment_file_name, SegmentEncoder, SEGMENT_HEADER_LEN};
 use super::files::{io_err, sync_dir};
 use super::BlockError;
 
@@ -30,6 +30,10 @@ pub struct DmaSegmentWriter {
     current: Option<(DmaStreamWriter, PathBuf)>,
     /// (file name, size) of every finished segment, in order.
     finished: Vec<(String, u64)>,
+    max_segment_size: u64,
+    /// Bytes still expected (from [`with_size_hint`](Self::with_size_hint)), for
+    /// pre-allocating each segment.
+    remaining: u64,
 }
 
 impl DmaSegmentWriter {
@@ -41,7 +45,16 @@ impl DmaSegmentWriter {
             stage: Vec::with_capacity(STAGE_BYTES + (64 << 10)),
             current: None,
             finished: Vec::new(),
+            max_segment_size,
+            remaining: 0,
         })
+    }
+
+    /// Tells the writer how many bytes of chunks (headers included) it will get, so every
+    /// segment file can be allocated before it is written.
+    pub fn with_size_hint(mut self, bytes: u64) -> Self {
+        self.remaining = bytes;
+        self
     }
 
     /// Appends one chunk (starting the next segment file when needed); returns its ref.
@@ -60,6 +73,20 @@ impl DmaSegmentWriter {
                     path: path.clone(),
                     source: e.into(),
                 })?;
+            // Allocate the segment's blocks up front: on ext4, O_DIRECT writes past the end of
+            // the file are punted by io_uring to its worker threads and served one at a time,
+            // writes inside the allocated size are not. `finish_segment` trims the file to
+            // what was written.
+            if self.remaining > 0 {
+                let size = (self.remaining + SEGMENT_HEADER_LEN).min(self.max_segment_size);
+                file.pre_allocate(size, false)
+                    .await
+                    .map_err(|e| BlockError::Io {
+                        op: "pre-allocate",
+                        path: path.clone(),
+                        source: e.into(),
+                    })?;
+            }
             let writer = DmaStreamWriterBuilder::new(file)
                 .with_buffer_size(BUFFER_BYTES)
                 .with_write_behind(WRITE_BEHIND)
@@ -67,6 +94,9 @@ impl DmaSegmentWriter {
             self.current = Some((writer, path));
         }
         let r = self.enc.append_chunk(&mut self.stage, encoding, data)?;
+        self.remaining = self
+            .remaining
+            .saturating_sub(SegmentEncoder::encoded_len(data.len()));
         if self.stage.len() >= STAGE_BYTES {
             self.flush().await?;
         }
@@ -89,9 +119,17 @@ impl DmaSegmentWriter {
             // Closing syncs the data and then truncates the padded last page away; the
             // truncation changes the size, so the file is synced once more.
             w.close().await.map_err(io_err("close", &path))?;
-            std::fs::File::open(&path)
-                .and_then(|f| f.sync_all())
-                .map_err(io_err("fsync", &path))?;
+            // Closing synced the data and cut a padded last page, but a pre-allocated file
+            // may be longer still: set the exact size and sync that too.
+            let len = self.enc.segment_len();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .and_then(|f| {
+                    f.set_len(len)?;
+                    f.sync_all()
+                })
+                .map_err(io_err("trim and fsync", &path))?;
             let name = path
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
@@ -155,7 +193,14 @@ mod tests {
                 let mut files = Vec::new();
                 let mut first = 0;
                 for (part, count) in parts.into_iter().zip(counts) {
-                    let mut w = DmaSegmentWriter::new(&chunks_dir, first, segment_size).unwrap();
+                    let hint: u64 = part
+                        .iter()
+                        .flat_map(|s| s.chunks.iter())
+                        .map(|c| SegmentEncoder::encoded_len(c.data.len()))
+                        .sum();
+                    let mut w = DmaSegmentWriter::new(&chunks_dir, first, segment_size)
+                        .unwrap()
+                        .with_size_hint(hint);
                     for s in part {
                         let mut chunks = Vec::new();
                         let mut n = 0;
@@ -187,7 +232,10 @@ mod tests {
             let on_disk = std::fs::metadata(tmp_dir.join("chunks").join(name))
                 .unwrap()
                 .len();
-            assert_eq!(on_disk, *size, "{name}: direct I/O padding was not cut off");
+            assert_eq!(
+                on_disk, *size,
+                "{name}: padding or pre-allocation was not cut off"
+            );
         }
         let mut opts = BlockOptions::new(ext_labels());
         opts.ulid = Some(ulid);
