@@ -1,15 +1,21 @@
 //! Sluice core: the pieces every other crate shares and that touch no I/O.
 //!
-//! Owns label validation, the portable series hash and core placement, the zero-copy
-//! remote-write decoder and the Prometheus duration syntax. Must not depend on a runtime,
-//! a file or a socket: everything here is a pure function over bytes.
+//! Owns label validation, the portable series hash, core placement, the Thanos hashring
+//! (file format and series placement), the zero-copy remote-write decoder and the Prometheus
+//! duration syntax. Must not depend on a runtime, a file or a socket: everything here is a
+//! pure function over bytes.
 
 pub mod duration;
 pub mod hash;
+pub mod hashring;
 pub mod labels;
 pub mod remote_write;
 
 pub use duration::{format_duration, parse_duration, DurationError};
 pub use hash::{core_for_hash, key_labels, put_series_key, series_hash, KeyLabels, TenantHasher};
+pub use hashring::{
+    Algorithm, Endpoint, Hashring, HashringError, Hashrings, RingId, TenantMatcher,
+    UnknownAlgorithm, SECTIONS_PER_NODE,
+};
 pub use labels::{LabelError, METRIC_NAME};
 pub use remote_write::{DecodeError, LabelRef, Sample, SeriesRef, WriteRequestRef};
