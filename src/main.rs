@@ -249,11 +249,17 @@ fn main() -> anyhow::Result<()> {
         wal_fsync = ?cli.wal_fsync,
         "starting sluice"
     );
+    // Answer 503 (not "connection refused") while the cores replay their WALs.
+    let startup = sluice_net::answer_until_ready(cli.listen, global.clone())
+        .with_context(|| format!("cannot listen on {}", cli.listen))?;
     let result = sluice_shards::run(cfg, global.clone(), move |ctx| {
         let net = net.clone();
         async move { sluice_net::serve(ctx, net).await }
     });
     global.shippers.shutdown();
+    // Also ends the interim listener if the cores failed before they were ready.
+    global.shutdown.store(true, Ordering::Release);
+    let _ = startup.join();
     result.context("running cores")?;
     drop(lock);
     tracing::info!("stopped");

@@ -9,10 +9,12 @@ mod metrics_text;
 mod receive;
 mod response;
 mod server;
+mod startup;
 
 use std::net::SocketAddr;
 
 pub use server::serve;
+pub use startup::answer_until_ready;
 
 /// HTTP settings shared by every core.
 #[derive(Debug, Clone)]

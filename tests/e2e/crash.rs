@@ -155,3 +155,49 @@ fn sigterm_drains_and_syncs_with_fsync_never() {
     s.spawn(2, &["--wal-fsync", "interval=100ms"]);
     assert_rounds(&s, "term_metric", &series, 0..20);
 }
+
+#[test]
+fn ready_is_503_while_the_wal_replays_and_healthy_stays_200() {
+    let series = simple_series("replayed", 2000);
+    let mut s = Server::start(1, &[]);
+    write_rounds(&s, &series, 0..100);
+    assert!(s.sigterm().success());
+    s.spawn_unready(1, &[]);
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .build();
+    let (mut starting, mut healthy_while_starting) = (0, 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        match agent.get(&s.url("/-/ready")).call() {
+            Ok(r) if r.status() == 200 => break,
+            Err(ureq::Error::Status(503, r)) => {
+                assert_eq!(r.header("retry-after"), Some("1"));
+                let body = r.into_string().unwrap();
+                assert!(body.contains("replaying the WAL"), "{body}");
+                starting += 1;
+                if let Ok(h) = agent.get(&s.url("/-/healthy")).call() {
+                    assert_eq!(h.status(), 200);
+                    healthy_while_starting += 1;
+                }
+                // A write during replay is refused with a status the sender retries.
+                let probe = simple_series("probe", 1);
+                let (code, _) = s.write(&request(&probe, T0 + 1000 * STEP, |_| 1.0));
+                assert!(code == 503 || code == 204, "{code}");
+            }
+            // Before the process has bound its socket.
+            Err(ureq::Error::Transport(_)) => {}
+            other => panic!("unexpected answer while starting: {other:?}"),
+        }
+        assert!(std::time::Instant::now() < deadline, "never ready");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(
+        starting > 0,
+        "never saw 503 during replay; log:\n{}",
+        s.log_text()
+    );
+    assert!(healthy_while_starting > 0);
+    s.wait_ready();
+    assert_rounds(&s, "replayed", &series, 0..100);
+}

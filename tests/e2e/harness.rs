@@ -48,6 +48,12 @@ impl Server {
 
     /// Starts (again) on the same data directory, on a new port.
     pub fn spawn(&mut self, cores: usize, extra: &[&str]) {
+        self.spawn_unready(cores, extra);
+        self.wait_ready();
+    }
+
+    /// Like [`spawn`](Self::spawn) without waiting for `/-/ready`.
+    pub fn spawn_unready(&mut self, cores: usize, extra: &[&str]) {
         assert!(self.child.is_none(), "server already running");
         self.port = free_port();
         let log = std::fs::OpenOptions::new()
@@ -68,10 +74,10 @@ impl Server {
             .spawn()
             .expect("spawning sluice");
         self.child = Some(child);
-        self.wait_ready();
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits until `/-/ready` answers 200 (panics if the process exits first).
+    pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Some(status) = self

@@ -1,0 +1,109 @@
+//! Answering while the cores replay their WALs: one extra executor on its own thread listens
+//! on the same address (`SO_REUSEPORT`) from the start and answers every request with 503
+//! (`/-/healthy` with 200), so senders and orchestrators see "not ready yet" instead of
+//! "connection refused". It stops once every core serves.
+//!
+//! Owns only that interim listener. Must not touch shards or storage: it reads the readiness
+//! flags in [`Global`] and nothing else.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use glommio::net::{Preallocated, TcpListener};
+use hyper::service::service_fn;
+use hyper::StatusCode;
+use sluice_shards::Global;
+
+use crate::io::HyperIo;
+use crate::response::text;
+
+/// Starts the interim listener on `listen`. Binding errors (address in use) surface here,
+/// before any replay work.
+pub fn answer_until_ready(
+    listen: SocketAddr,
+    global: Arc<Global>,
+) -> std::io::Result<glommio::ExecutorJoinHandle<()>> {
+    let (bound_tx, bound_rx) = std::sync::mpsc::channel();
+    let handle = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .name("sluice-startup")
+        .io_memory(256 << 10)
+        .spawn(move || async move {
+            let listener = match TcpListener::bind(listen) {
+                Ok(l) => {
+                    let _ = bound_tx.send(Ok(()));
+                    l
+                }
+                Err(e) => {
+                    let _ = bound_tx.send(Err(std::io::Error::other(e.to_string())));
+                    return;
+                }
+            };
+            serve_until_ready(listener, global).await;
+        })
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    match bound_rx.recv() {
+        Ok(Ok(())) => Ok(handle),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(std::io::Error::other("startup listener thread ended")),
+    }
+}
+
+async fn serve_until_ready(listener: TcpListener, global: Arc<Global>) {
+    // The cores bind their listeners right after reporting ready: keep answering a little
+    // longer so the address never goes without a listener, then stop at once (connections
+    // that reach this socket after its last accept would be reset).
+    let mut ready_since: Option<std::time::Instant> = None;
+    loop {
+        if global.is_ready() || global.shutting_down() {
+            let since = *ready_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() > Duration::from_millis(100) {
+                break;
+            }
+        }
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+            None
+        })
+        .await;
+        let Some(Ok(stream)) = accepted else {
+            continue;
+        };
+        let global = global.clone();
+        glommio::spawn_local(async move {
+            let io = HyperIo(stream.buffered_with(Preallocated::new(8 << 10)));
+            let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let ready = global.ready_cores.load(Ordering::Acquire);
+                let cores = global.cores;
+                async move {
+                    Ok::<_, Infallible>(if req.uri().path() == "/-/healthy" {
+                        text(StatusCode::OK, "Sluice is Healthy.")
+                    } else {
+                        let mut resp = text(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!(
+                                "Sluice is starting: replaying the WAL ({ready} of {cores} cores ready)"
+                            ),
+                        );
+                        resp.headers_mut().insert(
+                            hyper::header::RETRY_AFTER,
+                            hyper::header::HeaderValue::from_static("1"),
+                        );
+                        resp
+                    })
+                }
+            });
+            // One answer per connection: the sender reconnects and reaches a core once ready.
+            let _ = hyper::server::conn::http1::Builder::new()
+                .keep_alive(false)
+                .serve_connection(io, svc)
+                .await;
+        })
+        .detach();
+    }
+    drop(listener);
+    // Let answers in flight finish.
+    glommio::timer::sleep(Duration::from_millis(200)).await;
+}
