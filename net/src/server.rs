@@ -44,6 +44,10 @@ pub async fn serve(ctx: Ctx, cfg: Arc<NetConfig>) {
             std::process::exit(2);
         }
     };
+    // Counted only now that the listener exists, so "every core serves" means it.
+    ctx.global
+        .ready_cores
+        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     if ctx.core() == 0 {
         tracing::info!(listen = %cfg.listen, cores = ctx.cores(), "serving");
     }
@@ -117,7 +121,12 @@ async fn route(st: &CoreState, req: Request<Incoming>) -> Response<Body> {
             if st.ctx.global.is_ready() && !st.ctx.global.shutting_down() {
                 text(StatusCode::OK, "Sluice is Ready.")
             } else {
-                text(StatusCode::SERVICE_UNAVAILABLE, "Sluice is not ready.")
+                let mut resp = text(StatusCode::SERVICE_UNAVAILABLE, "Sluice is not ready.");
+                resp.headers_mut().insert(
+                    hyper::header::RETRY_AFTER,
+                    hyper::header::HeaderValue::from_static("1"),
+                );
+                resp
             },
         ),
         "/metrics" => ("metrics", metrics(st).await),

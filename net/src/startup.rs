@@ -27,6 +27,7 @@ pub fn answer_until_ready(
     global: Arc<Global>,
 ) -> std::io::Result<glommio::ExecutorJoinHandle<()>> {
     let (bound_tx, bound_rx) = std::sync::mpsc::channel();
+    global.interim_listener.store(true, Ordering::Release);
     let handle = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .name("sluice-startup")
         .io_memory(256 << 10)
@@ -52,19 +53,14 @@ pub fn answer_until_ready(
 }
 
 async fn serve_until_ready(listener: TcpListener, global: Arc<Global>) {
-    // The cores bind their listeners right after reporting ready: keep answering a little
-    // longer so the address never goes without a listener, then stop at once (connections
-    // that reach this socket after its last accept would be reset).
-    let mut ready_since: Option<std::time::Instant> = None;
-    loop {
-        if global.is_ready() || global.shutting_down() {
-            let since = *ready_since.get_or_insert_with(std::time::Instant::now);
-            if since.elapsed() > Duration::from_millis(100) {
-                break;
-            }
-        }
+    // Every core counts itself only once its own listener is bound, so when all have, the
+    // address is covered without this one: stop at once (a connection that reaches this socket
+    // after its last accept would be reset, so the check runs often). `/-/ready` stays 503
+    // until this listener is closed, so no client told "ready" can land here.
+    let open = std::rc::Rc::new(std::cell::Cell::new(0usize));
+    while !global.cores_serving() && !global.shutting_down() {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            glommio::timer::sleep(Duration::from_millis(10)).await;
+            glommio::timer::sleep(Duration::from_millis(2)).await;
             None
         })
         .await;
@@ -72,13 +68,15 @@ async fn serve_until_ready(listener: TcpListener, global: Arc<Global>) {
             continue;
         };
         let global = global.clone();
+        let open = open.clone();
+        open.set(open.get() + 1);
         glommio::spawn_local(async move {
             let io = HyperIo(stream.buffered_with(Preallocated::new(8 << 10)));
             let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let ready = global.ready_cores.load(Ordering::Acquire);
                 let cores = global.cores;
                 async move {
-                    Ok::<_, Infallible>(if req.uri().path() == "/-/healthy" {
+                    let mut resp = if req.uri().path() == "/-/healthy" {
                         text(StatusCode::OK, "Sluice is Healthy.")
                     } else {
                         let mut resp = text(
@@ -92,7 +90,13 @@ async fn serve_until_ready(listener: TcpListener, global: Arc<Global>) {
                             hyper::header::HeaderValue::from_static("1"),
                         );
                         resp
-                    })
+                    };
+                    // Say so: a client that pooled this connection would later find it gone.
+                    resp.headers_mut().insert(
+                        hyper::header::CONNECTION,
+                        hyper::header::HeaderValue::from_static("close"),
+                    );
+                    Ok::<_, Infallible>(resp)
                 }
             });
             // One answer per connection: the sender reconnects and reaches a core once ready.
@@ -100,10 +104,17 @@ async fn serve_until_ready(listener: TcpListener, global: Arc<Global>) {
                 .keep_alive(false)
                 .serve_connection(io, svc)
                 .await;
+            open.set(open.get() - 1);
         })
         .detach();
     }
     drop(listener);
-    // Let answers in flight finish.
-    glommio::timer::sleep(Duration::from_millis(200)).await;
+    global.interim_listener.store(false, Ordering::Release);
+    // Tasks still running when this executor ends would be leaked with their sockets: wait
+    // for every connection to get its answer, but not for a client that never sends its
+    // request (there is no header timeout yet), or shutdown would wait for it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while open.get() > 0 && std::time::Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
 }

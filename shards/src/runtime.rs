@@ -30,8 +30,11 @@ pub struct Global {
     pub shippers: Shippers,
     pub blocks_written: AtomicU64,
     pub block_cut_failures: AtomicU64,
-    /// Cores that finished replay and joined the mesh.
+    /// Cores that finished replay, joined the mesh and listen (their server counts itself).
     pub ready_cores: AtomicUsize,
+    /// An interim start-up listener is still open on the serving address: not ready yet, or
+    /// a client told "ready" could still land on it.
+    pub interim_listener: AtomicBool,
     /// Set by the signal handler: stop accepting, drain, sync, exit.
     pub shutdown: AtomicBool,
     /// Cores whose server has drained.
@@ -49,13 +52,19 @@ impl Global {
             blocks_written: AtomicU64::new(0),
             block_cut_failures: AtomicU64::new(0),
             ready_cores: AtomicUsize::new(0),
+            interim_listener: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
             drained: AtomicUsize::new(0),
         }
     }
 
-    /// Whether every core is serving.
+    /// Whether every core is serving (and nothing else answers on its address).
     pub fn is_ready(&self) -> bool {
+        self.cores_serving() && !self.interim_listener.load(Ordering::Acquire)
+    }
+
+    /// Whether every core has reported that it serves.
+    pub fn cores_serving(&self) -> bool {
         self.ready_cores.load(Ordering::Acquire) == self.cores
     }
 
@@ -140,8 +149,9 @@ pub enum RuntimeError {
     Executor { core: usize, msg: String },
 }
 
-/// Runs every core until shutdown. `serve` is each core's server; it must return once
-/// `global.shutdown` is set and its in-flight requests are answered.
+/// Runs every core until shutdown. `serve` is each core's server; it must add 1 to
+/// `global.ready_cores` once it accepts connections, and return once `global.shutdown` is set
+/// and its in-flight requests are answered.
 pub fn run<S, Fut>(cfg: RuntimeConfig, global: Arc<Global>, serve: S) -> Result<(), RuntimeError>
 where
     S: Fn(Ctx) -> Fut + Send + Clone + 'static,
@@ -225,7 +235,6 @@ where
         })
         .detach();
     }
-    global.ready_cores.fetch_add(1, Ordering::AcqRel);
     let ctx = Ctx {
         shard: shard.clone(),
         mesh,
