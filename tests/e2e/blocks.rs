@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{dump, request, simple_series, Dump, Server};
+use crate::harness::{dump, request, sealed_blocks, simple_series, Dump, Server};
 
 /// A multiple of the 2h block range, so the first block is exactly `[T0, T0 + 2h)`.
 const T0: i64 = 236_112 * HOUR2;
@@ -49,27 +49,10 @@ fn expected(series: &[Vec<(String, String)>], from: i64, to: i64) -> Dump {
         .collect()
 }
 
-/// Sealed block directories of a tenant, oldest first (by ULID).
-fn blocks(data_dir: &Path, tenant: &str) -> Vec<PathBuf> {
-    let dir = data_dir.join(tenant).join("blocks");
-    let mut out: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.join("meta.json").is_file()
-                && !p.file_name().unwrap().to_string_lossy().contains(".tmp")
-        })
-        .collect();
-    out.sort();
-    out
-}
-
 fn wait_for_blocks(s: &Server, n: usize) -> Vec<PathBuf> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let b = blocks(&s.data_dir, "default-tenant");
+        let b = sealed_blocks(&s.data_dir, "default-tenant");
         if b.len() >= n {
             return b;
         }
@@ -257,7 +240,7 @@ fn head_is_cut_into_blocks_that_promtool_and_prometheus_read_exactly() {
     s.spawn(1, &["--label", r#"replica="r1""#]);
     assert_eq!(all(&s, T0 + 11 * HOUR2 / 4), want_all);
     assert_eq!(
-        blocks(&s.data_dir, "default-tenant").len(),
+        sealed_blocks(&s.data_dir, "default-tenant").len(),
         2,
         "no block cut twice"
     );
@@ -322,7 +305,7 @@ fn kill_during_block_write_leaves_no_partial_block_and_loses_nothing() {
     );
     s.kill9();
     assert!(
-        blocks(&s.data_dir, "default-tenant").is_empty(),
+        sealed_blocks(&s.data_dir, "default-tenant").is_empty(),
         "partial block visible"
     );
 

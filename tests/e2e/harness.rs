@@ -332,3 +332,23 @@ pub fn wal_segments(data_dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// Sealed block directories of a tenant (`<ULID>/` with `meta.json`, not the temporary
+/// ones), oldest first.
+pub fn sealed_blocks(data_dir: &Path, tenant: &str) -> Vec<PathBuf> {
+    let dir = data_dir.join(tenant).join("blocks");
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.join("meta.json").is_file()
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().contains(".tmp"))
+        })
+        .collect();
+    out.sort();
+    out
+}

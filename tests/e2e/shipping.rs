@@ -2,11 +2,11 @@
 //! the server is down at first, each block exactly once; and the embedded default (a local
 //! directory bucket) receives them too.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{request, simple_series, Server};
+use crate::harness::{request, sealed_blocks, simple_series, Server};
 
 const HOUR2: i64 = 2 * 3600 * 1000;
 const T0: i64 = 236_200 * HOUR2;
@@ -87,22 +87,6 @@ fn send_hours(s: &Server, name: &str, quarters_of_2h: i64) {
     }
 }
 
-fn sealed_blocks(data_dir: &Path) -> Vec<PathBuf> {
-    let dir = data_dir.join("default-tenant").join("blocks");
-    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.join("meta.json").is_file()
-                && !p.file_name().unwrap().to_string_lossy().contains(".tmp")
-        })
-        .collect();
-    out.sort();
-    out
-}
-
 fn metric(s: &Server, name: &str) -> f64 {
     s.metrics()
         .lines()
@@ -133,7 +117,7 @@ fn blocks_reach_s3_once_even_when_the_server_is_down_at_first() {
     let s = Server::start(2, &["--objstore.config", &cfg]);
     send_hours(&s, "shipped", 11);
     wait("two blocks cut", &s, || {
-        sealed_blocks(&s.data_dir).len() == 2
+        sealed_blocks(&s.data_dir, "default-tenant").len() == 2
     });
     wait("failed uploads", &s, || {
         metric(&s, "sluice_shipper_failures_total") >= 1.0
@@ -148,7 +132,7 @@ fn blocks_reach_s3_once_even_when_the_server_is_down_at_first() {
         metric(&s, "sluice_shipper_uploaded_blocks_total") == 2.0
     });
     let objects = list(port);
-    for block in sealed_blocks(&s.data_dir) {
+    for block in sealed_blocks(&s.data_dir, "default-tenant") {
         let ulid = block.file_name().unwrap().to_str().unwrap();
         let meta: serde_json::Value =
             serde_json::from_slice(&std::fs::read(block.join("meta.json")).unwrap()).unwrap();
@@ -173,8 +157,10 @@ fn blocks_reach_s3_once_even_when_the_server_is_down_at_first() {
 fn embedded_default_ships_to_a_local_directory_bucket() {
     let s = Server::start(1, &[]);
     send_hours(&s, "local_bucket", 7);
-    wait("a block", &s, || sealed_blocks(&s.data_dir).len() == 1);
-    let block = &sealed_blocks(&s.data_dir)[0];
+    wait("a block", &s, || {
+        sealed_blocks(&s.data_dir, "default-tenant").len() == 1
+    });
+    let block = &sealed_blocks(&s.data_dir, "default-tenant")[0];
     let in_bucket = s
         .data_dir
         .join("bucket")
