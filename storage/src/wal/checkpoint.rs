@@ -205,4 +205,29 @@ mod tests {
         assert_eq!(again.samples, seen.samples);
         assert_eq!(list_segments(dir.path()).unwrap(), vec![1, 2]);
     }
+
+    /// Long label sets: records are closed by size as well as by count, so each stays far
+    /// below the reader's payload limit and every series replays.
+    #[test]
+    fn checkpoint_records_are_split_by_size() {
+        let long = "x".repeat(3 << 20);
+        let mut cp = CheckpointBuilder::new(0);
+        for id in 0..12u32 {
+            cp.add_series(id, [("__name__", "big"), ("v", long.as_str())]);
+        }
+        let bytes = cp.finish();
+        let (mut pos, mut records) = (0, 0);
+        while pos < bytes.len() {
+            let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+            assert!(len <= BYTES_PER_RECORD + (4 << 20), "record of {len} bytes");
+            pos += crate::wal::record::HEADER_LEN + len;
+            records += 1;
+        }
+        assert!(records >= 3, "{records} records");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(checkpoint_name(0)), &bytes).unwrap();
+        let mut seen = Seen::default();
+        replay_dir(dir.path(), &mut seen, false).unwrap();
+        assert_eq!(seen.series, (0..12).collect::<Vec<_>>());
+    }
 }
