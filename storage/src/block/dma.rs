@@ -12,7 +12,7 @@ use futures::AsyncWriteExt;
 use glommio::io::{DmaStreamWriter, DmaStreamWriterBuilder, OpenOptions};
 
 use super::chunks::{segment_file_name, SegmentEncoder, SEGMENT_HEADER_LEN};
-use super::files::{io_err, sync_dir};
+use super::files::{file_name, glommio_err, io_err, sync_dir};
 use super::BlockError;
 
 /// Bytes encoded before they are handed to the stream writer. The writer itself keeps
@@ -68,11 +68,7 @@ impl DmaSegmentWriter {
                 .create_new(true)
                 .dma_open(&path)
                 .await
-                .map_err(|e| BlockError::Io {
-                    op: "create",
-                    path: path.clone(),
-                    source: e.into(),
-                })?;
+                .map_err(glommio_err("create", &path))?;
             // Allocate the segment's blocks up front: on ext4, O_DIRECT writes past the end of
             // the file are punted by io_uring to its worker threads and served one at a time,
             // writes inside the allocated size are not. `finish_segment` trims the file to
@@ -81,11 +77,7 @@ impl DmaSegmentWriter {
                 let size = (self.remaining + SEGMENT_HEADER_LEN).min(self.max_segment_size);
                 file.pre_allocate(size, false)
                     .await
-                    .map_err(|e| BlockError::Io {
-                        op: "pre-allocate",
-                        path: path.clone(),
-                        source: e.into(),
-                    })?;
+                    .map_err(glommio_err("pre-allocate", &path))?;
             }
             let writer = DmaStreamWriterBuilder::new(file)
                 .with_buffer_size(BUFFER_BYTES)
@@ -130,11 +122,8 @@ impl DmaSegmentWriter {
                     f.sync_all()
                 })
                 .map_err(io_err("trim and fsync", &path))?;
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            self.finished.push((name, self.enc.segment_len()));
+            self.finished
+                .push((file_name(&path), self.enc.segment_len()));
         }
         Ok(())
     }

@@ -19,6 +19,26 @@ pub(crate) fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Erro
     move |source| BlockError::Io { op, path, source }
 }
 
+/// Maps a glommio I/O error to a [`BlockError`] naming the operation and file.
+pub(crate) fn glommio_err(
+    op: &'static str,
+    path: &Path,
+) -> impl FnOnce(glommio::GlommioError<()>) -> BlockError {
+    let path = path.to_path_buf();
+    move |e| BlockError::Io {
+        op,
+        path,
+        source: e.into(),
+    }
+}
+
+/// The file name of a segment path, for the block's file list.
+pub(crate) fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 /// Creates `path` (which must not exist), writes `bytes` and fsyncs it.
 pub(crate) fn write_file_synced(path: &Path, bytes: &[u8]) -> Result<(), BlockError> {
     let mut f = OpenOptions::new()
@@ -95,11 +115,8 @@ impl SegmentFiles {
         self.flush()?;
         if let Some((f, path)) = self.current.take() {
             f.sync_all().map_err(io_err("fsync", &path))?;
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            self.finished.push((name, self.enc.segment_len()));
+            self.finished
+                .push((file_name(&path), self.enc.segment_len()));
         }
         Ok(())
     }
