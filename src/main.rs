@@ -14,6 +14,8 @@ use sluice_storage::block::chunks::DEFAULT_SEGMENT_SIZE;
 use sluice_storage::objstore::{ObjstoreConfig, ShipperOptions};
 use sluice_storage::wal::FsyncPolicy;
 
+mod reload;
+
 /// Thread-per-core Prometheus remote-write receiver.
 #[derive(Debug, Parser)]
 #[command(name = "sluice", version, about, long_about = None)]
@@ -97,6 +99,62 @@ struct Cli {
     /// Thanos Receive.
     #[arg(long = "tsdb.too-far-in-future.time-window", env = "SLUICE_TSDB_TOO_FAR_IN_FUTURE", default_value = "0s", value_parser = sluice_core::parse_duration)]
     too_far_in_future: std::time::Duration,
+
+    /// Thanos hashrings file (JSON list of rings with endpoints and tenants). Turns on the
+    /// cluster: every series goes to its replicas on the ring's nodes. Re-read when it
+    /// changes (polled, and on SIGHUP); an invalid version is logged and ignored.
+    #[arg(long = "receive.hashrings-file", env = "SLUICE_RECEIVE_HASHRINGS_FILE")]
+    hashrings_file: Option<PathBuf>,
+
+    /// How often the hashrings and limits files are checked for changes.
+    #[arg(long = "receive.hashrings-file-refresh-interval", env = "SLUICE_RECEIVE_HASHRINGS_FILE_REFRESH_INTERVAL", default_value = "5s", value_parser = parse_positive_duration)]
+    hashrings_refresh: std::time::Duration,
+
+    /// Placement algorithm of rings that do not name one: `hashmod` or `ketama`.
+    #[arg(
+        long = "receive.hashrings-algorithm",
+        env = "SLUICE_RECEIVE_HASHRINGS_ALGORITHM",
+        default_value = "hashmod"
+    )]
+    hashrings_algorithm: sluice_core::hashring::Algorithm,
+
+    /// Replicas of every series (write quorum: R/2+1 of them must be durable).
+    #[arg(
+        long = "receive.replication-factor",
+        env = "SLUICE_RECEIVE_REPLICATION_FACTOR",
+        default_value_t = 1
+    )]
+    replication_factor: usize,
+
+    /// This node's endpoint exactly as the hashrings file writes it (e.g. sluice-0:10901).
+    /// A node that is in no ring only forwards. Alias: --receive.local-endpoint.
+    #[arg(
+        long = "node-name",
+        alias = "receive.local-endpoint",
+        env = "SLUICE_NODE_NAME"
+    )]
+    node_name: Option<String>,
+
+    /// Address of the replication RPC listener (the address peers reach is what the
+    /// hashrings file lists for this node). Only opened with --receive.hashrings-file.
+    #[arg(
+        long = "rpc-listen",
+        env = "SLUICE_RPC_LISTEN",
+        default_value = "0.0.0.0:10901"
+    )]
+    rpc_listen: SocketAddr,
+
+    /// How long a replica may take to answer a forwarded write before it counts as failed.
+    #[arg(long = "receive.forward-timeout", alias = "receive-forward-timeout", env = "SLUICE_RECEIVE_FORWARD_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration)]
+    forward_timeout: std::time::Duration,
+
+    /// Per-tenant write limits, Thanos' limits YAML (request size/series/samples → 413,
+    /// active series → 429). Re-read when it changes.
+    #[arg(
+        long = "receive.limits-config-file",
+        env = "SLUICE_RECEIVE_LIMITS_CONFIG_FILE"
+    )]
+    limits_file: Option<PathBuf>,
 
     /// Pin each core's executor to its own CPU. Turn off when sharing CPUs with other busy
     /// processes.
@@ -200,6 +258,51 @@ fn main() -> anyhow::Result<()> {
         );
     }
 
+    if cli.replication_factor == 0 {
+        bail!("--receive.replication-factor must be at least 1");
+    }
+    let ring = match &cli.hashrings_file {
+        Some(path) => {
+            let src = reload::RingSource {
+                path: path.clone(),
+                algorithm: cli.hashrings_algorithm,
+                replication_factor: cli.replication_factor,
+                node_name: cli.node_name.clone(),
+            };
+            let (bytes, rings) = src.load()?;
+            src.describe(&rings);
+            let swap = Arc::new(arc_swap::ArcSwap::from_pointee(rings));
+            Some((src, bytes, swap))
+        }
+        None if cli.replication_factor > 1 => {
+            bail!("--receive.replication-factor > 1 needs --receive.hashrings-file")
+        }
+        None => None,
+    };
+    let limits = match &cli.limits_file {
+        Some(path) => {
+            let (bytes, limits) = reload::load_limits(path)?;
+            Some((
+                path.clone(),
+                bytes,
+                Arc::new(arc_swap::ArcSwap::from_pointee(limits)),
+            ))
+        }
+        None => None,
+    };
+    let limits_swap = limits
+        .as_ref()
+        .map(|(_, _, s)| s.clone())
+        .unwrap_or_default();
+    let cluster = ring.as_ref().map(|(_, _, swap)| {
+        Arc::new(sluice_net::ClusterConfig {
+            node_name: cli.node_name.clone(),
+            replication_factor: cli.replication_factor,
+            forward_timeout: cli.forward_timeout,
+            hashrings: swap.clone(),
+        })
+    });
+
     let blocks = LocalBlocks::open(&cli.data_dir);
     let shippers = Shippers::new(
         cli.data_dir.clone(),
@@ -213,7 +316,8 @@ fn main() -> anyhow::Result<()> {
     for tenant in global.blocks.tenants() {
         global.shippers.notify(&tenant);
     }
-    spawn_signal_handler(global.clone())?;
+    let (reload_tx, reload_rx) = std::sync::mpsc::channel();
+    spawn_signal_handler(global.clone(), reload_tx)?;
 
     let net = Arc::new(sluice_net::NetConfig {
         listen: cli.listen,
@@ -221,7 +325,18 @@ fn main() -> anyhow::Result<()> {
         max_decompressed_bytes: cli.max_decompressed_bytes,
         tenant_header: cli.tenant_header.to_ascii_lowercase(),
         default_tenant: cli.default_tenant.clone(),
+        limits: limits_swap,
+        rpc_listen: cluster.is_some().then_some(cli.rpc_listen),
+        cluster: cluster.clone(),
+        // A frame carries what one request carried, re-encoded: allow twice the payload.
+        max_rpc_frame_bytes: 2 * cli.max_decompressed_bytes + (1 << 20),
     });
+    reload::spawn(
+        reload::Followed { ring, limits },
+        cli.hashrings_refresh,
+        reload_rx,
+        global.clone(),
+    )?;
     let cfg = RuntimeConfig {
         shard: ShardConfig {
             data_dir: cli.data_dir.clone(),
@@ -231,6 +346,7 @@ fn main() -> anyhow::Result<()> {
             block_range_ms: cli.block_duration.as_millis() as i64,
             too_far_in_future_ms: (!cli.too_far_in_future.is_zero())
                 .then_some(cli.too_far_in_future.as_millis() as i64),
+            active_series: Default::default(),
         },
         cpus: if cli.pin_cores { cpus } else { Vec::new() },
         io_memory: 1 << 20,
@@ -266,15 +382,24 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// SIGTERM/SIGINT: drain and stop. A second signal exits at once.
-fn spawn_signal_handler(global: Arc<Global>) -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+/// SIGTERM/SIGINT: drain and stop; a second one exits at once. SIGHUP: re-read the
+/// hashrings and limits files now.
+fn spawn_signal_handler(
+    global: Arc<Global>,
+    reload: std::sync::mpsc::Sender<()>,
+) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .context("installing signal handlers")?;
     std::thread::Builder::new()
         .name("sluice-signals".into())
         .spawn(move || {
             for sig in signals.forever() {
+                if sig == SIGHUP {
+                    tracing::info!("SIGHUP: reloading the hashrings and limits files");
+                    let _ = reload.send(());
+                    continue;
+                }
                 if global.shutdown.swap(true, Ordering::AcqRel) {
                     tracing::warn!(signal = sig, "second signal: exiting without draining");
                     std::process::exit(130);

@@ -9,6 +9,7 @@ pub mod duration;
 pub mod hash;
 pub mod hashring;
 pub mod labels;
+pub mod limits;
 pub mod remote_write;
 
 pub use duration::{format_duration, parse_duration, DurationError};

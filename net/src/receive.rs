@@ -24,11 +24,15 @@ pub struct WriteBuffers {
     decompressed: Vec<u8>,
     req: WriteRequestRef,
     scratch: IngestScratch,
+    cluster: crate::cluster::ClusterScratch,
 }
 
 /// Buffers larger than this are not kept in the pool after a request (one huge request must
 /// not pin its memory forever).
 const MAX_POOLED_CAPACITY: usize = 16 << 20;
+
+/// Largest too-large body still read to its end before the 413 goes out.
+const DRAIN_BEFORE_REJECT: usize = 1 << 20;
 
 /// A rejected request: status, metric reason, message.
 struct Reject(StatusCode, &'static str, String);
@@ -127,10 +131,17 @@ async fn receive(
         .and_then(|v| v.parse::<usize>().ok())
     {
         if len > cfg.max_request_bytes {
+            // Read (and drop) a modest body before answering: a client still sending when
+            // the connection closes sees a reset instead of the 413.
+            if len <= DRAIN_BEFORE_REJECT {
+                let _ = read_body(req.into_body(), &mut bufs.body, DRAIN_BEFORE_REJECT).await;
+            }
             return Err(too_large(len, cfg.max_request_bytes));
         }
     }
     read_body(req.into_body(), &mut bufs.body, cfg.max_request_bytes).await?;
+    let limited = |(status, reason, msg)| Reject(status, reason, msg);
+    crate::limits::check_request(st, &tenant, bufs.body.len(), 0, 0).map_err(limited)?;
 
     let len = snap::raw::decompress_len(&bufs.body).map_err(|e| bad_snappy(&e))?;
     if len > cfg.max_decompressed_bytes {
@@ -165,6 +176,35 @@ async fn receive(
         .metrics
         .count_received(bufs.req.series.len() as u64, bufs.req.samples.len() as u64);
 
+    crate::limits::check_request(
+        st,
+        &tenant,
+        bufs.body.len(),
+        bufs.req.series.len(),
+        bufs.req.samples.len(),
+    )
+    .map_err(limited)?;
+
+    if let Some(cluster) = &cfg.cluster {
+        let (status, reason, msg) = crate::cluster::write(
+            st,
+            cluster,
+            &tenant,
+            &bufs.req,
+            payload,
+            &mut bufs.scratch,
+            &mut bufs.cluster,
+        )
+        .await;
+        return if status.is_success() {
+            Ok(empty(status))
+        } else {
+            Err(Reject(status, reason, msg))
+        };
+    }
+    if let Err(msg) = crate::limits::check_head_series(st, &tenant) {
+        return Err(Reject(StatusCode::TOO_MANY_REQUESTS, "limit", msg));
+    }
     let out = ingest(&st.ctx, &tenant, &bufs.req, payload, &mut bufs.scratch).await;
     if let Some(f) = out.failure {
         return Err(Reject(

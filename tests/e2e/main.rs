@@ -6,6 +6,7 @@
 mod harness;
 
 mod blocks;
+mod cluster;
 mod concurrency;
 mod crash;
 mod malformed;
