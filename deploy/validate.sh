@@ -86,6 +86,10 @@ done
 [ -e "$root/usr/lib/systemd/system/multi-user.target" ] || fail "no systemd unit directory to verify against"
 printf '#!/bin/sh\nexit 0\n' >"$root/usr/local/bin/sluice"
 chmod 0755 "$root/usr/local/bin/sluice"
+# ExecReload names /bin/kill; verify checks it exists in the root.
+mkdir -p "$root/bin"
+printf '#!/bin/sh\nexit 0\n' >"$root/bin/kill"
+chmod 0755 "$root/bin/kill"
 cp systemd/sluice.service "$root/etc/systemd/system/sluice.service"
 cp systemd/sluice.env systemd/hashrings.json systemd/limits.yml "$root/etc/sluice/"
 cp objstore/minio.yml "$root/etc/sluice/objstore.yml"
