@@ -24,7 +24,7 @@ use sluice_shards::batch::SeriesBatch;
 use sluice_shards::shard::ApplyOutcome;
 use sluice_shards::{ingest_batch, IngestScratch};
 
-use crate::rpc::frame::{Reply, Status, WriteEncoder};
+use crate::rpc::frame::{encode_forward, Reply, Status, WriteEncoder};
 use crate::server::CoreState;
 
 /// Cluster settings shared by every core.
@@ -55,7 +55,8 @@ pub struct ClusterScratch {
     replicas: Vec<u16>,
     one: Vec<usize>,
     /// Frame under construction per endpoint.
-    frames: Vec<Option<(Vec<u8>, WriteEncoder, u64)>>,
+    /// (frame, encoder of a `WRITE` frame or `None` for a `FORWARD`, request id).
+    frames: Vec<Option<(Vec<u8>, Option<WriteEncoder>, u64)>>,
 }
 
 /// How a replica (an endpoint of the ring) answered.
@@ -73,16 +74,30 @@ enum Answer {
 /// The answer to the sender: a status and a message (empty for 204).
 pub type Outcome = (StatusCode, &'static str, String);
 
-/// Writes a decoded request (`payload`: its bytes) for `tenant` to its replicas.
+/// A decoded remote-write request as it arrived.
+pub struct Request<'a> {
+    pub tenant: &'a str,
+    /// The body as received (snappy-compressed protobuf).
+    pub snappy: &'a [u8],
+    pub req: &'a WriteRequestRef,
+    /// The decompressed payload `req` borrows from.
+    pub payload: &'a [u8],
+}
+
+/// Writes a decoded request to its replicas.
 pub async fn write(
     st: &CoreState,
     cluster: &ClusterConfig,
-    tenant: &str,
-    req: &WriteRequestRef,
-    payload: &[u8],
+    r: Request<'_>,
     scratch: &mut IngestScratch,
     cs: &mut ClusterScratch,
 ) -> Outcome {
+    let Request {
+        tenant,
+        snappy,
+        req,
+        payload,
+    } = r;
     let peers = &st.peers;
     let rings = cluster.hashrings.load();
     let Some(ring) = rings.ring_for_tenant(tenant) else {
@@ -106,29 +121,54 @@ pub async fn write(
     cs.frames.resize_with(endpoints.len(), || None);
     let local = &mut scratch.local;
     local.clear();
-    for i in 0..batch.len() {
-        if let Err(e) = ring.replicas(batch.hash(i), rf, &mut cs.one) {
-            return (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "no_hashring",
-                e.to_string(),
-            );
-        }
-        for &r in &cs.one {
-            cs.replicas.push(r as u16);
-            if Some(r) == me {
-                local.push(i as u32);
+    // How many series each R-entry group of `cs.replicas` stands for.
+    let weight;
+    let forward_all = rf >= endpoints.len();
+    if forward_all {
+        // Every node holds every series: each peer gets the request exactly as it came
+        // (smallest on the wire, nothing to encode), and one replica set covers all series.
+        weight = batch.len();
+        cs.replicas.extend(0..endpoints.len() as u16);
+        for (i, f) in cs.frames.iter_mut().enumerate() {
+            if Some(i) == me {
+                local.extend(0..batch.len() as u32);
                 continue;
             }
-            let (buf, enc, _) = cs.frames[r].get_or_insert_with(|| {
-                let mut buf = Vec::new();
-                let id = peers.next_id();
-                let enc = WriteEncoder::begin(&mut buf, id, tenant);
-                (buf, enc, id)
-            });
-            enc.push(buf, batch.key(i), req.series_samples(&req.series[i]));
+            let mut buf = Vec::with_capacity(snappy.len() + 32);
+            let id = peers.next_id();
+            encode_forward(&mut buf, id, tenant, snappy);
+            *f = Some((buf, None, id));
+        }
+    } else {
+        weight = 1;
+        for i in 0..batch.len() {
+            if let Err(e) = ring.replicas(batch.hash(i), rf, &mut cs.one) {
+                return (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "no_hashring",
+                    e.to_string(),
+                );
+            }
+            for &r in &cs.one {
+                cs.replicas.push(r as u16);
+                if Some(r) == me {
+                    local.push(i as u32);
+                    continue;
+                }
+                let (buf, enc, _) = cs.frames[r].get_or_insert_with(|| {
+                    let mut buf = Vec::new();
+                    let id = peers.next_id();
+                    let enc = WriteEncoder::begin(&mut buf, id, tenant);
+                    (buf, Some(enc), id)
+                });
+                if let Some(enc) = enc {
+                    enc.push(buf, batch.key(i), req.series_samples(&req.series[i]));
+                }
+            }
         }
     }
+    // Endpoints per group of `cs.replicas`.
+    let group = if forward_all { endpoints.len() } else { rf };
 
     let mut answers = vec![Answer::Pending; endpoints.len()];
     let local_share = std::mem::take(local);
@@ -139,8 +179,13 @@ pub async fn write(
         let Some((mut buf, enc, id)) = f.take() else {
             continue;
         };
-        sent_samples += enc.samples() as u64;
-        enc.finish(&mut buf);
+        match enc {
+            Some(enc) => {
+                sent_samples += enc.samples() as u64;
+                enc.finish(&mut buf);
+            }
+            None => sent_samples += req.samples.len() as u64,
+        }
         sent_bytes += buf.len() as u64;
         let addr = endpoints[r].address.as_str();
         calls.push(async move { (r, peers.call(addr, id, buf).await) });
@@ -165,7 +210,7 @@ pub async fn write(
     let q = cluster.quorum();
     loop {
         if local_done {
-            if let Some(decided) = decide(&answers, &cs.replicas, rf, q) {
+            if let Some(decided) = decide(&answers, &cs.replicas, group, weight, q) {
                 return decided;
             }
         }
@@ -201,7 +246,7 @@ pub async fn write(
             // Every call answered and still undecided cannot happen (decide sees no
             // pending answer); keep the compiler and a future bug honest.
             None => {
-                return decide(&answers, &cs.replicas, rf, q).unwrap_or((
+                return decide(&answers, &cs.replicas, group, weight, q).unwrap_or((
                     StatusCode::SERVICE_UNAVAILABLE,
                     "quorum",
                     "replication undecided".into(),
@@ -240,12 +285,18 @@ fn answer_of_reply(addr: &str, reply: Result<Reply, String>) -> Answer {
 }
 
 /// The answer, once it is certain: every series durable on `q` replicas, or some series
-/// unable to get there.
-fn decide(answers: &[Answer], replicas: &[u16], rf: usize, q: usize) -> Option<Outcome> {
+/// unable to get there. `replicas` holds one group of `rf` endpoints per `weight` series.
+fn decide(
+    answers: &[Answer],
+    replicas: &[u16],
+    rf: usize,
+    weight: usize,
+    q: usize,
+) -> Option<Outcome> {
     let mut short = 0usize;
     let mut undecided = false;
-    let n = replicas.len() / rf.max(1);
-    for reps in replicas.chunks(rf) {
+    let n = replicas.len() / rf.max(1) * weight;
+    for reps in replicas.chunks(rf.max(1)) {
         let mut durable = 0;
         let mut pending = 0;
         for &r in reps {
@@ -261,7 +312,7 @@ fn decide(answers: &[Answer], replicas: &[u16], rf: usize, q: usize) -> Option<O
         if durable + pending >= q {
             undecided = true;
         } else {
-            short += 1;
+            short += weight;
         }
     }
     if short > 0 {
@@ -333,12 +384,19 @@ mod tests {
         let reps = [0u16, 1, 2, 1, 2, 3];
         let p = Answer::Pending;
         let f = || Answer::Failed("down".into());
-        assert!(decide(&[p.clone(), p.clone(), p.clone(), p.clone()], &reps, 3, 2).is_none());
+        assert!(decide(
+            &[p.clone(), p.clone(), p.clone(), p.clone()],
+            &reps,
+            3,
+            1,
+            2
+        )
+        .is_none());
         // Endpoints 1 and 2 durable: both series have quorum, whatever 0 and 3 do.
-        let ok = decide(&[p.clone(), d(), d(), p.clone()], &reps, 3, 2).unwrap();
+        let ok = decide(&[p.clone(), d(), d(), p.clone()], &reps, 3, 1, 2).unwrap();
         assert_eq!(ok.0, StatusCode::NO_CONTENT);
         // 1 and 2 failed: neither series can reach 2.
-        let no = decide(&[d(), f(), f(), p.clone()], &reps, 3, 2).unwrap();
+        let no = decide(&[d(), f(), f(), p.clone()], &reps, 3, 1, 2).unwrap();
         assert_eq!(no.0, StatusCode::SERVICE_UNAVAILABLE);
         assert!(
             no.2.contains("2 of 2 series") && no.2.contains("down"),
@@ -346,11 +404,12 @@ mod tests {
             no.2
         );
         // 0 durable, 1 failed, 2 pending: undecided.
-        assert!(decide(&[d(), f(), p.clone(), d()], &reps, 3, 2).is_none());
+        assert!(decide(&[d(), f(), p.clone(), d()], &reps, 3, 1, 2).is_none());
         let c = decide(
             &[d(), Answer::Durable(Some("x".into())), d(), d()],
             &reps,
             3,
+            1,
             2,
         )
         .unwrap();
@@ -358,6 +417,7 @@ mod tests {
         let l = decide(
             &[Answer::Limited("over".into()), p.clone(), p.clone()],
             &[0],
+            1,
             1,
             1,
         )

@@ -51,11 +51,7 @@ pub async fn handle(st: &CoreState, req: Request<Incoming>) -> Response<Body> {
             text(status, msg)
         }
     };
-    if bufs.body.capacity() <= MAX_POOLED_CAPACITY
-        && bufs.decompressed.capacity() <= MAX_POOLED_CAPACITY
-    {
-        st.pool.borrow_mut().push(bufs);
-    }
+    recycle(st, bufs);
     resp
 }
 
@@ -143,34 +139,8 @@ async fn receive(
     let limited = |(status, reason, msg)| Reject(status, reason, msg);
     crate::limits::check_request(st, &tenant, bufs.body.len(), 0, 0).map_err(limited)?;
 
-    let len = snap::raw::decompress_len(&bufs.body).map_err(|e| bad_snappy(&e))?;
-    if len > cfg.max_decompressed_bytes {
-        return Err(Reject(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!(
-                "decompressed request of {len} bytes exceeds the limit of {} bytes",
-                cfg.max_decompressed_bytes
-            ),
-        ));
-    }
-    // Grow only: a buffer that already has the length is not re-zeroed per request.
-    if bufs.decompressed.len() < len {
-        bufs.decompressed.resize(len, 0);
-    }
-    let n = snap::raw::Decoder::new()
-        .decompress(&bufs.body, &mut bufs.decompressed[..len])
-        .map_err(|e| bad_snappy(&e))?;
+    let n = decode(bufs, cfg.max_decompressed_bytes)?;
     let payload = &bufs.decompressed[..n];
-
-    bufs.req.decode(payload).map_err(|e| {
-        let reason = match e {
-            sluice_core::DecodeError::Protobuf(_) => "bad_protobuf",
-            sluice_core::DecodeError::InvalidSeries { .. } => "invalid_labels",
-            _ => "unsupported",
-        };
-        Reject(StatusCode::BAD_REQUEST, reason, e.to_string())
-    })?;
     st.ctx
         .shard
         .metrics
@@ -189,9 +159,12 @@ async fn receive(
         let (status, reason, msg) = crate::cluster::write(
             st,
             cluster,
-            &tenant,
-            &bufs.req,
-            payload,
+            crate::cluster::Request {
+                tenant: &tenant,
+                snappy: &bufs.body,
+                req: &bufs.req,
+                payload,
+            },
             &mut bufs.scratch,
             &mut bufs.cluster,
         )
@@ -226,6 +199,70 @@ async fn receive(
         ));
     }
     Ok(empty(StatusCode::NO_CONTENT))
+}
+
+/// Decompresses and decodes `bufs.body` into `bufs.req`; returns the payload length.
+fn decode(bufs: &mut WriteBuffers, max_decompressed: usize) -> Result<usize, Reject> {
+    let len = snap::raw::decompress_len(&bufs.body).map_err(|e| bad_snappy(&e))?;
+    if len > max_decompressed {
+        return Err(Reject(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!(
+                "decompressed request of {len} bytes exceeds the limit of {max_decompressed} bytes"
+            ),
+        ));
+    }
+    // Grow only: a buffer that already has the length is not re-zeroed per request.
+    if bufs.decompressed.len() < len {
+        bufs.decompressed.resize(len, 0);
+    }
+    let n = snap::raw::Decoder::new()
+        .decompress(&bufs.body, &mut bufs.decompressed[..len])
+        .map_err(|e| bad_snappy(&e))?;
+    bufs.req.decode(&bufs.decompressed[..n]).map_err(|e| {
+        let reason = match e {
+            sluice_core::DecodeError::Protobuf(_) => "bad_protobuf",
+            sluice_core::DecodeError::InvalidSeries { .. } => "invalid_labels",
+            _ => "unsupported",
+        };
+        Reject(StatusCode::BAD_REQUEST, reason, e.to_string())
+    })?;
+    Ok(n)
+}
+
+/// Stores a whole remote-write body that a peer forwarded as a replica (no forwarding, no
+/// quorum: this node's share only). `Err` carries the status class and message.
+pub(crate) async fn store_replica(
+    st: &CoreState,
+    tenant: &str,
+    snappy_body: &[u8],
+) -> Result<sluice_shards::shard::ApplyOutcome, (StatusCode, String)> {
+    let mut bufs = st.pool.borrow_mut().pop().unwrap_or_default();
+    bufs.body.clear();
+    bufs.body.extend_from_slice(snappy_body);
+    let result = match decode(&mut bufs, st.cfg.max_decompressed_bytes) {
+        Err(Reject(status, _, msg)) => Err((status, msg)),
+        Ok(n) => {
+            let WriteBuffers {
+                decompressed,
+                req,
+                scratch,
+                ..
+            } = &mut bufs;
+            Ok(ingest(&st.ctx, tenant, req, &decompressed[..n], scratch).await)
+        }
+    };
+    recycle(st, bufs);
+    result
+}
+
+fn recycle(st: &CoreState, bufs: WriteBuffers) {
+    if bufs.body.capacity() <= MAX_POOLED_CAPACITY
+        && bufs.decompressed.capacity() <= MAX_POOLED_CAPACITY
+    {
+        st.pool.borrow_mut().push(bufs);
+    }
 }
 
 /// `application/x-protobuf`, optionally with `proto=prometheus.WriteRequest`.

@@ -204,26 +204,27 @@ async fn pump(
     let writer = async {
         let mut out = Vec::new();
         loop {
-            let Some((id, frame)) = queue.next().await else {
+            let Some((_, frame)) = queue.next().await else {
                 return "shutting down".to_string();
             };
             peer.dequeued(frame.len());
-            out.clear();
-            // Frames whose caller gave up (timeout, quorum reached) are not sent.
-            if peer.pending.borrow().contains_key(&id) {
+            // Frames whose caller stopped waiting (quorum reached elsewhere, timeout) are
+            // still sent: the replica should hold the data whether or not anyone waits.
+            // What else is queued goes out in the same write.
+            let mut more = queue.try_recv().ok();
+            let bytes: &[u8] = if more.is_none() {
+                &frame
+            } else {
+                out.clear();
                 out.extend_from_slice(&frame);
-            }
-            // Coalesce what else is queued into one write.
-            while let Ok((id, frame)) = queue.try_recv() {
-                peer.dequeued(frame.len());
-                if peer.pending.borrow().contains_key(&id) {
-                    out.extend_from_slice(&frame);
+                while let Some((_, f)) = more {
+                    peer.dequeued(f.len());
+                    out.extend_from_slice(&f);
+                    more = queue.try_recv().ok();
                 }
-            }
-            if out.is_empty() {
-                continue;
-            }
-            if let Err(e) = wr.write_all(&out).await {
+                &out
+            };
+            if let Err(e) = wr.write_all(bytes).await {
                 return format!("write: {e}");
             }
             if let Err(e) = wr.flush().await {

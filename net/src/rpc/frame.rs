@@ -8,11 +8,16 @@
 //! ```text
 //! frame  := len:u32  crc:u32  body            len = body length, crc = CRC32C(body)
 //! body   := WRITE id:u64 tenant_len:u8 tenant n_series:u32 series*
+//!         | FORWARD id:u64 tenant_len:u8 tenant request
 //!         | REPLY id:u64 status:u8 stored:u64 rejected:u64 msg_len:u32 msg
 //! series := key_len:u32 n_samples:u32 key (t:i64 v:u64)*n_samples
 //! ```
 //!
-//! `WRITE` = 1, `REPLY` = 2. `key` is the series key of `sluice_core::put_series_key`
+//! `WRITE` = 1, `REPLY` = 2, `FORWARD` = 3. `FORWARD` carries a whole remote-write 1.0
+//! request as the sender received it (snappy-compressed protobuf, to the end of the body):
+//! when a peer is a replica of every series of a request (R = number of nodes, the usual
+//! Thanos set-up) that is both the smallest encoding and free to produce; the peer decodes
+//! and validates it like an HTTP request. `WRITE` carries a share of a request. `key` is the series key of `sluice_core::put_series_key`
 //! (`(name 0xff value 0xff)*`, names ascending); `v` is the sample's `f64` bit pattern, so
 //! stale markers travel exactly. The receiver computes each series' hash itself (from the
 //! tenant and the key) instead of trusting one on the wire. A `WRITE` is always a replica:
@@ -27,6 +32,56 @@ pub const HEADER_LEN: usize = 8;
 
 const WRITE: u8 = 1;
 const REPLY: u8 = 2;
+const FORWARD: u8 = 3;
+
+/// What a request body carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Write,
+    Forward,
+}
+
+/// The kind of a request body, by its first byte.
+pub fn request_kind(body: &[u8]) -> Result<Kind, FrameError> {
+    match body.first() {
+        Some(&WRITE) => Ok(Kind::Write),
+        Some(&FORWARD) => Ok(Kind::Forward),
+        Some(&k) => Err(FrameError::UnknownKind(k)),
+        None => Err(FrameError::Truncated),
+    }
+}
+
+/// Appends a `FORWARD` frame: `request` is a snappy-compressed remote-write 1.0 body.
+pub fn encode_forward(out: &mut Vec<u8>, id: u64, tenant: &str, request: &[u8]) {
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER_LEN]);
+    out.push(FORWARD);
+    out.extend_from_slice(&id.to_le_bytes());
+    let t = &tenant.as_bytes()[..tenant.len().min(255)];
+    out.push(t.len() as u8);
+    out.extend_from_slice(t);
+    out.extend_from_slice(request);
+    seal(out, start);
+}
+
+/// Decodes a `FORWARD` body (CRC already checked): its id, tenant and request bytes.
+pub fn decode_forward(
+    body: &[u8],
+    valid_tenant: impl Fn(&str) -> bool,
+) -> Result<(WriteHead<'_>, &[u8]), FrameError> {
+    let mut r = Reader(body);
+    match r.u8()? {
+        FORWARD => {}
+        k => return Err(FrameError::UnknownKind(k)),
+    }
+    let id = r.u64()?;
+    let tn = r.u8()? as usize;
+    let tenant = std::str::from_utf8(r.take(tn)?).map_err(|_| FrameError::Tenant)?;
+    if !valid_tenant(tenant) {
+        return Err(FrameError::Tenant);
+    }
+    Ok((WriteHead { id, tenant }, r.0))
+}
 
 /// A replica's answer to a write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -261,10 +316,12 @@ pub struct WriteHead<'a> {
     pub tenant: &'a str,
 }
 
-/// Reads only the id of a write body, so that even a frame that fails to decode gets a reply.
+/// Reads only the id of a request body, so that even a frame that fails to decode gets a
+/// reply.
 pub fn write_id(body: &[u8]) -> Option<u64> {
     let mut r = Reader(body);
-    (r.u8().ok()? == WRITE).then_some(())?;
+    request_kind(body).ok()?;
+    r.u8().ok()?;
     r.u64().ok()
 }
 

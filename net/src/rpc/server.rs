@@ -17,7 +17,12 @@ use futures::StreamExt;
 use glommio::net::{TcpListener, TcpStream};
 use sluice_shards::{ingest_batch, is_valid_tenant};
 
-use super::frame::{check_body, parse_header, write_id, Reply, Status, WriteBatch, HEADER_LEN};
+use sluice_shards::shard::ApplyOutcome;
+
+use super::frame::{
+    check_body, decode_forward, parse_header, request_kind, write_id, FrameError, Kind, Reply,
+    Status, WriteBatch, HEADER_LEN,
+};
 use crate::server::CoreState;
 
 /// Serves replication on this core until shutdown.
@@ -96,7 +101,7 @@ async fn connection(st: Rc<CoreState>, stream: TcpStream) {
         let tx = tx.clone();
         glommio::spawn_local(async move {
             st.in_flight_add(1);
-            let reply = handle_write(&st, &body).await;
+            let reply = handle_request(&st, &body).await;
             st.in_flight_add(-1);
             let mut out = Vec::with_capacity(64);
             reply.encode(&mut out);
@@ -110,20 +115,83 @@ async fn connection(st: Rc<CoreState>, stream: TcpStream) {
     writer.await;
 }
 
+/// Stores one request frame's series on this node.
+async fn handle_request(st: &CoreState, body: &[u8]) -> Reply {
+    match request_kind(body) {
+        Ok(Kind::Forward) => handle_forward(st, body).await,
+        _ => handle_write(st, body).await,
+    }
+}
+
+/// Stores a forwarded remote-write request (every series of it) on this node.
+async fn handle_forward(st: &CoreState, body: &[u8]) -> Reply {
+    let (head, request) = match decode_forward(body, is_valid_tenant) {
+        Ok(x) => x,
+        Err(e) => return bad_frame(body, &e),
+    };
+    let reply = |status, stored, rejected, message| Reply {
+        id: head.id,
+        status,
+        stored,
+        rejected,
+        message,
+    };
+    if st.ctx.global.shutting_down() {
+        return reply(Status::Unavailable, 0, 0, "shutting down".into());
+    }
+    if let Err(msg) = crate::limits::check_head_series(st, head.tenant) {
+        return reply(Status::Limited, 0, 0, msg);
+    }
+    match crate::receive::store_replica(st, head.tenant, request).await {
+        Err((_, msg)) => reply(Status::BadRequest, 0, 0, msg),
+        Ok(out) => {
+            st.ctx.shard.metrics.count_rpc_received(
+                (body.len() + HEADER_LEN) as u64,
+                out.appended + out.repeats + out.rejected,
+            );
+            outcome_reply(head.id, out)
+        }
+    }
+}
+
+fn bad_frame(body: &[u8], e: &FrameError) -> Reply {
+    Reply {
+        id: write_id(body).unwrap_or(0),
+        status: Status::BadRequest,
+        stored: 0,
+        rejected: 0,
+        message: e.to_string(),
+    }
+}
+
+/// The reply that reports an append's outcome.
+fn outcome_reply(id: u64, out: ApplyOutcome) -> Reply {
+    let stored = out.appended + out.repeats;
+    let (status, message) = if let Some(f) = out.failure {
+        (Status::Unavailable, f)
+    } else if out.rejected > 0 {
+        (
+            Status::Conflict,
+            out.rejections.first().cloned().unwrap_or_default(),
+        )
+    } else {
+        (Status::Ok, String::new())
+    };
+    Reply {
+        id,
+        status,
+        stored,
+        rejected: out.rejected,
+        message,
+    }
+}
+
 /// Stores one write frame's series on this node.
 async fn handle_write(st: &CoreState, body: &[u8]) -> Reply {
     let mut batch = WriteBatch::default();
     let head = match batch.decode(body, is_valid_tenant) {
         Ok(h) => h,
-        Err(e) => {
-            return Reply {
-                id: write_id(body).unwrap_or(0),
-                status: Status::BadRequest,
-                stored: 0,
-                rejected: 0,
-                message: e.to_string(),
-            }
-        }
+        Err(e) => return bad_frame(body, &e),
     };
     let samples = batch.num_samples() as u64;
     st.ctx
@@ -145,13 +213,5 @@ async fn handle_write(st: &CoreState, body: &[u8]) -> Reply {
     }
     let view = batch.view(body);
     let out = ingest_batch(&st.ctx, head.tenant, &view, None, &mut Vec::new()).await;
-    let stored = out.appended + out.repeats;
-    if let Some(f) = out.failure {
-        return reply(Status::Unavailable, stored, out.rejected, f);
-    }
-    if out.rejected > 0 {
-        let first = out.rejections.first().cloned().unwrap_or_default();
-        return reply(Status::Conflict, stored, out.rejected, first);
-    }
-    reply(Status::Ok, stored, 0, String::new())
+    outcome_reply(head.id, out)
 }

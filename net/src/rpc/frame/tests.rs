@@ -144,3 +144,29 @@ fn invalid_keys_are_refused() {
         );
     }
 }
+
+#[test]
+fn forward_frames_round_trip() {
+    let mut buf = Vec::new();
+    encode_forward(&mut buf, 5, "team-a", b"snappy bytes");
+    let (body, rest) = split(&buf);
+    assert!(rest.is_empty());
+    assert_eq!(request_kind(body), Ok(Kind::Forward));
+    assert_eq!(write_id(body), Some(5));
+    let (head, req) = decode_forward(body, |_| true).unwrap();
+    assert_eq!(
+        head,
+        WriteHead {
+            id: 5,
+            tenant: "team-a"
+        }
+    );
+    assert_eq!(req, b"snappy bytes");
+    assert_eq!(
+        decode_forward(body, |_| false).unwrap_err(),
+        FrameError::Tenant
+    );
+    for n in 0..body.len().min(14) {
+        let _ = decode_forward(&body[..n], |_| true);
+    }
+}
