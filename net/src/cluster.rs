@@ -55,9 +55,12 @@ pub struct ClusterScratch {
     replicas: Vec<u16>,
     one: Vec<usize>,
     /// Frame under construction per endpoint.
-    /// (frame, encoder of a `WRITE` frame or `None` for a `FORWARD`, request id).
-    frames: Vec<Option<(Vec<u8>, Option<WriteEncoder>, u64)>>,
+    frames: Vec<Option<PeerFrame>>,
 }
+
+/// The frame for one peer: bytes, the encoder of a `WRITE` frame (`None` for a `FORWARD`),
+/// request id.
+type PeerFrame = (Vec<u8>, Option<WriteEncoder>, u64);
 
 /// How a replica (an endpoint of the ring) answered.
 #[derive(Debug, Clone)]
