@@ -156,6 +156,26 @@ struct Cli {
     )]
     limits_file: Option<PathBuf>,
 
+    /// Memory budget: while resident memory is at it, remote writes are answered 429
+    /// (Retry-After) instead of running out of memory. `auto`: 90% of the machine's (or the
+    /// cgroup's) memory; `0`: off; or a size (`8GiB`).
+    #[arg(
+        long = "memory-budget",
+        env = "SLUICE_MEMORY_BUDGET",
+        default_value = "auto"
+    )]
+    memory_budget: String,
+
+    /// Memory that remote-write requests in flight may hold together (bodies, payloads,
+    /// decoded series); more waits outside with 429. `auto`: a quarter of the machine's (or
+    /// the cgroup's) memory; `0`: off; or a size.
+    #[arg(
+        long = "memory-budget.in-flight",
+        env = "SLUICE_MEMORY_BUDGET_IN_FLIGHT",
+        default_value = "auto"
+    )]
+    inflight_budget: String,
+
     /// Pin each core's executor to its own CPU. Turn off when sharing CPUs with other busy
     /// processes.
     #[arg(long, env = "SLUICE_PIN_CORES", default_value_t = true, action = clap::ArgAction::Set)]
@@ -303,6 +323,15 @@ fn main() -> anyhow::Result<()> {
         })
     });
 
+    let size = |flag: &str, v: &str, auto_share: fn(u64) -> u64| match v {
+        "auto" => Ok(available_memory().map_or(0, auto_share)),
+        s => sluice_net::budget::parse_bytes(s).map_err(|e| anyhow::anyhow!("--{flag}: {e}")),
+    };
+    let budget_bytes = size("memory-budget", &cli.memory_budget, |m| m / 10 * 9)?;
+    let inflight_bytes = size("memory-budget.in-flight", &cli.inflight_budget, |m| m / 4)?;
+    let budget = sluice_net::budget::MemoryBudget::start(budget_bytes, inflight_bytes)
+        .context("starting the RSS sampler")?;
+
     let blocks = LocalBlocks::open(&cli.data_dir);
     let shippers = Shippers::new(
         cli.data_dir.clone(),
@@ -330,6 +359,7 @@ fn main() -> anyhow::Result<()> {
         cluster: cluster.clone(),
         // A frame carries what one request carried, re-encoded: allow twice the payload.
         max_rpc_frame_bytes: 2 * cli.max_decompressed_bytes + (1 << 20),
+        budget,
     });
     reload::spawn(
         reload::Followed { ring, limits },
@@ -363,6 +393,8 @@ fn main() -> anyhow::Result<()> {
         cores,
         data_dir = %cli.data_dir.display(),
         wal_fsync = ?cli.wal_fsync,
+        memory_budget = budget_bytes,
+        in_flight_budget = inflight_bytes,
         "starting sluice"
     );
     // Answer 503 (not "connection refused") while the cores replay their WALs.
@@ -380,6 +412,25 @@ fn main() -> anyhow::Result<()> {
     drop(lock);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Memory this process may use: the machine's, or its cgroup's limit when lower.
+fn available_memory() -> Option<u64> {
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<u64>()
+                .ok()
+                .map(|kib| kib * 1024)
+        })?;
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    Some(cgroup.map_or(total, |c| c.min(total)))
 }
 
 /// SIGTERM/SIGINT: drain and stop; a second one exits at once. SIGHUP: re-read the

@@ -4,6 +4,7 @@
 //! `/metrics`. Must not touch storage directly: writes and reads go through `sluice-shards`.
 
 mod api;
+pub mod budget;
 pub mod cluster;
 mod io;
 mod limits;
@@ -44,4 +45,6 @@ pub struct NetConfig {
     pub rpc_listen: Option<SocketAddr>,
     /// Largest replication frame accepted from a peer.
     pub max_rpc_frame_bytes: usize,
+    /// Memory admission of remote-write requests.
+    pub budget: Arc<budget::MemoryBudget>,
 }

@@ -334,3 +334,36 @@ pub fn render_blocks(out: &mut String, g: &Global) {
 fn sluice_storage_latency() -> Histogram<u64> {
     sluice_storage::wal::writer::latency_histogram()
 }
+
+/// The memory budget's numbers.
+pub fn render_budget(out: &mut String, b: &crate::budget::MemoryBudget) {
+    for (name, kind, help, v) in [
+        (
+            "sluice_memory_budget_bytes",
+            "gauge",
+            "The memory budget (--memory-budget); 0 when off.",
+            b.limit(),
+        ),
+        (
+            "sluice_memory_budget_in_flight_bytes",
+            "gauge",
+            "The budget of requests in flight (--memory-budget.in-flight); 0 when off.",
+            b.inflight_limit(),
+        ),
+        (
+            "sluice_memory_reserved_bytes",
+            "gauge",
+            "Memory reserved by remote-write requests in flight.",
+            b.reserved(),
+        ),
+        (
+            "sluice_memory_budget_refused_total",
+            "counter",
+            "Remote-write requests answered 429 because the memory budget was reached.",
+            b.refused.load(Ordering::Relaxed),
+        ),
+    ] {
+        header(out, name, kind, help);
+        let _ = writeln!(out, "{name} {v}");
+    }
+}

@@ -48,7 +48,16 @@ pub async fn handle(st: &CoreState, req: Request<Incoming>) -> Response<Body> {
             } else {
                 tracing::debug!(%status, "remote write rejected: {msg}");
             }
-            text(status, msg)
+            let mut resp = text(status, msg);
+            // Both mean "not now": tell the sender when to come back.
+            if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE
+            {
+                resp.headers_mut().insert(
+                    hyper::header::RETRY_AFTER,
+                    hyper::header::HeaderValue::from_static("1"),
+                );
+            }
+            resp
         }
     };
     recycle(st, bufs);
@@ -121,11 +130,11 @@ async fn receive(
             }
         },
     };
-    if let Some(len) = headers
+    let content_length = headers
         .get("content-length")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-    {
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(len) = content_length {
         if len > cfg.max_request_bytes {
             // Read (and drop) a modest body before answering: a client still sending when
             // the connection closes sees a reset instead of the 413.
@@ -135,7 +144,25 @@ async fn receive(
             return Err(too_large(len, cfg.max_request_bytes));
         }
     }
+    let mut permit = match cfg.budget.try_reserve(content_length.unwrap_or(0) as u64) {
+        Ok(p) => p,
+        Err(msg) => {
+            if content_length.is_some_and(|l| l <= DRAIN_BEFORE_REJECT) {
+                let _ = drain_body(req.into_body()).await;
+            }
+            return Err(over_budget(msg));
+        }
+    };
     read_body(req.into_body(), &mut bufs.body, cfg.max_request_bytes).await?;
+    permit
+        .grow_to(bufs.body.len() as u64)
+        .map_err(over_budget)?;
+    // The payload, the decoded series and their copies to other cores: about three times
+    // the decompressed size.
+    let expanded = snap::raw::decompress_len(&bufs.body).unwrap_or(0) as u64;
+    permit
+        .grow_to(bufs.body.len() as u64 + 3 * expanded.min(cfg.max_decompressed_bytes as u64))
+        .map_err(over_budget)?;
     let limited = |(status, reason, msg)| Reject(status, reason, msg);
     crate::limits::check_request(st, &tenant, bufs.body.len(), 0, 0).map_err(limited)?;
 
@@ -298,6 +325,18 @@ async fn read_body(mut body: Incoming, out: &mut Vec<u8>, limit: usize) -> Resul
         }
     }
     Ok(())
+}
+
+/// Reads a body to its end without keeping it.
+async fn drain_body(mut body: Incoming) -> Result<(), hyper::Error> {
+    while let Some(frame) = body.frame().await {
+        frame?;
+    }
+    Ok(())
+}
+
+fn over_budget(msg: String) -> Reject {
+    Reject(StatusCode::TOO_MANY_REQUESTS, "memory_budget", msg)
 }
 
 fn too_large(len: usize, limit: usize) -> Reject {

@@ -176,6 +176,7 @@ async fn metrics(st: &CoreState) -> Response<Body> {
         .collect();
     let mut body = crate::metrics_text::render(&snaps);
     crate::metrics_text::render_blocks(&mut body, &st.ctx.global);
+    crate::metrics_text::render_budget(&mut body, &st.cfg.budget);
     Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "text/plain; version=0.0.4; charset=utf-8")

@@ -5,6 +5,7 @@
 
 mod harness;
 
+mod backpressure;
 mod blocks;
 mod cluster;
 mod concurrency;
