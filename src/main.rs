@@ -14,6 +14,7 @@ use sluice_storage::block::chunks::DEFAULT_SEGMENT_SIZE;
 use sluice_storage::objstore::{ObjstoreConfig, ShipperOptions};
 use sluice_storage::wal::FsyncPolicy;
 
+mod check;
 mod reload;
 
 /// Thread-per-core Prometheus remote-write receiver.
@@ -67,19 +68,6 @@ struct Cli {
     #[arg(long = "tsdb.block-duration", env = "SLUICE_TSDB_BLOCK_DURATION", default_value = "2h", value_parser = parse_positive_duration)]
     block_duration: std::time::Duration,
 
-    /// Object storage for blocks, as a Thanos objstore YAML file (`type: S3` or
-    /// `type: FILESYSTEM`). Default: a local directory bucket at <data-dir>/bucket.
-    #[arg(
-        long = "objstore.config-file",
-        env = "SLUICE_OBJSTORE_CONFIG_FILE",
-        conflicts_with = "objstore_config"
-    )]
-    objstore_config_file: Option<PathBuf>,
-
-    /// Object storage for blocks, the Thanos objstore YAML inline (instead of a file).
-    #[arg(long = "objstore.config", env = "SLUICE_OBJSTORE_CONFIG")]
-    objstore_config: Option<String>,
-
     /// How long local blocks are kept after they were shipped to object storage (by their
     /// newest sample; Prometheus syntax). Unshipped blocks are never deleted.
     #[arg(long = "tsdb.retention", env = "SLUICE_TSDB_RETENTION", default_value = "15d", value_parser = parse_positive_duration)]
@@ -100,40 +88,9 @@ struct Cli {
     #[arg(long = "tsdb.too-far-in-future.time-window", env = "SLUICE_TSDB_TOO_FAR_IN_FUTURE", default_value = "0s", value_parser = sluice_core::parse_duration)]
     too_far_in_future: std::time::Duration,
 
-    /// Thanos hashrings file (JSON list of rings with endpoints and tenants). Turns on the
-    /// cluster: every series goes to its replicas on the ring's nodes. Re-read when it
-    /// changes (polled, and on SIGHUP); an invalid version is logged and ignored.
-    #[arg(long = "receive.hashrings-file", env = "SLUICE_RECEIVE_HASHRINGS_FILE")]
-    hashrings_file: Option<PathBuf>,
-
     /// How often the hashrings and limits files are checked for changes.
     #[arg(long = "receive.hashrings-file-refresh-interval", env = "SLUICE_RECEIVE_HASHRINGS_FILE_REFRESH_INTERVAL", default_value = "5s", value_parser = parse_positive_duration)]
     hashrings_refresh: std::time::Duration,
-
-    /// Placement algorithm of rings that do not name one: `hashmod` or `ketama`.
-    #[arg(
-        long = "receive.hashrings-algorithm",
-        env = "SLUICE_RECEIVE_HASHRINGS_ALGORITHM",
-        default_value = "hashmod"
-    )]
-    hashrings_algorithm: sluice_core::hashring::Algorithm,
-
-    /// Replicas of every series (write quorum: R/2+1 of them must be durable).
-    #[arg(
-        long = "receive.replication-factor",
-        env = "SLUICE_RECEIVE_REPLICATION_FACTOR",
-        default_value_t = 1
-    )]
-    replication_factor: usize,
-
-    /// This node's endpoint exactly as the hashrings file writes it (e.g. sluice-0:10901).
-    /// A node that is in no ring only forwards. Alias: --receive.local-endpoint.
-    #[arg(
-        long = "node-name",
-        alias = "receive.local-endpoint",
-        env = "SLUICE_NODE_NAME"
-    )]
-    node_name: Option<String>,
 
     /// Address of the replication RPC listener (the address peers reach is what the
     /// hashrings file lists for this node). Only opened with --receive.hashrings-file.
@@ -147,14 +104,6 @@ struct Cli {
     /// How long a replica may take to answer a forwarded write before it counts as failed.
     #[arg(long = "receive.forward-timeout", alias = "receive-forward-timeout", env = "SLUICE_RECEIVE_FORWARD_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration)]
     forward_timeout: std::time::Duration,
-
-    /// Per-tenant write limits, Thanos' limits YAML (request size/series/samples → 413,
-    /// active series → 429). Re-read when it changes.
-    #[arg(
-        long = "receive.limits-config-file",
-        env = "SLUICE_RECEIVE_LIMITS_CONFIG_FILE"
-    )]
-    limits_file: Option<PathBuf>,
 
     /// Memory budget: while resident memory is at it, remote writes are answered 429
     /// (Retry-After) instead of running out of memory. `auto`: 90% of the machine's (or the
@@ -176,6 +125,12 @@ struct Cli {
     )]
     inflight_budget: String,
 
+    #[command(flatten)]
+    files: check::ConfigFiles,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+
     /// Pin each core's executor to its own CPU. Turn off when sharing CPUs with other busy
     /// processes.
     #[arg(long, env = "SLUICE_PIN_CORES", default_value_t = true, action = clap::ArgAction::Set)]
@@ -184,6 +139,23 @@ struct Cli {
     /// Log filter (tracing EnvFilter syntax, e.g. `info`, `sluice_net=debug`).
     #[arg(long, env = "SLUICE_LOG", default_value = "info")]
     log: String,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Checks files without starting the receiver.
+    #[command(subcommand)]
+    Check(CheckCommand),
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum CheckCommand {
+    /// Validates the hashrings, limits and objstore files given (the same flags as the
+    /// receiver takes) and prints what is wrong; exit status 1 if anything is.
+    Config {
+        #[command(flatten)]
+        files: check::ConfigFiles,
+    },
 }
 
 fn parse_positive_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -214,6 +186,9 @@ fn parse_external_label(s: &str) -> Result<(String, String), String> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::Check(CheckCommand::Config { files })) = &cli.command {
+        std::process::exit(check::run(files));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&cli.log)
@@ -264,7 +239,7 @@ fn main() -> anyhow::Result<()> {
         );
     }
 
-    let objstore = match (&cli.objstore_config_file, &cli.objstore_config) {
+    let objstore = match (&cli.files.objstore_config_file, &cli.files.objstore_config) {
         (Some(path), _) => ObjstoreConfig::from_file(path)
             .with_context(|| format!("--objstore.config-file {}", path.display()))?,
         (None, Some(yaml)) => ObjstoreConfig::from_yaml(yaml).context("--objstore.config")?,
@@ -278,28 +253,28 @@ fn main() -> anyhow::Result<()> {
         );
     }
 
-    if cli.replication_factor == 0 {
+    if cli.files.replication_factor == 0 {
         bail!("--receive.replication-factor must be at least 1");
     }
-    let ring = match &cli.hashrings_file {
+    let ring = match &cli.files.hashrings_file {
         Some(path) => {
             let src = reload::RingSource {
                 path: path.clone(),
-                algorithm: cli.hashrings_algorithm,
-                replication_factor: cli.replication_factor,
-                node_name: cli.node_name.clone(),
+                algorithm: cli.files.hashrings_algorithm,
+                replication_factor: cli.files.replication_factor,
+                node_name: cli.files.node_name.clone(),
             };
             let (bytes, rings) = src.load()?;
             src.describe(&rings);
             let swap = Arc::new(arc_swap::ArcSwap::from_pointee(rings));
             Some((src, bytes, swap))
         }
-        None if cli.replication_factor > 1 => {
+        None if cli.files.replication_factor > 1 => {
             bail!("--receive.replication-factor > 1 needs --receive.hashrings-file")
         }
         None => None,
     };
-    let limits = match &cli.limits_file {
+    let limits = match &cli.files.limits_file {
         Some(path) => {
             let (bytes, limits) = reload::load_limits(path)?;
             Some((
@@ -316,8 +291,8 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_default();
     let cluster = ring.as_ref().map(|(_, _, swap)| {
         Arc::new(sluice_net::ClusterConfig {
-            node_name: cli.node_name.clone(),
-            replication_factor: cli.replication_factor,
+            node_name: cli.files.node_name.clone(),
+            replication_factor: cli.files.replication_factor,
             forward_timeout: cli.forward_timeout,
             hashrings: swap.clone(),
         })

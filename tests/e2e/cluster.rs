@@ -425,3 +425,54 @@ fn tenants_on_their_own_rings_stay_apart_and_limits_answer_429() {
     assert_eq!(code, 204, "{body}");
     assert_eq!(count(2, "team-b-x"), 30);
 }
+
+#[test]
+fn check_config_names_what_is_wrong_without_starting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = dir.path().join("good.json");
+    let bad = dir.path().join("bad.json");
+    let limits = dir.path().join("limits.yml");
+    std::fs::write(
+        &good,
+        r#"[{"hashring":"r","endpoints":["a:1","b:1","c:1"]}]"#,
+    )
+    .expect("write");
+    std::fs::write(&bad, r#"[{"hashring":"r","endpoints":["a:1","a:1"]}]"#).expect("write");
+    std::fs::write(&limits, "write:\n  default:\n    head_series: 5\n").expect("write");
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["check", "config"])
+            .args(args)
+            .output()
+            .expect("run sluice check config");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let g = good.to_str().expect("path");
+    let (code, out) = run(&[
+        "--receive.hashrings-file",
+        g,
+        "--receive.replication-factor",
+        "3",
+        "--node-name",
+        "b:1",
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("OK") && out.contains("\"b:1\" found"), "{out}");
+    let (code, out) = run(&[
+        "--receive.hashrings-file",
+        bad.to_str().expect("path"),
+        "--receive.limits-config-file",
+        limits.to_str().expect("path"),
+    ]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("ERROR") && out.contains("a:1"), "{out}");
+    assert!(
+        out.contains("head_series"),
+        "unknown limits key must be named: {out}"
+    );
+    let (code, _) = run(&[]);
+    assert_eq!(code, Some(2));
+}
