@@ -238,7 +238,12 @@ pub async fn write(
             .await
         };
         match next {
-            Some(Ok((r, reply))) => answers[r] = answer_of_reply(&endpoints[r].address, reply),
+            Some(Ok((r, reply))) => {
+                answers[r] = answer_of_reply(&endpoints[r].address, reply);
+                if matches!(answers[r], Answer::Failed(_)) {
+                    st.ctx.shard.metrics.count_rpc_failed(1);
+                }
+            }
             Some(Err((out, share))) => {
                 local_done = true;
                 *local = share;

@@ -152,7 +152,7 @@ async fn run_peer(
 ) {
     let mut backoff = MIN_BACKOFF;
     loop {
-        let why = match TcpStream::connect_timeout(peer.addr.as_str(), timeout).await {
+        let why = match connect(&peer.addr, timeout).await {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
                 tracing::info!(peer = %peer.addr, "replication connection up");
@@ -192,6 +192,26 @@ async fn run_peer(
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+}
+
+/// Resolves `addr` (host names included, on a blocking-pool thread: a DNS lookup must not
+/// stall the core) and connects within `timeout`.
+async fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, String> {
+    let name = addr.to_string();
+    let resolved = glommio::executor()
+        .spawn_blocking(move || {
+            std::net::ToSocketAddrs::to_socket_addrs(&name).map(|a| a.collect::<Vec<_>>())
+        })
+        .await
+        .map_err(|e| format!("resolving {addr}: {e}"))?;
+    let mut last = format!("{addr} resolves to no address");
+    for a in resolved {
+        match TcpStream::connect_timeout(a, timeout).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(last)
 }
 
 /// Runs one connection until it fails; returns why.
