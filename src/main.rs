@@ -352,6 +352,10 @@ fn main() -> anyhow::Result<()> {
             too_far_in_future_ms: (!cli.too_far_in_future.is_zero())
                 .then_some(cli.too_far_in_future.as_millis() as i64),
             active_series: Default::default(),
+            external_labels: external_labels
+                .iter()
+                .map(|(n, v)| (n.clone(), v.clone()))
+                .collect(),
         },
         cpus: if cli.pin_cores { cpus } else { Vec::new() },
         io_memory: 1 << 20,

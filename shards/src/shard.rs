@@ -32,6 +32,8 @@ pub struct ShardConfig {
     pub block_range_ms: i64,
     /// Samples newer than the wall clock plus this (ms) are refused; `None`: no limit.
     pub too_far_in_future_ms: Option<i64>,
+    /// Labels added to every series in query results (`--label`), sorted by name.
+    pub external_labels: Vec<(String, String)>,
     /// Active series per tenant over all cores (shared by the cores' configs).
     pub active_series: Arc<crate::active::ActiveSeries>,
 }
