@@ -136,7 +136,7 @@ fn now_ms() -> i64 {
 
 #[test]
 fn three_replicas_every_node_answers_with_every_series() {
-    let c = Cluster::start(3, 3, &[], default_ring);
+    let c = Cluster::start(3, 3, &["--label", r#"receive_replica="r""#], default_ring);
     let t = now_ms() - 60_000;
     let series = simple_series("replicated", 300);
     // Writes through each node in turn: each request's series land on all three.
@@ -157,6 +157,10 @@ fn three_replicas_every_node_answers_with_every_series() {
             assert_eq!(points, &vec![(t, idx as f64)]);
         }
         assert_eq!(head_series(n), 300);
+        // The replica's external label is on every series it answers with.
+        let found = series_of(n, r#"{__name__="replicated", receive_replica="r"}"#);
+        assert_eq!(found.len(), 300);
+        assert!(found.iter().all(|s| s["receive_replica"] == "r"));
     }
     // Bytes on the RPC: every node sent what it received to the two others.
     let m = c.nodes[0].metrics();
