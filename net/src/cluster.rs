@@ -199,10 +199,14 @@ pub async fn write(
         .count_rpc_sent(sent_bytes, sent_samples);
 
     let mut local_done = local_share.is_empty();
-    if local_done {
-        if let Some(me) = me {
+    if let Some(me) = me {
+        if local_done {
             // This node holds no replica of these series; it is not asked.
             answers[me] = Answer::Failed("not a replica".into());
+        } else if let Err(msg) = crate::limits::check_head_series(st, tenant) {
+            // This node's own share meets the tenant's limit like a peer's would.
+            answers[me] = Answer::Limited(msg);
+            local_done = true;
         }
     }
     let mut local_fut = std::pin::pin!(async {

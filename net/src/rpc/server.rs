@@ -117,6 +117,26 @@ async fn connection(st: Rc<CoreState>, stream: TcpStream) {
 
 /// Stores one request frame's series on this node.
 async fn handle_request(st: &CoreState, body: &[u8]) -> Reply {
+    // A replica spends memory like a request does (decoded series, copies to other cores):
+    // it counts against the same budget, and over it the sender's quorum decides.
+    let expanded = match decode_forward(body, |_| true) {
+        // A forwarded request expands on decompression.
+        Ok((_, request)) => snap::raw::decompress_len(request).unwrap_or(0),
+        Err(_) => body.len(),
+    };
+    let need = body.len() as u64 + 3 * expanded.min(st.cfg.max_decompressed_bytes) as u64;
+    let _permit = match st.cfg.budget.try_reserve(need) {
+        Ok(p) => p,
+        Err(msg) => {
+            return Reply {
+                id: write_id(body).unwrap_or(0),
+                status: Status::Unavailable,
+                stored: 0,
+                rejected: 0,
+                message: msg,
+            }
+        }
+    };
     match request_kind(body) {
         Ok(Kind::Forward) => handle_forward(st, body).await,
         _ => handle_write(st, body).await,
