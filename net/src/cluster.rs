@@ -85,6 +85,10 @@ pub struct Request<'a> {
     pub req: &'a WriteRequestRef,
     /// The decompressed payload `req` borrows from.
     pub payload: &'a [u8],
+    /// `snappy` is a remote write 1.0 body. Only such a body may go to a peer as it came
+    /// (a `FORWARD` frame, which peers decode as 1.0); a 2.0 body is re-encoded per peer in
+    /// `WRITE` frames like any partial share.
+    pub v1_body: bool,
 }
 
 /// Writes a decoded request to its replicas.
@@ -100,6 +104,7 @@ pub async fn write(
         snappy,
         req,
         payload,
+        v1_body,
     } = r;
     let peers = &st.peers;
     let rings = cluster.hashrings.load();
@@ -126,7 +131,7 @@ pub async fn write(
     local.clear();
     // How many series each R-entry group of `cs.replicas` stands for.
     let weight;
-    let forward_all = rf >= endpoints.len();
+    let forward_all = v1_body && rf >= endpoints.len();
     if forward_all {
         // Every node holds every series: each peer gets the request exactly as it came
         // (smallest on the wire, nothing to encode), and one replica set covers all series.

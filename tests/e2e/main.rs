@@ -11,5 +11,6 @@ mod cluster;
 mod concurrency;
 mod crash;
 mod malformed;
+mod rw2;
 mod shipping;
 mod write_read;
