@@ -1,0 +1,450 @@
+//! The evaluator: walks promql-parser's AST at each step of a query over pre-fetched
+//! series. Owns selectors (lookback, stale markers, `offset`, `@`), subqueries, literals,
+//! unary minus, the step loop, the sample limit and the deadline. Functions, aggregations
+//! and binary operators live in their own modules.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use promql_parser::parser::value::ValueType;
+use promql_parser::parser::{self, Expr, MatrixSelector, SubqueryExpr, VectorSelector};
+
+use crate::error::{exec, Error};
+use crate::plan::{self, at_ms, key_of, ms, offset_ms, Fetched, SelectorRequest, TimeCtx};
+use crate::types::{compare_labels, is_stale, Labels, QueryValue, RangeSeries, Sample};
+use crate::{aggregate, binary, functions};
+
+/// Engine settings; the defaults are Prometheus'.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// How far back an instant selector looks for a sample (`--query.lookback-delta`).
+    pub lookback_ms: i64,
+    /// Most samples a query may hold at once (`--query.max-samples`).
+    pub max_samples: usize,
+    /// Longest a query may evaluate (`--query.timeout`).
+    pub timeout: Duration,
+    /// Step of a subquery written without one (Prometheus: the global evaluation interval).
+    pub default_subquery_step_ms: i64,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            lookback_ms: 5 * 60 * 1000,
+            max_samples: 50_000_000,
+            timeout: Duration::from_secs(120),
+            default_subquery_step_ms: 60_000,
+        }
+    }
+}
+
+/// A parsed query with its time parameters.
+pub struct Query {
+    // Boxed so that selector nodes keep their addresses (the keys of fetched data) even
+    // when the query value moves.
+    expr: Box<Expr>,
+    start: i64,
+    end: i64,
+    step: i64,
+    opts: EngineOptions,
+}
+
+/// Go's ceil-to-multiple as Prometheus computes a subquery's first step.
+fn align_up(t: i64, step: i64) -> i64 {
+    let mut a = step * (t / step);
+    if a < t {
+        a += step;
+    }
+    a
+}
+
+impl Query {
+    /// An instant query at `t` (ms).
+    pub fn instant(text: &str, t: i64, opts: EngineOptions) -> Result<Query, Error> {
+        Self::new(text, t, t, 0, opts)
+    }
+
+    /// A range query over `[start, end]` every `step` ms.
+    pub fn range(
+        text: &str,
+        start: i64,
+        end: i64,
+        step: i64,
+        opts: EngineOptions,
+    ) -> Result<Query, Error> {
+        if step <= 0 {
+            return Err(Error::BadData(
+                "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
+            ));
+        }
+        if end < start {
+            return Err(Error::BadData(
+                "end timestamp must not be before start time".into(),
+            ));
+        }
+        Self::new(text, start, end, step, opts)
+    }
+
+    fn new(
+        text: &str,
+        start: i64,
+        end: i64,
+        step: i64,
+        opts: EngineOptions,
+    ) -> Result<Query, Error> {
+        let expr = parser::parse(text).map_err(|e| Error::BadData(e.to_string()))?;
+        if step > 0 {
+            let ty = expr.value_type();
+            if ty != ValueType::Vector && ty != ValueType::Scalar {
+                return Err(Error::BadData(format!(
+                    "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
+                    type_name(ty)
+                )));
+            }
+        }
+        Ok(Query {
+            expr: Box::new(expr),
+            start,
+            end,
+            step,
+            opts,
+        })
+    }
+
+    fn time_ctx(&self) -> TimeCtx {
+        TimeCtx {
+            start: self.start,
+            end: self.end,
+        }
+    }
+
+    /// The reads evaluation needs; fetch each and hand them to [`Query::exec`].
+    pub fn requests(&self) -> Result<Vec<SelectorRequest>, Error> {
+        let mut out = Vec::new();
+        plan::collect(
+            &self.expr,
+            &self.time_ctx(),
+            self.opts.lookback_ms,
+            &mut out,
+        )?;
+        Ok(out)
+    }
+
+    /// Evaluates over the fetched series.
+    pub fn exec(&self, data: &Fetched) -> Result<QueryValue, Error> {
+        let mut ev = Evaluator {
+            data,
+            q: self.time_ctx(),
+            lookback: self.opts.lookback_ms,
+            sub_step: self.opts.default_subquery_step_ms.max(1),
+            deadline: Instant::now() + self.opts.timeout,
+            max_samples: self.opts.max_samples,
+            loaded: 0,
+            retained: 0,
+            sub_cache: HashMap::new(),
+        };
+        if self.step == 0 {
+            let t = self.start;
+            return Ok(match ev.eval(&self.expr, t)? {
+                Val::Scalar(v) => QueryValue::Scalar { t, v },
+                Val::Str(v) => QueryValue::String { t, v },
+                Val::Vector(samples) => QueryValue::Vector { t, samples },
+                Val::Matrix(m) => {
+                    let mut series = m.series;
+                    series.sort_by(|a, b| compare_labels(&a.labels, &b.labels));
+                    QueryValue::Matrix(series)
+                }
+            });
+        }
+        let mut out: Vec<RangeSeries> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut ts = self.start;
+        while ts <= self.end {
+            ev.loaded = 0;
+            let samples = match ev.eval(&self.expr, ts)? {
+                Val::Scalar(v) => vec![Sample {
+                    labels: Labels::empty(),
+                    v,
+                }],
+                Val::Vector(v) => v,
+                _ => return exec("range query must evaluate to a scalar or instant vector"),
+            };
+            for s in samples {
+                let i = *index.entry(s.labels.key()).or_insert_with(|| {
+                    out.push(RangeSeries {
+                        labels: s.labels.clone(),
+                        points: Vec::new(),
+                    });
+                    out.len() - 1
+                });
+                let pts = &mut out[i].points;
+                if pts.last().is_some_and(|(t, _)| *t == ts) {
+                    return exec("vector cannot contain metrics with the same labelset");
+                }
+                pts.push((ts, s.v));
+                ev.retained += 1;
+            }
+            ev.check_samples()?;
+            ts += self.step;
+        }
+        out.sort_by(|a, b| compare_labels(&a.labels, &b.labels));
+        Ok(QueryValue::Matrix(out))
+    }
+}
+
+fn type_name(t: ValueType) -> &'static str {
+    match t {
+        ValueType::Vector => "instant vector",
+        ValueType::Scalar => "scalar",
+        ValueType::Matrix => "range vector",
+        ValueType::String => "string",
+    }
+}
+
+/// A range vector at one step, with the window it covers (needed for extrapolation).
+pub(crate) struct Matrix {
+    pub series: Vec<RangeSeries>,
+    pub range: i64,
+    /// The window's end: the step time after `@` and `offset`.
+    pub end: i64,
+    /// The step being evaluated (`predict_linear` extrapolates from it).
+    pub step_ts: i64,
+}
+
+/// The value of an expression at one step.
+pub(crate) enum Val {
+    Scalar(f64),
+    Str(String),
+    Vector(Vec<Sample>),
+    Matrix(Matrix),
+}
+
+pub(crate) struct Evaluator<'a> {
+    data: &'a Fetched,
+    pub q: TimeCtx,
+    lookback: i64,
+    sub_step: i64,
+    deadline: Instant,
+    max_samples: usize,
+    /// Samples loaded for the current step.
+    loaded: usize,
+    /// Samples kept across steps (results, cached subquery steps).
+    retained: usize,
+    sub_cache: HashMap<(usize, i64), Rc<Vec<Sample>>>,
+}
+
+pub(crate) fn unparen(mut e: &Expr) -> &Expr {
+    while let Expr::Paren(p) = e {
+        e = &p.expr;
+    }
+    e
+}
+
+/// Errors if two samples have the same labels.
+pub(crate) fn check_unique(v: &[Sample]) -> Result<(), Error> {
+    if v.len() < 2 {
+        return Ok(());
+    }
+    let mut seen = std::collections::HashSet::with_capacity(v.len());
+    for s in v {
+        if !seen.insert(s.labels.key()) {
+            return exec("vector cannot contain metrics with the same labelset");
+        }
+    }
+    Ok(())
+}
+
+impl Evaluator<'_> {
+    fn check_samples(&self) -> Result<(), Error> {
+        if self.loaded + self.retained > self.max_samples {
+            return Err(Error::TooManySamples("query execution"));
+        }
+        Ok(())
+    }
+
+    fn check_deadline(&self) -> Result<(), Error> {
+        if Instant::now() > self.deadline {
+            return Err(Error::Timeout("expression evaluation"));
+        }
+        Ok(())
+    }
+
+    fn count(&mut self, n: usize) -> Result<(), Error> {
+        self.loaded += n;
+        self.check_samples()
+    }
+
+    pub fn eval(&mut self, e: &Expr, ts: i64) -> Result<Val, Error> {
+        match e {
+            Expr::NumberLiteral(n) => Ok(Val::Scalar(n.val)),
+            Expr::StringLiteral(s) => Ok(Val::Str(s.val.clone())),
+            Expr::Paren(p) => self.eval(&p.expr, ts),
+            Expr::Unary(u) => match self.eval(&u.expr, ts)? {
+                Val::Scalar(v) => Ok(Val::Scalar(-v)),
+                Val::Vector(v) => {
+                    let out: Vec<Sample> = v
+                        .into_iter()
+                        .map(|s| Sample {
+                            labels: s.labels.without_name(),
+                            v: -s.v,
+                        })
+                        .collect();
+                    check_unique(&out)?;
+                    Ok(Val::Vector(out))
+                }
+                _ => exec("unary minus is only allowed on scalars and instant vectors"),
+            },
+            Expr::VectorSelector(vs) => Ok(Val::Vector(
+                self.select_instant(vs, ts)?
+                    .into_iter()
+                    .map(|(s, _)| s)
+                    .collect(),
+            )),
+            Expr::MatrixSelector(m) => Ok(Val::Matrix(self.select_range(m, ts)?)),
+            Expr::Subquery(sq) => Ok(Val::Matrix(self.subquery(sq, ts)?)),
+            Expr::Call(c) => functions::call(self, c, ts),
+            Expr::Aggregate(a) => aggregate::eval(self, a, ts),
+            Expr::Binary(b) => binary::eval(self, b, ts),
+            Expr::Extension(_) => Err(Error::BadData("unsupported expression".into())),
+        }
+    }
+
+    pub fn eval_scalar(&mut self, e: &Expr, ts: i64) -> Result<f64, Error> {
+        match self.eval(e, ts)? {
+            Val::Scalar(v) => Ok(v),
+            _ => exec("expected a scalar"),
+        }
+    }
+
+    pub fn eval_vector(&mut self, e: &Expr, ts: i64) -> Result<Vec<Sample>, Error> {
+        match self.eval(e, ts)? {
+            Val::Vector(v) => Ok(v),
+            _ => exec("expected an instant vector"),
+        }
+    }
+
+    pub fn eval_matrix(&mut self, e: &Expr, ts: i64) -> Result<Matrix, Error> {
+        match self.eval(e, ts)? {
+            Val::Matrix(m) => Ok(m),
+            _ => exec("expected a range vector"),
+        }
+    }
+
+    /// The samples an instant selector sees at `ts`, each with its own timestamp: the
+    /// latest sample in `[t - lookback, t]` unless it is a stale marker.
+    pub fn select_instant(
+        &mut self,
+        vs: &VectorSelector,
+        ts: i64,
+    ) -> Result<Vec<(Sample, i64)>, Error> {
+        self.check_deadline()?;
+        let r = at_ms(&vs.at, &self.q).unwrap_or(ts) - offset_ms(&vs.offset);
+        let mut out = Vec::new();
+        for s in self.data.get(key_of(vs)) {
+            let i = s.samples.partition_point(|(t, _)| *t <= r);
+            if i == 0 {
+                continue;
+            }
+            let (t, v) = s.samples[i - 1];
+            if t < r - self.lookback || is_stale(v) {
+                continue;
+            }
+            out.push((
+                Sample {
+                    labels: s.labels.clone(),
+                    v,
+                },
+                t,
+            ));
+        }
+        self.count(out.len())?;
+        Ok(out)
+    }
+
+    /// A range selector at `ts`: samples in `[t - range, t]`, stale markers left out,
+    /// series without samples dropped.
+    fn select_range(&mut self, m: &MatrixSelector, ts: i64) -> Result<Matrix, Error> {
+        self.check_deadline()?;
+        let end = at_ms(&m.vs.at, &self.q).unwrap_or(ts) - offset_ms(&m.vs.offset);
+        let range = ms(&m.range);
+        let start = end - range;
+        let mut series = Vec::new();
+        let mut n = 0;
+        for s in self.data.get(key_of(&m.vs)) {
+            let lo = s.samples.partition_point(|(t, _)| *t < start);
+            let hi = s.samples.partition_point(|(t, _)| *t <= end);
+            let points: Vec<(i64, f64)> = s.samples[lo..hi]
+                .iter()
+                .filter(|(_, v)| !is_stale(*v))
+                .copied()
+                .collect();
+            if points.is_empty() {
+                continue;
+            }
+            n += points.len();
+            series.push(RangeSeries {
+                labels: s.labels.clone(),
+                points,
+            });
+        }
+        self.count(n)?;
+        Ok(Matrix {
+            series,
+            range,
+            end,
+            step_ts: ts,
+        })
+    }
+
+    /// A subquery at `ts`: the inner expression at every multiple of the step in
+    /// `[t - range, t]`.
+    fn subquery(&mut self, sq: &SubqueryExpr, ts: i64) -> Result<Matrix, Error> {
+        let end = at_ms(&sq.at, &self.q).unwrap_or(ts) - offset_ms(&sq.offset);
+        let range = ms(&sq.range);
+        let step = sq.step.as_ref().map_or(self.sub_step, ms).max(1);
+        let mut series: Vec<RangeSeries> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut t = align_up(end - range, step);
+        let node = std::ptr::from_ref(sq) as usize;
+        while t <= end {
+            let inner = match self.sub_cache.get(&(node, t)) {
+                Some(v) => v.clone(),
+                None => {
+                    let saved = self.loaded;
+                    let v = match self.eval(&sq.expr, t)? {
+                        Val::Vector(v) => v,
+                        Val::Scalar(v) => vec![Sample {
+                            labels: Labels::empty(),
+                            v,
+                        }],
+                        _ => return exec("subquery is only allowed on instant vector"),
+                    };
+                    self.loaded = saved;
+                    self.retained += v.len();
+                    let v = Rc::new(v);
+                    self.sub_cache.insert((node, t), v.clone());
+                    v
+                }
+            };
+            for s in inner.iter() {
+                let i = *index.entry(s.labels.key()).or_insert_with(|| {
+                    series.push(RangeSeries {
+                        labels: s.labels.clone(),
+                        points: Vec::new(),
+                    });
+                    series.len() - 1
+                });
+                series[i].points.push((t, s.v));
+            }
+            t += step;
+        }
+        self.check_samples()?;
+        Ok(Matrix {
+            series,
+            range,
+            end,
+            step_ts: ts,
+        })
+    }
+}
