@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
 
 use crate::error::{exec, Error};
-use crate::eval::{Evaluator, Val};
+use crate::eval::{check_unique, Evaluator, Val};
 use crate::types::{Labels, Sample, METRIC_NAME};
 
 fn is_comparison(op: &str) -> bool {
@@ -15,8 +15,9 @@ fn is_comparison(op: &str) -> bool {
 }
 
 /// Operators whose result no longer measures the same thing, so `__name__` goes.
+/// (Prometheus 2.x keeps the name for `atan2`.)
 fn drops_name(op: &str) -> bool {
-    matches!(op, "+" | "-" | "*" | "/" | "^" | "%" | "atan2")
+    matches!(op, "+" | "-" | "*" | "/" | "^" | "%")
 }
 
 /// `(value, keep)`: arithmetic always keeps; a comparison keeps the left value when true.

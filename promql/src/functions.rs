@@ -17,7 +17,12 @@ pub(crate) fn call(ev: &mut Evaluator, c: &Call, ts: i64) -> Result<Val, Error> 
             .copied()
             .ok_or_else(|| Error::BadData(format!("missing argument {i} of {name}()")))
     };
-    let vector = |v: Vec<Sample>| Ok(Val::Vector(v));
+    // Prometheus refuses a function result with a label set twice (e.g. after dropping
+    // `__name__`), in instant queries too.
+    let vector = |v: Vec<Sample>| {
+        check_unique(&v)?;
+        Ok(Val::Vector(v))
+    };
     match name {
         "time" => Ok(Val::Scalar(ts as f64 / 1000.0)),
         "pi" => Ok(Val::Scalar(std::f64::consts::PI)),
@@ -279,6 +284,7 @@ fn label_replace(ev: &mut Evaluator, args: &[&Expr], ts: i64) -> Result<Val, Err
         };
         out.push(Sample { labels, v: s.v });
     }
+    check_unique(&out)?;
     Ok(Val::Vector(out))
 }
 
@@ -308,7 +314,8 @@ fn label_join(ev: &mut Evaluator, args: &[&Expr], ts: i64) -> Result<Val, Error>
                 v: s.v,
             }
         })
-        .collect();
+        .collect::<Vec<_>>();
+    check_unique(&out)?;
     Ok(Val::Vector(out))
 }
 

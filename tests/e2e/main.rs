@@ -9,5 +9,7 @@ mod blocks;
 mod concurrency;
 mod crash;
 mod malformed;
+mod promql;
+mod remote_read;
 mod shipping;
 mod write_read;
