@@ -55,7 +55,7 @@ pub(crate) fn eval(ev: &mut Evaluator, a: &AggregateExpr, ts: i64) -> Result<Val
     let mut k = 0usize;
     if op == "topk" || op == "bottomk" {
         let f = param.unwrap_or(f64::NAN);
-        if !(f >= -9.223_372_036_854_775e18 && f <= 9.223_372_036_854_775e18) {
+        if !(-9.223_372_036_854_775e18..=9.223_372_036_854_775e18).contains(&f) {
             return exec(format!("Scalar value {} overflows int64", format_float(f)));
         }
         let kk = f as i64;

@@ -59,12 +59,8 @@ pub(crate) fn eval(ev: &mut Evaluator, b: &BinaryExpr, ts: i64) -> Result<Val, E
                 v
             }))
         }
-        (Val::Vector(l), Val::Scalar(r)) => {
-            Ok(Val::Vector(vector_scalar(op, l, r, false, return_bool)?))
-        }
-        (Val::Scalar(l), Val::Vector(r)) => {
-            Ok(Val::Vector(vector_scalar(op, r, l, true, return_bool)?))
-        }
+        (Val::Vector(l), Val::Scalar(r)) => checked(vector_scalar(op, l, r, false, return_bool)?),
+        (Val::Scalar(l), Val::Vector(r)) => checked(vector_scalar(op, r, l, true, return_bool)?),
         (Val::Vector(l), Val::Vector(r)) => {
             let (on, names) = match b.modifier.as_ref().and_then(|m| m.matching.as_ref()) {
                 Some(LabelModifier::Include(l)) => (true, l.labels.clone()),
@@ -77,21 +73,20 @@ pub(crate) fn eval(ev: &mut Evaluator, b: &BinaryExpr, ts: i64) -> Result<Val, E
                 .map_or(VectorMatchCardinality::OneToOne, |m| m.card.clone());
             match op {
                 "and" | "or" | "unless" => Ok(Val::Vector(set_op(op, l, r, on, &names))),
-                _ => Ok(Val::Vector(vector_vector(
-                    op,
-                    l,
-                    r,
-                    on,
-                    &names,
-                    &card,
-                    return_bool,
-                )?)),
+                _ => checked(vector_vector(op, l, r, on, &names, &card, return_bool)?),
             }
         }
         _ => exec(format!(
             "operator {op} needs scalar or instant vector operands"
         )),
     }
+}
+
+/// Prometheus refuses an operator's result with a label set twice (e.g. after dropping
+/// `__name__`).
+fn checked(v: Vec<Sample>) -> Result<Val, Error> {
+    check_unique(&v)?;
+    Ok(Val::Vector(v))
 }
 
 fn vector_scalar(

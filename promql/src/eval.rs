@@ -50,6 +50,22 @@ pub struct Query {
     opts: EngineOptions,
 }
 
+/// Teaches the parser the Prometheus 2.x functions it no longer knows (`holt_winters`,
+/// renamed in Prometheus 3), once per process.
+fn register_functions() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Fails only if a name collides with a built-in, i.e. the parser knows it already.
+        let _ = parser::register_extra_functions(vec![parser::Function::new(
+            "holt_winters",
+            vec![ValueType::Matrix, ValueType::Scalar, ValueType::Scalar],
+            0,
+            ValueType::Vector,
+            false,
+        )]);
+    });
+}
+
 /// Go's ceil-to-multiple as Prometheus computes a subquery's first step.
 fn align_up(t: i64, step: i64) -> i64 {
     let mut a = step * (t / step);
@@ -93,6 +109,7 @@ impl Query {
         step: i64,
         opts: EngineOptions,
     ) -> Result<Query, Error> {
+        register_functions();
         let expr = parser::parse(text).map_err(|e| Error::BadData(e.to_string()))?;
         if step > 0 {
             let ty = expr.value_type();

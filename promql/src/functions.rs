@@ -382,7 +382,7 @@ pub(crate) fn parse_go_float(s: &str) -> Result<f64, ()> {
 }
 
 /// The quantile of classic buckets `(upper bound, cumulative count)`.
-pub(crate) fn bucket_quantile(q: f64, b: &mut Vec<(f64, f64)>) -> f64 {
+pub(crate) fn bucket_quantile(q: f64, b: &mut [(f64, f64)]) -> f64 {
     if q.is_nan() {
         return f64::NAN;
     }
@@ -499,12 +499,14 @@ fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
     (t, c)
 }
 
+/// A range-vector function over one series' points, its window, and a scalar parameter.
+type RangeFn = fn(&[(i64, f64)], &Matrix, f64) -> Option<f64>;
+
 fn range_function(ev: &mut Evaluator, name: &str, args: &[&Expr], ts: i64) -> Result<Val, Error> {
     // Which argument is the range vector, and the scalar parameter if any.
     let (mi, param) = match name {
         "quantile_over_time" => (1, Some(0)),
         "predict_linear" => (0, Some(1)),
-        "holt_winters" => return exec("holt_winters is not supported"),
         _ => (0, None),
     };
     let Some(me) = args.get(mi) else {
@@ -517,6 +519,32 @@ fn range_function(ev: &mut Evaluator, name: &str, args: &[&Expr], ts: i64) -> Re
         None => 0.0,
     };
     let m = ev.eval_matrix(me, ts)?;
+    if name == "holt_winters" {
+        let sf = ev.eval_scalar(args.get(1).copied().unwrap_or(me), ts)?;
+        let tf = ev.eval_scalar(args.get(2).copied().unwrap_or(me), ts)?;
+        if sf <= 0.0 || sf >= 1.0 {
+            return exec(format!(
+                "invalid smoothing factor. Expected: 0 < sf < 1, got: {sf:.6}"
+            ));
+        }
+        if tf <= 0.0 || tf >= 1.0 {
+            return exec(format!(
+                "invalid trend factor. Expected: 0 < tf < 1, got: {tf:.6}"
+            ));
+        }
+        let out: Vec<Sample> = m
+            .series
+            .iter()
+            .filter_map(|s| {
+                holt_winters(&s.points, sf, tf).map(|v| Sample {
+                    labels: s.labels.without_name(),
+                    v,
+                })
+            })
+            .collect();
+        check_unique(&out)?;
+        return Ok(Val::Vector(out));
+    }
     if name == "absent_over_time" {
         if !m.series.is_empty() {
             return Ok(Val::Vector(Vec::new()));
@@ -526,7 +554,7 @@ fn range_function(ev: &mut Evaluator, name: &str, args: &[&Expr], ts: i64) -> Re
             v: 1.0,
         }]));
     }
-    let f: fn(&[(i64, f64)], &Matrix, f64) -> Option<f64> = match name {
+    let f: RangeFn = match name {
         "rate" => |p, m, _| extrapolated_rate(p, m, true, true),
         "increase" => |p, m, _| extrapolated_rate(p, m, true, false),
         "delta" => |p, m, _| extrapolated_rate(p, m, false, false),
@@ -733,4 +761,23 @@ fn instant_value(p: &[(i64, f64)], rate: bool) -> Option<f64> {
         result /= interval as f64 / 1000.0;
     }
     Some(result)
+}
+
+/// Double exponential smoothing: the smoothed value at the last sample.
+fn holt_winters(p: &[(i64, f64)], sf: f64, tf: f64) -> Option<f64> {
+    if p.len() < 2 {
+        return None;
+    }
+    let (mut s0, mut s1) = (0.0, p[0].1);
+    let mut b = p[1].1 - p[0].1;
+    for (i, &(_, v)) in p.iter().enumerate().skip(1) {
+        let x = sf * v;
+        // The trend starts from the first difference and is smoothed from the second step.
+        if i > 1 {
+            b = tf * (s1 - s0) + (1.0 - tf) * b;
+        }
+        let y = (1.0 - sf) * (s1 + b);
+        (s0, s1) = (s1, x + y);
+    }
+    Some(s1)
 }

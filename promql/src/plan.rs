@@ -84,10 +84,12 @@ pub fn selector_matchers(vs: &VectorSelector) -> Result<Vec<LabelMatcher>, Error
             PMatchOp::Re(_) => MatchOp::Regex,
             PMatchOp::NotRe(_) => MatchOp::NotRegex,
         };
-        if vs.name.is_some() && m.name == METRIC_NAME && op == MatchOp::Equal {
-            if vs.name.as_deref() == Some(m.value.as_str()) {
-                continue;
-            }
+        // `up{__name__="up"}` repeats the name matcher; once is enough.
+        if m.name == METRIC_NAME
+            && op == MatchOp::Equal
+            && vs.name.as_deref() == Some(m.value.as_str())
+        {
+            continue;
         }
         out.push(LabelMatcher::new(&m.name, op, &m.value)?);
     }
