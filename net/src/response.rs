@@ -55,9 +55,18 @@ fn json(status: StatusCode, body: String) -> Response<Body> {
         .expect("static response parts are valid")
 }
 
-/// A JSON string literal.
+/// A JSON string literal, escaped as Go's encoder escapes it (`<`, `>`, `&`, U+2028 and
+/// U+2029 as `\u` escapes), so answers match Prometheus' byte for byte.
 pub fn quote(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_string())
+    let q = serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_string());
+    if !q.contains(['<', '>', '&', '\u{2028}', '\u{2029}']) {
+        return q;
+    }
+    q.replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
+        .replace('\u{2028}', "\\u2028")
+        .replace('\u{2029}', "\\u2029")
 }
 
 /// Appends a JSON string literal.
@@ -117,5 +126,6 @@ mod tests {
         assert_eq!(format_value(1e21), "1000000000000000000000");
         assert_eq!(format_value(f64::NAN), "NaN");
         assert_eq!(format_value(f64::NEG_INFINITY), "-Inf");
+        assert_eq!(quote("0 < a & b > 1"), r#""0 \u003c a \u0026 b \u003e 1""#);
     }
 }

@@ -201,7 +201,7 @@ pub(crate) fn dataset() -> Vec<(Labels, Vec<(i64, f64)>)> {
             out.push((l, s));
         }
     }
-    for (job, version) in [("api", "1.2.3"), ("web", "2.0.0")] {
+    for (job, version) in [("api", "1.2.3"), ("web", "2.0.0-rc<1>&b")] {
         let l = labels(&[
             ("__name__", "build_info"),
             ("job", job),
@@ -332,6 +332,12 @@ fn post_write(url: &str, body: &[u8]) {
 
 /// GET `path` with `params`; the status code and JSON body.
 pub(crate) fn get(base: &str, path: &str, params: &[(&str, String)]) -> (u16, Value) {
+    let (code, v, _) = get_raw(base, path, params);
+    (code, v)
+}
+
+/// Like [`get`], with the body as sent.
+fn get_raw(base: &str, path: &str, params: &[(&str, String)]) -> (u16, Value, String) {
     let mut req = ureq::get(&format!("{base}{path}"));
     for (k, v) in params {
         req = req.query(k, v);
@@ -342,7 +348,7 @@ pub(crate) fn get(base: &str, path: &str, params: &[(&str, String)]) -> (u16, Va
         Err(e) => panic!("{base}{path}: {e}"),
     };
     let v = serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
-    (code, v)
+    (code, v, body)
 }
 
 pub(crate) fn secs(ms: i64) -> String {
@@ -361,6 +367,40 @@ fn num(v: &Value) -> f64 {
         "NaN" => f64::NAN,
         _ => s.parse().unwrap_or(f64::NAN),
     }
+}
+
+/// Values equal as numbers must also be written alike (Go's `FormatFloat(v, 'f', -1)`).
+fn formatting_differs(o: &Value, t: &Value, field: &str) -> Option<String> {
+    let texts = |r: &Value| -> BTreeMap<(String, String), String> {
+        let mut m = BTreeMap::new();
+        for s in r.as_array().into_iter().flatten() {
+            let pts: Vec<Value> = if field == "value" {
+                vec![s[field].clone()]
+            } else {
+                s[field].as_array().cloned().unwrap_or_default()
+            };
+            for p in pts {
+                m.insert(
+                    (metric_key(&s["metric"]), p[0].to_string()),
+                    p[1].as_str().unwrap_or("").to_string(),
+                );
+            }
+        }
+        m
+    };
+    let (om, tm) = (texts(o), texts(t));
+    for (k, tv) in &tm {
+        if let Some(ov) = om.get(k) {
+            let (a, b) = (
+                num(&Value::String(ov.clone())),
+                num(&Value::String(tv.clone())),
+            );
+            if a.to_bits() == b.to_bits() && ov != tv {
+                return Some(format!("{k:?}: we wrote {ov:?}, Prometheus {tv:?}"));
+            }
+        }
+    }
+    None
 }
 
 /// An error message with every `{...}` emptied.
@@ -477,6 +517,9 @@ pub(crate) fn diff(ours: &Value, theirs: &Value, ordered: bool) -> Option<String
                         tp.len()
                     ));
                 }
+            }
+            if let Some(d) = formatting_differs(o, t, field) {
+                return Some(d);
             }
             if ordered {
                 let vals = |r: &Value| -> Vec<f64> {
@@ -830,8 +873,15 @@ fn promql_answers_equal_prometheus() {
             ));
         }
         for (path, params) in cases {
-            let (tc, tv) = get(&theirs, path, &params);
-            let (oc, ov) = get(&ours, path, &params);
+            let (tc, tv, traw) = get_raw(&theirs, path, &params);
+            let (oc, ov, oraw) = get_raw(&ours, path, &params);
+            // The same JSON values written differently (`1.5` vs `1.500`) is a difference too.
+            if ov == tv && oraw != traw {
+                failures.push(format!(
+                    "{path} {params:?}: same values, other bytes:\n ours   {oraw}\n theirs {traw}"
+                ));
+                continue;
+            }
             let what = format!("{path} {params:?}");
             if tv["status"] == "error" {
                 if ov["status"] != "error" || ov["errorType"] != tv["errorType"] || oc != tc {
@@ -886,4 +936,132 @@ fn promql_answers_equal_prometheus() {
     assert!(failures.is_empty(), "{} answers differ", failures.len());
     assert!(passed >= 150, "only {passed} answers compared");
     assert!(with_data >= 150, "only {with_data} answers carried data");
+}
+
+/// The HTTP contract around the engine: POST forms, parameter errors, error classes and
+/// status codes, timeouts, buildinfo.
+#[test]
+fn query_api_speaks_prometheus_http() {
+    let s = Server::start(1, &[]);
+    for body in requests(&dataset(), &[]) {
+        let (code, text) = s.write_bytes(&body, &[]);
+        assert_eq!(code, 204, "{text}");
+    }
+    let base = s.url("");
+    let range = [
+        (
+            "query",
+            "sum by (job) (rate(http_requests_total[5m]))".to_string(),
+        ),
+        ("start", secs(T0 + 10 * MIN)),
+        ("end", secs(T0 + 20 * MIN)),
+        ("step", "1m".to_string()),
+    ];
+    let (code, by_get) = get(&base, "/api/v1/query_range", &range);
+    assert_eq!(code, 200, "{by_get}");
+    assert_eq!(by_get["data"]["result"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        by_get["data"]["result"][0]["values"]
+            .as_array()
+            .map(Vec::len),
+        Some(11)
+    );
+    let form: Vec<String> = range
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{k}={}",
+                v.replace(' ', "+").replace('[', "%5B").replace(']', "%5D")
+            )
+        })
+        .collect();
+    let resp = ureq::post(&s.url("/api/v1/query_range"))
+        .set("Content-Type", "application/x-www-form-urlencoded")
+        .send_string(&form.join("&"))
+        .expect("POST query_range");
+    let by_post: Value = serde_json::from_reader(resp.into_reader()).expect("JSON");
+    assert_eq!(by_post, by_get);
+
+    let cases: [(&str, Vec<(&str, String)>, u16, &str); 6] = [
+        (
+            "/api/v1/query",
+            vec![("query", "sum(".into())],
+            400,
+            "bad_data",
+        ),
+        (
+            "/api/v1/query",
+            vec![("query", "up".into()), ("time", "yesterday".into())],
+            400,
+            "bad_data",
+        ),
+        (
+            "/api/v1/query_range",
+            vec![
+                ("query", "up".into()),
+                ("end", "1".into()),
+                ("step", "1".into()),
+            ],
+            400,
+            "bad_data",
+        ),
+        (
+            "/api/v1/query_range",
+            vec![
+                ("query", "up".into()),
+                ("start", "10".into()),
+                ("end", "1".into()),
+                ("step", "1".into()),
+            ],
+            400,
+            "bad_data",
+        ),
+        (
+            "/api/v1/query",
+            vec![
+                ("query", "http_requests_total * on(job) up".into()),
+                ("time", secs(T0 + 20 * MIN)),
+            ],
+            422,
+            "execution",
+        ),
+        (
+            "/api/v1/query",
+            vec![
+                ("query", "up".into()),
+                ("time", secs(T0 + 20 * MIN)),
+                ("timeout", "0s".into()),
+            ],
+            503,
+            "timeout",
+        ),
+    ];
+    for (path, params, code, kind) in cases {
+        let (c, v) = get(&base, path, &params);
+        assert_eq!(
+            (c, v["status"].as_str(), v["errorType"].as_str()),
+            (code, Some("error"), Some(kind)),
+            "{path} {params:?}: {v}"
+        );
+        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
+    }
+    let (c, v) = get(
+        &base,
+        "/api/v1/query_range",
+        &[
+            ("query", "up".into()),
+            ("start", "0".into()),
+            ("end", "1000000".into()),
+            ("step", "1".into()),
+        ],
+    );
+    assert_eq!(c, 400, "{v}");
+    assert!(
+        v["error"].as_str().unwrap_or("").contains("11,000 points"),
+        "{v}"
+    );
+    let (c, v) = get(&base, "/api/v1/status/buildinfo", &[]);
+    assert_eq!(c, 200);
+    assert_eq!(v["status"], "success");
+    assert!(v["data"]["version"].is_string(), "{v}");
 }

@@ -10,7 +10,7 @@ use sluice_promql::{EngineOptions, Fetched, Labels, Query, QueryValue, Series};
 use sluice_shards::{select_all, MatchOp, Matcher, Selection};
 
 use super::{now_ms, push_labels, time_param, ApiError, BadData, Params};
-use crate::response::{format_value, push_quoted, push_timestamp, quote};
+use crate::response::{format_value, push_quoted, quote};
 
 /// Prometheus' `--query.timeout` default.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -200,11 +200,50 @@ async fn run(st: &crate::server::CoreState, q: Query) -> Result<QueryValue, ApiE
     Ok(v)
 }
 
+/// A sample's time as Prometheus writes points: whole seconds, then `.` and exactly three
+/// digits of milliseconds when there are any (`1.500`, not `1.5`).
+fn push_point_time(out: &mut String, t_ms: i64) {
+    use std::fmt::Write;
+    if t_ms < 0 {
+        out.push('-');
+    }
+    let abs = t_ms.unsigned_abs();
+    let _ = write!(out, "{}", abs / 1000);
+    if abs % 1000 != 0 {
+        let _ = write!(out, ".{:03}", abs % 1000);
+    }
+}
+
+/// A sample's value as Prometheus writes points: Go's `FormatFloat(v, 'f', -1)`, switching to
+/// `'e'` (`1.5e-07`, `1e+21`) below 1e-6 and from 1e21 in magnitude.
+fn point_value(v: f64) -> String {
+    let a = v.abs();
+    if v.is_finite() && a != 0.0 && !(1e-6..1e21).contains(&a) {
+        // Rust writes `1.5e-7`; Go writes at least two exponent digits with a sign.
+        let s = format!("{v:e}");
+        if let Some((mant, exp)) = s.split_once('e') {
+            let (sign, digits) = match exp.strip_prefix('-') {
+                Some(d) => ('-', d),
+                None => ('+', exp),
+            };
+            return format!("{mant}e{sign}{digits:0>2}");
+        }
+        return s;
+    }
+    format_value(v)
+}
+
+/// A scalar's or string's time: Go's JSON encoding of the seconds as a float64.
+fn push_float_seconds(out: &mut String, t_ms: i64) {
+    use std::fmt::Write;
+    let _ = write!(out, "{}", t_ms as f64 / 1000.0);
+}
+
 fn push_point(out: &mut String, t: i64, v: f64) {
     out.push('[');
-    push_timestamp(out, t);
+    push_point_time(out, t);
     out.push(',');
-    out.push_str(&quote(&format_value(v)));
+    out.push_str(&quote(&point_value(v)));
     out.push(']');
 }
 
@@ -213,13 +252,16 @@ fn result_json(v: &QueryValue) -> String {
     let mut out = String::new();
     match v {
         QueryValue::Scalar { t, v } => {
-            out.push_str(r#"{"resultType":"scalar","result":"#);
-            push_point(&mut out, *t, *v);
-            out.push('}');
+            // Scalars go through Go's JSON encoder in Prometheus: float seconds, 'f' value.
+            out.push_str(r#"{"resultType":"scalar","result":["#);
+            push_float_seconds(&mut out, *t);
+            out.push(',');
+            out.push_str(&quote(&format_value(*v)));
+            out.push_str("]}");
         }
         QueryValue::String { t, v } => {
             out.push_str(r#"{"resultType":"string","result":["#);
-            push_timestamp(&mut out, *t);
+            push_float_seconds(&mut out, *t);
             out.push(',');
             push_quoted(&mut out, v);
             out.push_str("]}");
@@ -272,6 +314,26 @@ pub(super) fn buildinfo() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn points_are_written_like_prometheus() {
+        let mut s = String::new();
+        push_point(&mut s, 1_500, 1234567.5);
+        assert_eq!(s, r#"[1.500,"1234567.5"]"#);
+        s.clear();
+        push_point(&mut s, -1_050, 1.5e-7);
+        assert_eq!(s, r#"[-1.050,"1.5e-07"]"#);
+        s.clear();
+        push_point(&mut s, 2_000, 3.163289085967226e26);
+        assert_eq!(s, r#"[2,"3.163289085967226e+26"]"#);
+        assert_eq!(point_value(1e21), "1e+21");
+        assert_eq!(point_value(-0.000001), "-0.000001");
+        assert_eq!(point_value(0.0), "0");
+        assert_eq!(point_value(f64::NEG_INFINITY), "-Inf");
+        let mut s = String::new();
+        push_float_seconds(&mut s, 1_050);
+        assert_eq!(s, "1.05");
+    }
 
     #[test]
     fn durations_parse_like_prometheus() {
