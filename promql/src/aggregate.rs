@@ -9,7 +9,7 @@ use promql_parser::parser::{AggregateExpr, LabelModifier};
 use crate::error::{exec, Error};
 use crate::eval::{Evaluator, Val};
 use crate::functions::quantile;
-use crate::types::{Labels, Sample, METRIC_NAME};
+use crate::types::{hash_of, Labels, Sample, METRIC_NAME};
 
 struct Group {
     labels: Labels,
@@ -76,24 +76,34 @@ pub(crate) fn eval(ev: &mut Evaluator, a: &AggregateExpr, ts: i64) -> Result<Val
         }
     }
     let mut groups: Vec<Group> = Vec::new();
-    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut index: HashMap<u64, usize> = HashMap::new();
     for s in input {
         let metric = if op == "count_values" {
             s.labels.with(&value_label, &format_float(s.v))
         } else {
             s.labels.clone()
         };
-        let glabels = if by {
-            metric.keep(&names)
+        // Hash the grouping labels in place; the group's label set is only built for a new
+        // group.
+        let key = if by {
+            hash_of(metric.iter().filter(|(n, _)| names.contains(n)))
         } else {
-            let mut d = names.clone();
-            d.push(METRIC_NAME.to_string());
-            metric.drop(&d)
+            hash_of(
+                metric
+                    .iter()
+                    .filter(|(n, _)| n != METRIC_NAME && !names.contains(n)),
+            )
         };
-        let key = glabels.key();
         let gi = match index.get(&key) {
             Some(&i) => i,
             None => {
+                let glabels = if by {
+                    metric.keep(&names)
+                } else {
+                    let mut d = names.clone();
+                    d.push(METRIC_NAME.to_string());
+                    metric.drop(&d)
+                };
                 index.insert(key, groups.len());
                 groups.push(Group {
                     labels: glabels,

@@ -59,8 +59,12 @@ pub(crate) fn eval(ev: &mut Evaluator, b: &BinaryExpr, ts: i64) -> Result<Val, E
                 v
             }))
         }
-        (Val::Vector(l), Val::Scalar(r)) => checked(vector_scalar(op, l, r, false, return_bool)?),
-        (Val::Scalar(l), Val::Vector(r)) => checked(vector_scalar(op, r, l, true, return_bool)?),
+        (Val::Vector(l), Val::Scalar(r)) => {
+            checked(vector_scalar(ev, op, l, r, false, return_bool)?)
+        }
+        (Val::Scalar(l), Val::Vector(r)) => {
+            checked(vector_scalar(ev, op, r, l, true, return_bool)?)
+        }
         (Val::Vector(l), Val::Vector(r)) => {
             let (on, names) = match b.modifier.as_ref().and_then(|m| m.matching.as_ref()) {
                 Some(LabelModifier::Include(l)) => (true, l.labels.clone()),
@@ -73,7 +77,7 @@ pub(crate) fn eval(ev: &mut Evaluator, b: &BinaryExpr, ts: i64) -> Result<Val, E
                 .map_or(VectorMatchCardinality::OneToOne, |m| m.card.clone());
             match op {
                 "and" | "or" | "unless" => Ok(Val::Vector(set_op(op, l, r, on, &names))),
-                _ => checked(vector_vector(op, l, r, on, &names, &card, return_bool)?),
+                _ => checked(vector_vector(ev, op, l, r, on, &names, &card, return_bool)?),
             }
         }
         _ => exec(format!(
@@ -90,6 +94,7 @@ fn checked(v: Vec<Sample>) -> Result<Val, Error> {
 }
 
 fn vector_scalar(
+    ev: &mut Evaluator,
     op: &str,
     v: Vec<Sample>,
     s: f64,
@@ -110,7 +115,7 @@ fn vector_scalar(
         }
         if keep {
             let labels = if drops_name(op) || return_bool {
-                smp.labels.without_name()
+                ev.drop_name(&smp.labels)
             } else {
                 smp.labels
             };
@@ -123,19 +128,19 @@ fn vector_scalar(
 fn set_op(op: &str, l: Vec<Sample>, r: Vec<Sample>, on: bool, names: &[String]) -> Vec<Sample> {
     match op {
         "and" => {
-            let right: HashSet<String> = r.iter().map(|s| s.labels.match_key(on, names)).collect();
+            let right: HashSet<u64> = r.iter().map(|s| s.labels.match_key(on, names)).collect();
             l.into_iter()
                 .filter(|s| right.contains(&s.labels.match_key(on, names)))
                 .collect()
         }
         "unless" => {
-            let right: HashSet<String> = r.iter().map(|s| s.labels.match_key(on, names)).collect();
+            let right: HashSet<u64> = r.iter().map(|s| s.labels.match_key(on, names)).collect();
             l.into_iter()
                 .filter(|s| !right.contains(&s.labels.match_key(on, names)))
                 .collect()
         }
         _ => {
-            let left: HashSet<String> = l.iter().map(|s| s.labels.match_key(on, names)).collect();
+            let left: HashSet<u64> = l.iter().map(|s| s.labels.match_key(on, names)).collect();
             let mut out = l;
             out.extend(
                 r.into_iter()
@@ -146,7 +151,9 @@ fn set_op(op: &str, l: Vec<Sample>, r: Vec<Sample>, on: bool, names: &[String]) 
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn vector_vector(
+    ev: &mut Evaluator,
     op: &str,
     lhs: Vec<Sample>,
     rhs: Vec<Sample>,
@@ -159,7 +166,7 @@ fn vector_vector(
     let include: Vec<String> = card.labels().map(|l| l.labels.clone()).unwrap_or_default();
     // The "one" side is hashed; for group_right the sides swap.
     let (many, one) = if one_to_many { (rhs, lhs) } else { (lhs, rhs) };
-    let mut one_sigs: HashMap<String, &Sample> = HashMap::with_capacity(one.len());
+    let mut one_sigs: HashMap<u64, &Sample> = HashMap::with_capacity(one.len());
     for s in &one {
         let sig = s.labels.match_key(on, names);
         if let Some(dup) = one_sigs.get(&sig) {
@@ -180,7 +187,7 @@ fn vector_vector(
         }
         one_sigs.insert(sig, s);
     }
-    let mut matched: HashMap<String, Option<HashSet<String>>> = HashMap::new();
+    let mut matched: HashMap<u64, Option<HashSet<u64>>> = HashMap::new();
     let mut out = Vec::new();
     for ms in &many {
         let sig = ms.labels.match_key(on, names);
@@ -198,9 +205,9 @@ fn vector_vector(
         } else if !keep {
             continue;
         }
-        let mut metric = result_labels(&ms.labels, &os.labels, op, on, names, card, &include);
+        let mut metric = result_labels(ev, &ms.labels, &os.labels, op, on, names, card, &include);
         if return_bool {
-            metric = metric.without_name();
+            metric = ev.drop_name(&metric);
         }
         let one_to_one = matches!(card, VectorMatchCardinality::OneToOne);
         match matched.get_mut(&sig) {
@@ -236,7 +243,9 @@ fn vector_vector(
     Ok(out)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn result_labels(
+    ev: &mut Evaluator,
     many: &Labels,
     one: &Labels,
     op: &str,
@@ -246,7 +255,7 @@ fn result_labels(
     include: &[String],
 ) -> Labels {
     let mut l = if drops_name(op) {
-        many.without_name()
+        ev.drop_name(many)
     } else {
         many.clone()
     };

@@ -160,6 +160,7 @@ impl Query {
             loaded: 0,
             retained: 0,
             sub_cache: HashMap::new(),
+            unnamed: HashMap::new(),
         };
         if self.step == 0 {
             let t = self.start;
@@ -175,7 +176,7 @@ impl Query {
             });
         }
         let mut out: Vec<RangeSeries> = Vec::new();
-        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut index: HashMap<u64, usize> = HashMap::new();
         let mut ts = self.start;
         while ts <= self.end {
             ev.loaded = 0;
@@ -249,6 +250,10 @@ pub(crate) struct Evaluator<'a> {
     /// Samples kept across steps (results, cached subquery steps).
     retained: usize,
     sub_cache: HashMap<(usize, i64), Rc<Vec<Sample>>>,
+    /// Label sets without `__name__`, by the address of the original (kept alive here, so
+    /// an address cannot be reused for another set): the same series loses its name at
+    /// every step.
+    unnamed: HashMap<usize, (Labels, Labels)>,
 }
 
 pub(crate) fn unparen(mut e: &Expr) -> &Expr {
@@ -292,6 +297,18 @@ impl Evaluator<'_> {
         self.check_samples()
     }
 
+    /// `labels` without `__name__`, computed once per distinct label set.
+    pub fn drop_name(&mut self, labels: &Labels) -> Labels {
+        if !labels.has(crate::types::METRIC_NAME) {
+            return labels.clone();
+        }
+        let (_, unnamed) = self
+            .unnamed
+            .entry(labels.addr())
+            .or_insert_with(|| (labels.clone(), labels.without_name()));
+        unnamed.clone()
+    }
+
     pub fn eval(&mut self, e: &Expr, ts: i64) -> Result<Val, Error> {
         match e {
             Expr::NumberLiteral(n) => Ok(Val::Scalar(n.val)),
@@ -303,7 +320,7 @@ impl Evaluator<'_> {
                     let out: Vec<Sample> = v
                         .into_iter()
                         .map(|s| Sample {
-                            labels: s.labels.without_name(),
+                            labels: self.drop_name(&s.labels),
                             v: -s.v,
                         })
                         .collect();
@@ -421,7 +438,7 @@ impl Evaluator<'_> {
         let range = ms(&sq.range);
         let step = sq.step.as_ref().map_or(self.sub_step, ms).max(1);
         let mut series: Vec<RangeSeries> = Vec::new();
-        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut index: HashMap<u64, usize> = HashMap::new();
         let mut t = align_up(end - range, step);
         let node = std::ptr::from_ref(sq) as usize;
         while t <= end {

@@ -43,14 +43,14 @@ pub(crate) fn call(ev: &mut Evaluator, c: &Call, ts: i64) -> Result<Val, Error> 
                     .select_instant(vs, ts)?
                     .into_iter()
                     .map(|(s, t)| Sample {
-                        labels: s.labels.without_name(),
+                        labels: ev.drop_name(&s.labels),
                         v: t as f64 / 1000.0,
                     })
                     .collect();
                 return vector(out);
             }
             let v = ev.eval_vector(arg(0)?, ts)?;
-            vector(map_drop_name(v, |_| ts as f64 / 1000.0))
+            vector(map_drop_name(ev, v, |_| ts as f64 / 1000.0))
         }
         "abs" | "ceil" | "floor" | "exp" | "sqrt" | "ln" | "log2" | "log10" | "sgn" | "acos"
         | "acosh" | "asin" | "asinh" | "atan" | "atanh" | "cos" | "cosh" | "sin" | "sinh"
@@ -89,7 +89,7 @@ pub(crate) fn call(ev: &mut Evaluator, c: &Call, ts: i64) -> Result<Val, Error> 
                 _ => |v: f64| v * std::f64::consts::PI / 180.0,
             };
             let v = ev.eval_vector(arg(0)?, ts)?;
-            vector(map_drop_name(v, f))
+            vector(map_drop_name(ev, v, f))
         }
         "round" => {
             let v = ev.eval_vector(arg(0)?, ts)?;
@@ -98,7 +98,7 @@ pub(crate) fn call(ev: &mut Evaluator, c: &Call, ts: i64) -> Result<Val, Error> 
                 None => 1.0,
             };
             let inv = 1.0 / to;
-            vector(map_drop_name(v, |x| (x * inv + 0.5).floor() / inv))
+            vector(map_drop_name(ev, v, |x| (x * inv + 0.5).floor() / inv))
         }
         "clamp" => {
             let v = ev.eval_vector(arg(0)?, ts)?;
@@ -107,17 +107,17 @@ pub(crate) fn call(ev: &mut Evaluator, c: &Call, ts: i64) -> Result<Val, Error> 
             if hi < lo {
                 return vector(Vec::new());
             }
-            vector(map_drop_name(v, |x| go_max(lo, go_min(hi, x))))
+            vector(map_drop_name(ev, v, |x| go_max(lo, go_min(hi, x))))
         }
         "clamp_min" => {
             let v = ev.eval_vector(arg(0)?, ts)?;
             let lo = ev.eval_scalar(arg(1)?, ts)?;
-            vector(map_drop_name(v, |x| go_max(lo, x)))
+            vector(map_drop_name(ev, v, |x| go_max(lo, x)))
         }
         "clamp_max" => {
             let v = ev.eval_vector(arg(0)?, ts)?;
             let hi = ev.eval_scalar(arg(1)?, ts)?;
-            vector(map_drop_name(v, |x| go_min(hi, x)))
+            vector(map_drop_name(ev, v, |x| go_min(hi, x)))
         }
         "sort" | "sort_desc" => {
             let mut v = ev.eval_vector(arg(0)?, ts)?;
@@ -158,16 +158,16 @@ pub(crate) fn call(ev: &mut Evaluator, c: &Call, ts: i64) -> Result<Val, Error> 
                     v: ts as f64 / 1000.0,
                 }],
             };
-            vector(map_drop_name(v, |x| date_part(name, x)))
+            vector(map_drop_name(ev, v, |x| date_part(name, x)))
         }
         _ => range_function(ev, name, &args, ts),
     }
 }
 
-fn map_drop_name(v: Vec<Sample>, f: impl Fn(f64) -> f64) -> Vec<Sample> {
+fn map_drop_name(ev: &mut Evaluator, v: Vec<Sample>, f: impl Fn(f64) -> f64) -> Vec<Sample> {
     v.into_iter()
         .map(|s| Sample {
-            labels: s.labels.without_name(),
+            labels: ev.drop_name(&s.labels),
             v: f(s.v),
         })
         .collect()
@@ -349,7 +349,7 @@ fn histogram_quantile(q: f64, v: Vec<Sample>) -> Vec<Sample> {
     // Buckets grouped by the series' labels without `le` and `__name__`, in order of first
     // appearance.
     let mut groups: Vec<(Labels, Vec<(f64, f64)>)> = Vec::new();
-    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut index: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
     let drop = ["le".to_string(), METRIC_NAME.to_string()];
     for s in v {
         let Ok(le) = parse_go_float(s.labels.get("le")) else {
@@ -532,16 +532,15 @@ fn range_function(ev: &mut Evaluator, name: &str, args: &[&Expr], ts: i64) -> Re
                 "invalid trend factor. Expected: 0 < tf < 1, got: {tf:.6}"
             ));
         }
-        let out: Vec<Sample> = m
-            .series
-            .iter()
-            .filter_map(|s| {
-                holt_winters(&s.points, sf, tf).map(|v| Sample {
-                    labels: s.labels.without_name(),
+        let mut out = Vec::with_capacity(m.series.len());
+        for s in &m.series {
+            if let Some(v) = holt_winters(&s.points, sf, tf) {
+                out.push(Sample {
+                    labels: ev.drop_name(&s.labels),
                     v,
-                })
-            })
-            .collect();
+                });
+            }
+        }
         check_unique(&out)?;
         return Ok(Val::Vector(out));
     }
@@ -624,7 +623,7 @@ fn range_function(ev: &mut Evaluator, name: &str, args: &[&Expr], ts: i64) -> Re
             let labels = if name == "last_over_time" {
                 s.labels.clone()
             } else {
-                s.labels.without_name()
+                ev.drop_name(&s.labels)
             };
             out.push(Sample { labels, v });
         }

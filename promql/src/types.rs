@@ -17,8 +17,14 @@ pub fn is_stale(v: f64) -> bool {
 }
 
 /// An immutable label set, sorted by name, cheap to clone (shared between steps).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Eq, Hash, Default)]
 pub struct Labels(Arc<[(String, String)]>);
+
+impl PartialEq for Labels {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
 
 impl Labels {
     /// Builds a label set; sorts by name and drops empty values, which Prometheus treats
@@ -61,6 +67,11 @@ impl Labels {
         self.0
             .binary_search_by(|(n, _)| n.as_str().cmp(name))
             .is_ok()
+    }
+
+    /// Address of the shared label storage: identifies this value while it is alive.
+    pub(crate) fn addr(&self) -> usize {
+        Arc::as_ptr(&self.0) as *const () as usize
     }
 
     /// The same labels without the metric name.
@@ -113,18 +124,19 @@ impl Labels {
         Labels(v.into())
     }
 
-    /// A key identifying the label set: used to group and match, never shown.
-    pub fn key(&self) -> String {
-        key_of(self.0.iter())
+    /// A 64-bit hash identifying the label set, to group and match. Like Prometheus'
+    /// signatures, a collision between two different sets is accepted as vanishingly rare.
+    pub fn key(&self) -> u64 {
+        hash_of(self.0.iter())
     }
 
-    /// Key over the labels named in `names` (`on`) or all but those and `__name__`
+    /// Hash over the labels named in `names` (`on`) or all but those and `__name__`
     /// (`ignoring`), as Prometheus' signatures for vector matching.
-    pub fn match_key(&self, on: bool, names: &[String]) -> String {
+    pub fn match_key(&self, on: bool, names: &[String]) -> u64 {
         if on {
-            key_of(self.0.iter().filter(|(n, _)| names.iter().any(|k| k == n)))
+            hash_of(self.0.iter().filter(|(n, _)| names.iter().any(|k| k == n)))
         } else {
-            key_of(
+            hash_of(
                 self.0
                     .iter()
                     .filter(|(n, _)| n != METRIC_NAME && !names.iter().any(|k| k == n)),
@@ -148,14 +160,24 @@ impl Labels {
     }
 }
 
-fn key_of<'a>(it: impl Iterator<Item = &'a (String, String)>) -> String {
-    use std::fmt::Write;
-    let mut k = String::new();
+/// Fixed seeds: keys are compared within one query only, but a fixed seed keeps runs
+/// reproducible.
+pub(crate) fn hasher() -> ahash::AHasher {
+    use std::hash::BuildHasher;
+    ahash::RandomState::with_seeds(0x5eed, 0x51_1ce, 0x9e37_79b9, 0x7f4a_7c15).build_hasher()
+}
+
+pub(crate) fn hash_of<'a>(it: impl Iterator<Item = &'a (String, String)>) -> u64 {
+    use std::hash::Hasher;
+    let mut h = hasher();
     for (n, v) in it {
-        // Length-prefixed, so no label text can make two different sets collide.
-        let _ = write!(k, "{}:{n}{}:{v}", n.len(), v.len());
+        // Lengths first, so ("ab","c") and ("a","bc") hash apart.
+        h.write_usize(n.len());
+        h.write(n.as_bytes());
+        h.write_usize(v.len());
+        h.write(v.as_bytes());
     }
-    k
+    h.finish()
 }
 
 /// Orders label sets as Prometheus' `labels.Compare`: pairwise by name then value, then
