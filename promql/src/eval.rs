@@ -161,6 +161,8 @@ impl Query {
             retained: 0,
             sub_cache: HashMap::new(),
             unnamed: HashMap::new(),
+            grid: (self.step > 0).then_some((self.start, self.end, self.step)),
+            grid_cache: HashMap::new(),
         };
         if self.step == 0 {
             let t = self.start;
@@ -254,6 +256,12 @@ pub(crate) struct Evaluator<'a> {
     /// an address cannot be reused for another set): the same series loses its name at
     /// every step.
     unnamed: HashMap<usize, (Labels, Labels)>,
+    /// A range query's steps `(start, end, step)`.
+    grid: Option<(i64, i64, i64)>,
+    /// Results of selectors and range functions over selectors for every step of the
+    /// grid, computed series by series (one pass over each series' samples instead of a
+    /// binary search per step). Keyed by node address and kind.
+    grid_cache: HashMap<(usize, u8), Rc<Vec<Vec<Sample>>>>,
 }
 
 pub(crate) fn unparen(mut e: &Expr) -> &Expr {
@@ -329,6 +337,11 @@ impl Evaluator<'_> {
                 }
                 _ => exec("unary minus is only allowed on scalars and instant vectors"),
             },
+            Expr::VectorSelector(vs) if self.grid_index(ts).is_some() => {
+                let i = self.grid_index(ts).unwrap_or(0);
+                let grid = self.grid_instant(vs)?;
+                Ok(Val::Vector(grid.get(i).cloned().unwrap_or_default()))
+            }
             Expr::VectorSelector(vs) => Ok(Val::Vector(
                 self.select_instant(vs, ts)?
                     .into_iter()
@@ -363,6 +376,145 @@ impl Evaluator<'_> {
             Val::Matrix(m) => Ok(m),
             _ => exec("expected a range vector"),
         }
+    }
+
+    /// The step number of `ts` in a range query's grid, if it is one of its steps.
+    pub fn grid_index(&self, ts: i64) -> Option<usize> {
+        let (start, end, step) = self.grid?;
+        if ts < start || ts > end || (ts - start) % step != 0 {
+            return None;
+        }
+        usize::try_from((ts - start) / step).ok()
+    }
+
+    fn grid_steps(&self) -> (i64, i64, usize) {
+        let (start, end, step) = self.grid.unwrap_or((0, 0, 1));
+        (
+            start,
+            step,
+            usize::try_from((end - start) / step + 1).unwrap_or(0),
+        )
+    }
+
+    /// An instant selector at every step of the grid.
+    fn grid_instant(&mut self, vs: &VectorSelector) -> Result<Rc<Vec<Vec<Sample>>>, Error> {
+        let key = (key_of(vs), 0);
+        if let Some(g) = self.grid_cache.get(&key) {
+            return Ok(g.clone());
+        }
+        self.check_deadline()?;
+        let (start, step, n) = self.grid_steps();
+        let at = at_ms(&vs.at, &self.q);
+        let off = offset_ms(&vs.offset);
+        let mut out: Vec<Vec<Sample>> = vec![Vec::new(); n];
+        let mut total = 0;
+        for s in self.data.get(key_of(vs)) {
+            let mut next = 0;
+            for (i, step_out) in out.iter_mut().enumerate() {
+                let r = at.unwrap_or(start + i as i64 * step) - off;
+                while next < s.samples.len() && s.samples[next].0 <= r {
+                    next += 1;
+                }
+                if next == 0 {
+                    continue;
+                }
+                let (t, v) = s.samples[next - 1];
+                if t < r - self.lookback || is_stale(v) {
+                    continue;
+                }
+                step_out.push(Sample {
+                    labels: s.labels.clone(),
+                    v,
+                });
+                total += 1;
+            }
+        }
+        self.retained += total;
+        self.check_samples()?;
+        let g = Rc::new(out);
+        self.grid_cache.insert(key, g.clone());
+        Ok(g)
+    }
+
+    /// A range-vector function over a range selector at every step of the grid, series by
+    /// series with a sliding window.
+    pub fn grid_range_fn(
+        &mut self,
+        m: &MatrixSelector,
+        keep_name: bool,
+        p: f64,
+        f: crate::functions::RangeFn,
+    ) -> Result<Rc<Vec<Vec<Sample>>>, Error> {
+        let key = (key_of(&m.vs), 1);
+        if let Some(g) = self.grid_cache.get(&key) {
+            return Ok(g.clone());
+        }
+        self.check_deadline()?;
+        let (start, step, n) = self.grid_steps();
+        let at = at_ms(&m.vs.at, &self.q);
+        let off = offset_ms(&m.vs.offset);
+        let range = ms(&m.range);
+        let mut out: Vec<Vec<Sample>> = vec![Vec::new(); n];
+        let mut total = 0;
+        let mut seen = std::collections::HashSet::new();
+        let mut maybe_dup = false;
+        let mut buf: Vec<(i64, f64)> = Vec::new();
+        for s in self.data.get(key_of(&m.vs)) {
+            let labels = if keep_name {
+                s.labels.clone()
+            } else {
+                s.labels.without_name()
+            };
+            maybe_dup |= !seen.insert(labels.key());
+            let has_stale = s.samples.iter().any(|(_, v)| is_stale(*v));
+            let (mut lo, mut hi) = (0, 0);
+            let len = s.samples.len();
+            for (i, step_out) in out.iter_mut().enumerate() {
+                let ts = start + i as i64 * step;
+                let end = at.unwrap_or(ts) - off;
+                let from = end - range;
+                while lo < len && s.samples[lo].0 < from {
+                    lo += 1;
+                }
+                hi = hi.max(lo);
+                while hi < len && s.samples[hi].0 <= end {
+                    hi += 1;
+                }
+                let pts: &[(i64, f64)] = if has_stale {
+                    buf.clear();
+                    buf.extend(s.samples[lo..hi].iter().filter(|(_, v)| !is_stale(*v)));
+                    &buf
+                } else {
+                    &s.samples[lo..hi]
+                };
+                if pts.is_empty() {
+                    continue;
+                }
+                let win = Matrix {
+                    series: Vec::new(),
+                    range,
+                    end,
+                    step_ts: ts,
+                };
+                if let Some(v) = f(pts, &win, p) {
+                    step_out.push(Sample {
+                        labels: labels.clone(),
+                        v,
+                    });
+                    total += 1;
+                }
+            }
+        }
+        if maybe_dup {
+            for v in &out {
+                check_unique(v)?;
+            }
+        }
+        self.retained += total;
+        self.check_samples()?;
+        let g = Rc::new(out);
+        self.grid_cache.insert(key, g.clone());
+        Ok(g)
     }
 
     /// The samples an instant selector sees at `ts`, each with its own timestamp: the

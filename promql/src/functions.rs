@@ -500,7 +500,7 @@ fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
 }
 
 /// A range-vector function over one series' points, its window, and a scalar parameter.
-type RangeFn = fn(&[(i64, f64)], &Matrix, f64) -> Option<f64>;
+pub(crate) type RangeFn = fn(&[(i64, f64)], &Matrix, f64) -> Option<f64>;
 
 fn range_function(ev: &mut Evaluator, name: &str, args: &[&Expr], ts: i64) -> Result<Val, Error> {
     // Which argument is the range vector, and the scalar parameter if any.
@@ -518,8 +518,8 @@ fn range_function(ev: &mut Evaluator, name: &str, args: &[&Expr], ts: i64) -> Re
         Some(e) => ev.eval_scalar(e, ts)?,
         None => 0.0,
     };
-    let m = ev.eval_matrix(me, ts)?;
     if name == "holt_winters" {
+        let m = ev.eval_matrix(me, ts)?;
         let sf = ev.eval_scalar(args.get(1).copied().unwrap_or(me), ts)?;
         let tf = ev.eval_scalar(args.get(2).copied().unwrap_or(me), ts)?;
         if sf <= 0.0 || sf >= 1.0 {
@@ -545,6 +545,7 @@ fn range_function(ev: &mut Evaluator, name: &str, args: &[&Expr], ts: i64) -> Re
         return Ok(Val::Vector(out));
     }
     if name == "absent_over_time" {
+        let m = ev.eval_matrix(me, ts)?;
         if !m.series.is_empty() {
             return Ok(Val::Vector(Vec::new()));
         }
@@ -617,6 +618,15 @@ fn range_function(ev: &mut Evaluator, name: &str, args: &[&Expr], ts: i64) -> Re
         "stddev_over_time" => |p, _, _| Some(stdvar(p).sqrt()),
         _ => return Err(Error::BadData(format!("unknown function {name}()"))),
     };
+    // In a range query, a function of a plain range selector is computed for all steps at
+    // once, series by series (its parameter must then not vary by step).
+    if let (Expr::MatrixSelector(sel), Some(i)) = (me, ev.grid_index(ts)) {
+        if param.is_none_or(|pi| matches!(args.get(pi), Some(Expr::NumberLiteral(_)))) {
+            let grid = ev.grid_range_fn(sel, name == "last_over_time", p, f)?;
+            return Ok(Val::Vector(grid.get(i).cloned().unwrap_or_default()));
+        }
+    }
+    let m = ev.eval_matrix(me, ts)?;
     let mut out = Vec::with_capacity(m.series.len());
     for s in &m.series {
         if let Some(v) = f(&s.points, &m, p) {
