@@ -70,7 +70,7 @@ fn register_functions() {
 fn align_up(t: i64, step: i64) -> i64 {
     let mut a = step * (t / step);
     if a < t {
-        a += step;
+        a = a.saturating_add(step);
     }
     a
 }
@@ -206,7 +206,10 @@ impl Query {
                 ev.retained += 1;
             }
             ev.check_samples()?;
-            ts += self.step;
+            ts = match ts.checked_add(self.step) {
+                Some(t) => t,
+                None => break,
+            };
         }
         out.sort_by(|a, b| compare_labels(&a.labels, &b.labels));
         Ok(QueryValue::Matrix(out))
@@ -411,7 +414,7 @@ impl Evaluator<'_> {
         for s in self.data.get(key_of(vs)) {
             let mut next = 0;
             for (i, step_out) in out.iter_mut().enumerate() {
-                let r = at.unwrap_or(start + i as i64 * step) - off;
+                let r = at.unwrap_or(start + i as i64 * step).saturating_sub(off);
                 while next < s.samples.len() && s.samples[next].0 <= r {
                     next += 1;
                 }
@@ -419,7 +422,7 @@ impl Evaluator<'_> {
                     continue;
                 }
                 let (t, v) = s.samples[next - 1];
-                if t < r - self.lookback || is_stale(v) {
+                if t < r.saturating_sub(self.lookback) || is_stale(v) {
                     continue;
                 }
                 step_out.push(Sample {
@@ -471,8 +474,8 @@ impl Evaluator<'_> {
             let len = s.samples.len();
             for (i, step_out) in out.iter_mut().enumerate() {
                 let ts = start + i as i64 * step;
-                let end = at.unwrap_or(ts) - off;
-                let from = end - range;
+                let end = at.unwrap_or(ts).saturating_sub(off);
+                let from = end.saturating_sub(range);
                 while lo < len && s.samples[lo].0 < from {
                     lo += 1;
                 }
@@ -525,7 +528,9 @@ impl Evaluator<'_> {
         ts: i64,
     ) -> Result<Vec<(Sample, i64)>, Error> {
         self.check_deadline()?;
-        let r = at_ms(&vs.at, &self.q).unwrap_or(ts) - offset_ms(&vs.offset);
+        let r = at_ms(&vs.at, &self.q)
+            .unwrap_or(ts)
+            .saturating_sub(offset_ms(&vs.offset));
         let mut out = Vec::new();
         for s in self.data.get(key_of(vs)) {
             let i = s.samples.partition_point(|(t, _)| *t <= r);
@@ -533,7 +538,7 @@ impl Evaluator<'_> {
                 continue;
             }
             let (t, v) = s.samples[i - 1];
-            if t < r - self.lookback || is_stale(v) {
+            if t < r.saturating_sub(self.lookback) || is_stale(v) {
                 continue;
             }
             out.push((
@@ -552,9 +557,11 @@ impl Evaluator<'_> {
     /// series without samples dropped.
     fn select_range(&mut self, m: &MatrixSelector, ts: i64) -> Result<Matrix, Error> {
         self.check_deadline()?;
-        let end = at_ms(&m.vs.at, &self.q).unwrap_or(ts) - offset_ms(&m.vs.offset);
+        let end = at_ms(&m.vs.at, &self.q)
+            .unwrap_or(ts)
+            .saturating_sub(offset_ms(&m.vs.offset));
         let range = ms(&m.range);
-        let start = end - range;
+        let start = end.saturating_sub(range);
         let mut series = Vec::new();
         let mut n = 0;
         for s in self.data.get(key_of(&m.vs)) {
@@ -586,14 +593,18 @@ impl Evaluator<'_> {
     /// A subquery at `ts`: the inner expression at every multiple of the step in
     /// `[t - range, t]`.
     fn subquery(&mut self, sq: &SubqueryExpr, ts: i64) -> Result<Matrix, Error> {
-        let end = at_ms(&sq.at, &self.q).unwrap_or(ts) - offset_ms(&sq.offset);
+        let end = at_ms(&sq.at, &self.q)
+            .unwrap_or(ts)
+            .saturating_sub(offset_ms(&sq.offset));
         let range = ms(&sq.range);
         let step = sq.step.as_ref().map_or(self.sub_step, ms).max(1);
         let mut series: Vec<RangeSeries> = Vec::new();
         let mut index: HashMap<u64, usize> = HashMap::new();
-        let mut t = align_up(end - range, step);
+        let mut t = align_up(end.saturating_sub(range), step);
         let node = std::ptr::from_ref(sq) as usize;
         while t <= end {
+            // A long subquery over a cheap expression has no selector to check the clock.
+            self.check_deadline()?;
             let inner = match self.sub_cache.get(&(node, t)) {
                 Some(v) => v.clone(),
                 None => {
@@ -608,6 +619,7 @@ impl Evaluator<'_> {
                     };
                     self.loaded = saved;
                     self.retained += v.len();
+                    self.check_samples()?;
                     let v = Rc::new(v);
                     self.sub_cache.insert((node, t), v.clone());
                     v
@@ -623,7 +635,10 @@ impl Evaluator<'_> {
                 });
                 series[i].points.push((t, s.v));
             }
-            t += step;
+            t = match t.checked_add(step) {
+                Some(t) => t,
+                None => break,
+            };
         }
         self.check_samples()?;
         Ok(Matrix {

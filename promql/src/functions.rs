@@ -711,7 +711,7 @@ fn extrapolated_rate(p: &[(i64, f64)], m: &Matrix, counter: bool, rate: bool) ->
     if p.len() < 2 {
         return None;
     }
-    let range_start = m.end - m.range;
+    let range_start = m.end.saturating_sub(m.range);
     let range_end = m.end;
     let (first_t, first_v) = p[0];
     let (last_t, last_v) = p[p.len() - 1];

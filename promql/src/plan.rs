@@ -187,12 +187,12 @@ fn shifted(at: &Option<AtModifier>, off: &Option<Offset>, s: Span, q: &TimeCtx) 
     let off = offset_ms(off);
     match at_ms(at, q) {
         Some(t) => Span {
-            lo: t - off,
-            hi: t - off,
+            lo: t.saturating_sub(off),
+            hi: t.saturating_sub(off),
         },
         None => Span {
-            lo: s.lo - off,
-            hi: s.hi - off,
+            lo: s.lo.saturating_sub(off),
+            hi: s.hi.saturating_sub(off),
         },
     }
 }

@@ -415,3 +415,91 @@ fn engine_speed() {
         eprintln!("{q}: {:?} ({n} series)", started.elapsed());
     }
 }
+
+#[test]
+fn holt_winters_count_values_and_limits() {
+    let db = vec![series(
+        &[("__name__", "g")],
+        &[(0, 1.0), (10_000, 3.0), (20_000, 4.0)],
+    )];
+    // s1 = 1, b = 2; i=1: x = 0.5*3, y = 0.5*(1+2) -> s1 = 3; i=2: b = 0.5*(3-1) + 0.5*2 = 2,
+    // x = 2, y = 0.5*(3+2) = 2.5 -> 4.5.
+    assert_one(&db, "holt_winters(g[1m], 0.5, 0.5)", 20_000, 4.5);
+    let q = Query::instant(
+        "holt_winters(g[1m], 1, 0.5)",
+        20_000,
+        EngineOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        q.exec(&fetch(&q, &db)).unwrap_err(),
+        Error::Execution("invalid smoothing factor. Expected: 0 < sf < 1, got: 1.000000".into())
+    );
+    assert_eq!(
+        vec_of(&db, r#"count_values("v", g * 0.5)"#, 20_000),
+        vec![("v=2".into(), 1.0)]
+    );
+    // A subquery over a huge range with no selector still meets the deadline.
+    let opts = EngineOptions {
+        timeout: std::time::Duration::from_millis(50),
+        ..Default::default()
+    };
+    let q = Query::instant("count_over_time(vector(1)[100y:1s])", 0, opts).unwrap();
+    assert!(matches!(
+        q.exec(&fetch(&q, &db)),
+        Err(Error::Timeout(_)) | Err(Error::TooManySamples(_))
+    ));
+    // Extreme offsets and @ times neither overflow nor panic.
+    assert!(vec_of(&db, "g offset 290000y", 0).is_empty());
+    assert!(vec_of(&db, "g @ -9000000000000 offset -290000y", 0).is_empty());
+}
+
+#[test]
+fn range_queries_agree_with_instant_queries_at_each_step() {
+    let mut db = counter();
+    db.extend(gauges());
+    let nan = f64::from_bits(STALE_NAN_BITS);
+    db.push(series(
+        &[("__name__", "c"), ("job", "b")],
+        &[(30_000, 5.0), (60_000, nan), (200_000, 9.0)],
+    ));
+    for q in [
+        "c",
+        "rate(c[1m])",
+        "last_over_time(c[2m])",
+        "sum by (job) (c offset 30s)",
+        "max_over_time(c[1m] @ 120)",
+        "c @ end()",
+        "rate(c[90s:15s])",
+    ] {
+        let range = Query::range(q, 0, 300_000, 20_000, EngineOptions::default()).unwrap();
+        let QueryValue::Matrix(m) = range.exec(&fetch(&range, &db)).unwrap() else {
+            panic!("{q}: not a matrix");
+        };
+        for t in (0..=300_000).step_by(20_000) {
+            let mut want: Vec<(String, f64)> = match instant(&db, q, t) {
+                QueryValue::Vector { samples, .. } => samples
+                    .into_iter()
+                    .map(|s| (s.labels.display(), s.v))
+                    .collect(),
+                other => panic!("{other:?}"),
+            };
+            want.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut got: Vec<(String, f64)> = m
+                .iter()
+                .filter_map(|s| {
+                    s.points
+                        .iter()
+                        .find(|p| p.0 == t)
+                        .map(|p| (s.labels.display(), p.1))
+                })
+                .collect();
+            got.sort_by(|a, b| a.0.cmp(&b.0));
+            // `@ end()` is the range's end in a range query, the time itself in an instant one.
+            if q == "c @ end()" {
+                continue;
+            }
+            assert_eq!(got, want, "{q} at {t}");
+        }
+    }
+}

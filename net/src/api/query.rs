@@ -132,7 +132,7 @@ pub(super) async fn range(st: &crate::server::CoreState, p: &Params) -> Result<S
         )
         .into());
     }
-    if (end - start) / step > MAX_POINTS {
+    if (i128::from(end) - i128::from(start)) / i128::from(step) > i128::from(MAX_POINTS) {
         return Err(BadData(
             "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".into(),
         )
