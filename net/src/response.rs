@@ -74,7 +74,8 @@ pub fn push_quoted(out: &mut String, s: &str) {
     out.push_str(&quote(s));
 }
 
-/// A timestamp (ms) as Prometheus prints it in JSON: seconds, shortest form (`1.5`, `12`).
+/// A sample's timestamp (ms) as Prometheus writes points in JSON: whole seconds, then `.`
+/// and exactly three digits when there are milliseconds (`1.500`, `12`).
 pub fn push_timestamp(out: &mut String, t_ms: i64) {
     use std::fmt::Write;
     if t_ms < 0 {
@@ -85,8 +86,7 @@ pub fn push_timestamp(out: &mut String, t_ms: i64) {
     if ms == 0 {
         let _ = write!(out, "{secs}");
     } else {
-        let frac = format!("{ms:03}");
-        let _ = write!(out, "{secs}.{}", frac.trim_end_matches('0'));
+        let _ = write!(out, "{secs}.{ms:03}");
     }
 }
 
@@ -117,10 +117,10 @@ mod tests {
         assert_eq!(s, "1435781451");
         s.clear();
         push_timestamp(&mut s, 1_500);
-        assert_eq!(s, "1.5");
+        assert_eq!(s, "1.500");
         s.clear();
-        push_timestamp(&mut s, -1_500);
-        assert_eq!(s, "-1.5");
+        push_timestamp(&mut s, -1_050);
+        assert_eq!(s, "-1.050");
         assert_eq!(format_value(1.0), "1");
         assert_eq!(format_value(0.1), "0.1");
         assert_eq!(format_value(1e21), "1000000000000000000000");

@@ -17,12 +17,19 @@ pub fn is_stale(v: f64) -> bool {
 }
 
 /// An immutable label set, sorted by name, cheap to clone (shared between steps).
-#[derive(Debug, Clone, Eq, Hash, Default)]
+#[derive(Debug, Clone, Eq, Default)]
 pub struct Labels(Arc<[(String, String)]>);
 
 impl PartialEq for Labels {
     fn eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+// Consistent with `eq`: equal contents hash alike, whatever the pointer.
+impl std::hash::Hash for Labels {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
     }
 }
 

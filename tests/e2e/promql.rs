@@ -982,7 +982,9 @@ fn query_api_speaks_prometheus_http() {
     let by_post: Value = serde_json::from_reader(resp.into_reader()).expect("JSON");
     assert_eq!(by_post, by_get);
 
-    let cases: [(&str, Vec<(&str, String)>, u16, &str); 6] = [
+    // (path, parameters, status, errorType)
+    type Case<'a> = (&'a str, Vec<(&'a str, String)>, u16, &'a str);
+    let cases: [Case; 6] = [
         (
             "/api/v1/query",
             vec![("query", "sum(".into())],

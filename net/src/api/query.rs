@@ -10,7 +10,7 @@ use sluice_promql::{EngineOptions, Fetched, Labels, Query, QueryValue, Series};
 use sluice_shards::{select_all, MatchOp, Matcher, Selection};
 
 use super::{now_ms, push_labels, time_param, ApiError, BadData, Params};
-use crate::response::{format_value, push_quoted, quote};
+use crate::response::{format_value, push_quoted, push_timestamp, quote};
 
 /// Prometheus' `--query.timeout` default.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -200,20 +200,6 @@ async fn run(st: &crate::server::CoreState, q: Query) -> Result<QueryValue, ApiE
     Ok(v)
 }
 
-/// A sample's time as Prometheus writes points: whole seconds, then `.` and exactly three
-/// digits of milliseconds when there are any (`1.500`, not `1.5`).
-fn push_point_time(out: &mut String, t_ms: i64) {
-    use std::fmt::Write;
-    if t_ms < 0 {
-        out.push('-');
-    }
-    let abs = t_ms.unsigned_abs();
-    let _ = write!(out, "{}", abs / 1000);
-    if abs % 1000 != 0 {
-        let _ = write!(out, ".{:03}", abs % 1000);
-    }
-}
-
 /// A sample's value as Prometheus writes points: Go's `FormatFloat(v, 'f', -1)`, switching to
 /// `'e'` (`1.5e-07`, `1e+21`) below 1e-6 and from 1e21 in magnitude.
 fn point_value(v: f64) -> String {
@@ -241,7 +227,7 @@ fn push_float_seconds(out: &mut String, t_ms: i64) {
 
 fn push_point(out: &mut String, t: i64, v: f64) {
     out.push('[');
-    push_point_time(out, t);
+    push_timestamp(out, t);
     out.push(',');
     out.push_str(&quote(&point_value(v)));
     out.push(']');
