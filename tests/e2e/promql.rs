@@ -835,7 +835,10 @@ fn promql_answers_equal_prometheus() {
     }
     let ours = sluice.url("");
     let theirs = prom.url("");
+    // Times inside a counter gap, the gauge NaN window (i-5 at 10-12 m), a stale gap
+    // (i-3 at 30-37 m), after a stale end (40 m), and the end of the data.
     let instants = [
+        T0 + 11 * MIN + 1_000,
         T0 + 12 * MIN + 3_000,
         T0 + 31 * MIN,
         T0 + 41 * MIN + 30_500,
