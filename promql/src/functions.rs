@@ -261,7 +261,8 @@ fn label_replace(ev: &mut Evaluator, args: &[&Expr], ts: i64) -> Result<Val, Err
     let repl = string_arg(ev, args.get(2), ts)?;
     let src = string_arg(ev, args.get(3), ts)?;
     let re_s = string_arg(ev, args.get(4), ts)?;
-    let re = regex::Regex::new(&format!("^(?s:{re_s})$")).map_err(|_| {
+    // Anchored as Prometheus 2.x anchors it (without `s`: `.` stops at a newline).
+    let re = regex::Regex::new(&format!("^(?:{re_s})$")).map_err(|_| {
         Error::Execution(format!(
             "invalid regular expression in label_replace(): {re_s}"
         ))

@@ -26,8 +26,8 @@ pub enum MatchOp {
     NotRegex,
 }
 
-/// One label matcher; regexes are anchored at both ends and let `.` match newlines, as in
-/// Prometheus.
+/// One label matcher; regexes are anchored at both ends, and `.` does not match a newline,
+/// as in Prometheus 2.x.
 #[derive(Debug, Clone)]
 pub struct LabelMatcher {
     pub name: String,
@@ -40,7 +40,7 @@ impl LabelMatcher {
     pub fn new(name: &str, op: MatchOp, value: &str) -> Result<Self, Error> {
         let re = match op {
             MatchOp::Regex | MatchOp::NotRegex => {
-                Some(regex::Regex::new(&format!("^(?s:{value})$")).map_err(|e| {
+                Some(regex::Regex::new(&format!("^(?:{value})$")).map_err(|e| {
                     Error::BadData(format!("invalid regular expression {value:?}: {e}"))
                 })?)
             }
