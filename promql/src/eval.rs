@@ -179,6 +179,10 @@ impl Query {
         }
         let mut out: Vec<RangeSeries> = Vec::new();
         let mut index: HashMap<u64, usize> = HashMap::new();
+        // The same series usually arrives as the same shared label set at every step; its
+        // address finds it without hashing the labels. Safe because `out` keeps every such
+        // label set alive, so an address cannot be reused by another.
+        let mut by_addr: HashMap<usize, usize> = HashMap::new();
         let mut ts = self.start;
         while ts <= self.end {
             ev.loaded = 0;
@@ -191,13 +195,22 @@ impl Query {
                 _ => return exec("range query must evaluate to a scalar or instant vector"),
             };
             for s in samples {
-                let i = *index.entry(s.labels.key()).or_insert_with(|| {
-                    out.push(RangeSeries {
-                        labels: s.labels.clone(),
-                        points: Vec::new(),
-                    });
-                    out.len() - 1
-                });
+                let i = match by_addr.get(&s.labels.addr()) {
+                    Some(&i) => i,
+                    None => {
+                        let i = *index.entry(s.labels.key()).or_insert_with(|| {
+                            out.push(RangeSeries {
+                                labels: s.labels.clone(),
+                                points: Vec::new(),
+                            });
+                            out.len() - 1
+                        });
+                        if Labels::same(&out[i].labels, &s.labels) {
+                            by_addr.insert(s.labels.addr(), i);
+                        }
+                        i
+                    }
+                };
                 let pts = &mut out[i].points;
                 if pts.last().is_some_and(|(t, _)| *t == ts) {
                     return exec("vector cannot contain metrics with the same labelset");

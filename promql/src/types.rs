@@ -81,6 +81,11 @@ impl Labels {
         Arc::as_ptr(&self.0) as *const () as usize
     }
 
+    /// Whether both share one storage (not just equal contents).
+    pub(crate) fn same(a: &Labels, b: &Labels) -> bool {
+        Arc::ptr_eq(&a.0, &b.0)
+    }
+
     /// The same labels without the metric name.
     pub fn without_name(&self) -> Labels {
         if !self.has(METRIC_NAME) {

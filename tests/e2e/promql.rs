@@ -342,9 +342,15 @@ fn get_raw(base: &str, path: &str, params: &[(&str, String)]) -> (u16, Value, St
     for (k, v) in params {
         req = req.query(k, v);
     }
+    // Not `into_string`: it stops at 10 MB, and a matrix of 10k series is larger.
+    let text = |r: ureq::Response| {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut r.into_reader(), &mut s);
+        s
+    };
     let (code, body) = match req.call() {
-        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
-        Err(ureq::Error::Status(c, r)) => (c, r.into_string().unwrap_or_default()),
+        Ok(r) => (r.status(), text(r)),
+        Err(ureq::Error::Status(c, r)) => (c, text(r)),
         Err(e) => panic!("{base}{path}: {e}"),
     };
     let v = serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));

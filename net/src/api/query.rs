@@ -228,9 +228,16 @@ fn push_float_seconds(out: &mut String, t_ms: i64) {
 fn push_point(out: &mut String, t: i64, v: f64) {
     out.push('[');
     push_timestamp(out, t);
-    out.push(',');
-    out.push_str(&quote(&point_value(v)));
-    out.push(']');
+    // Formatted in place: number text never needs JSON escaping.
+    out.push_str(",\"");
+    let a = v.abs();
+    if v.is_finite() && (a == 0.0 || (1e-6..1e21).contains(&a)) {
+        use std::fmt::Write;
+        let _ = write!(out, "{v}");
+    } else {
+        out.push_str(&point_value(v));
+    }
+    out.push_str("\"]");
 }
 
 /// `data` of a query answer in Prometheus' JSON.
