@@ -25,4 +25,7 @@ if ! command -v moto_server >/dev/null 2>&1; then
 fi
 command -v moto_server >/dev/null 2>&1 || { echo "moto_server missing after pip install" >&2; exit 1; }
 
+# The operator material (Kubernetes schemas, hashring, systemd-analyze, promtool): fails the run.
+deploy/validate.sh
+
 cargo test --workspace --all-targets --locked "$@"

@@ -14,6 +14,9 @@ use sluice_storage::block::chunks::DEFAULT_SEGMENT_SIZE;
 use sluice_storage::objstore::{ObjstoreConfig, ShipperOptions};
 use sluice_storage::wal::FsyncPolicy;
 
+mod check;
+mod reload;
+
 /// Thread-per-core Prometheus remote-write receiver.
 #[derive(Debug, Parser)]
 #[command(name = "sluice", version, about, long_about = None)]
@@ -65,19 +68,6 @@ struct Cli {
     #[arg(long = "tsdb.block-duration", env = "SLUICE_TSDB_BLOCK_DURATION", default_value = "2h", value_parser = parse_positive_duration)]
     block_duration: std::time::Duration,
 
-    /// Object storage for blocks, as a Thanos objstore YAML file (`type: S3` or
-    /// `type: FILESYSTEM`). Default: a local directory bucket at <data-dir>/bucket.
-    #[arg(
-        long = "objstore.config-file",
-        env = "SLUICE_OBJSTORE_CONFIG_FILE",
-        conflicts_with = "objstore_config"
-    )]
-    objstore_config_file: Option<PathBuf>,
-
-    /// Object storage for blocks, the Thanos objstore YAML inline (instead of a file).
-    #[arg(long = "objstore.config", env = "SLUICE_OBJSTORE_CONFIG")]
-    objstore_config: Option<String>,
-
     /// How long local blocks are kept after they were shipped to object storage (by their
     /// newest sample; Prometheus syntax). Unshipped blocks are never deleted.
     #[arg(long = "tsdb.retention", env = "SLUICE_TSDB_RETENTION", default_value = "15d", value_parser = parse_positive_duration)]
@@ -98,6 +88,49 @@ struct Cli {
     #[arg(long = "tsdb.too-far-in-future.time-window", env = "SLUICE_TSDB_TOO_FAR_IN_FUTURE", default_value = "0s", value_parser = sluice_core::parse_duration)]
     too_far_in_future: std::time::Duration,
 
+    /// How often the hashrings and limits files are checked for changes.
+    #[arg(long = "receive.hashrings-file-refresh-interval", env = "SLUICE_RECEIVE_HASHRINGS_FILE_REFRESH_INTERVAL", default_value = "5s", value_parser = parse_positive_duration)]
+    hashrings_refresh: std::time::Duration,
+
+    /// Address of the replication RPC listener (the address peers reach is what the
+    /// hashrings file lists for this node). Only opened with --receive.hashrings-file.
+    #[arg(
+        long = "rpc-listen",
+        env = "SLUICE_RPC_LISTEN",
+        default_value = "0.0.0.0:10901"
+    )]
+    rpc_listen: SocketAddr,
+
+    /// How long a replica may take to answer a forwarded write before it counts as failed.
+    #[arg(long = "receive.forward-timeout", alias = "receive-forward-timeout", env = "SLUICE_RECEIVE_FORWARD_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration)]
+    forward_timeout: std::time::Duration,
+
+    /// Memory budget: while resident memory is at it, remote writes are answered 429
+    /// (Retry-After) instead of running out of memory. `auto`: 90% of the machine's (or the
+    /// cgroup's) memory; `0`: off; or a size (`8GiB`).
+    #[arg(
+        long = "memory-budget",
+        env = "SLUICE_MEMORY_BUDGET",
+        default_value = "auto"
+    )]
+    memory_budget: String,
+
+    /// Memory that remote-write requests in flight may hold together (bodies, payloads,
+    /// decoded series); more waits outside with 429. `auto`: a quarter of the machine's (or
+    /// the cgroup's) memory; `0`: off; or a size.
+    #[arg(
+        long = "memory-budget.in-flight",
+        env = "SLUICE_MEMORY_BUDGET_IN_FLIGHT",
+        default_value = "auto"
+    )]
+    inflight_budget: String,
+
+    #[command(flatten)]
+    files: check::ConfigFiles,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+
     /// Pin each core's executor to its own CPU. Turn off when sharing CPUs with other busy
     /// processes.
     #[arg(long, env = "SLUICE_PIN_CORES", default_value_t = true, action = clap::ArgAction::Set)]
@@ -106,6 +139,23 @@ struct Cli {
     /// Log filter (tracing EnvFilter syntax, e.g. `info`, `sluice_net=debug`).
     #[arg(long, env = "SLUICE_LOG", default_value = "info")]
     log: String,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Checks files without starting the receiver.
+    #[command(subcommand)]
+    Check(CheckCommand),
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum CheckCommand {
+    /// Validates the hashrings, limits and objstore files given (the same flags as the
+    /// receiver takes) and prints what is wrong; exit status 1 if anything is.
+    Config {
+        #[command(flatten)]
+        files: check::ConfigFiles,
+    },
 }
 
 fn parse_positive_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -136,6 +186,9 @@ fn parse_external_label(s: &str) -> Result<(String, String), String> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::Check(CheckCommand::Config { files })) = &cli.command {
+        std::process::exit(check::run(files));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&cli.log)
@@ -186,7 +239,7 @@ fn main() -> anyhow::Result<()> {
         );
     }
 
-    let objstore = match (&cli.objstore_config_file, &cli.objstore_config) {
+    let objstore = match (&cli.files.objstore_config_file, &cli.files.objstore_config) {
         (Some(path), _) => ObjstoreConfig::from_file(path)
             .with_context(|| format!("--objstore.config-file {}", path.display()))?,
         (None, Some(yaml)) => ObjstoreConfig::from_yaml(yaml).context("--objstore.config")?,
@@ -199,6 +252,60 @@ fn main() -> anyhow::Result<()> {
             cli.tenant_label_name
         );
     }
+
+    if cli.files.replication_factor == 0 {
+        bail!("--receive.replication-factor must be at least 1");
+    }
+    let ring = match &cli.files.hashrings_file {
+        Some(path) => {
+            let src = reload::RingSource {
+                path: path.clone(),
+                algorithm: cli.files.hashrings_algorithm,
+                replication_factor: cli.files.replication_factor,
+                node_name: cli.files.node_name.clone(),
+            };
+            let (bytes, rings) = src.load()?;
+            src.describe(&rings);
+            let swap = Arc::new(arc_swap::ArcSwap::from_pointee(rings));
+            Some((src, bytes, swap))
+        }
+        None if cli.files.replication_factor > 1 => {
+            bail!("--receive.replication-factor > 1 needs --receive.hashrings-file")
+        }
+        None => None,
+    };
+    let limits = match &cli.files.limits_file {
+        Some(path) => {
+            let (bytes, limits) = reload::load_limits(path)?;
+            Some((
+                path.clone(),
+                bytes,
+                Arc::new(arc_swap::ArcSwap::from_pointee(limits)),
+            ))
+        }
+        None => None,
+    };
+    let limits_swap = limits
+        .as_ref()
+        .map(|(_, _, s)| s.clone())
+        .unwrap_or_default();
+    let cluster = ring.as_ref().map(|(_, _, swap)| {
+        Arc::new(sluice_net::ClusterConfig {
+            node_name: cli.files.node_name.clone(),
+            replication_factor: cli.files.replication_factor,
+            forward_timeout: cli.forward_timeout,
+            hashrings: swap.clone(),
+        })
+    });
+
+    let size = |flag: &str, v: &str, auto_share: fn(u64) -> u64| match v {
+        "auto" => Ok(available_memory().map_or(0, auto_share)),
+        s => sluice_net::budget::parse_bytes(s).map_err(|e| anyhow::anyhow!("--{flag}: {e}")),
+    };
+    let budget_bytes = size("memory-budget", &cli.memory_budget, |m| m / 10 * 9)?;
+    let inflight_bytes = size("memory-budget.in-flight", &cli.inflight_budget, |m| m / 4)?;
+    let budget = sluice_net::budget::MemoryBudget::start(budget_bytes, inflight_bytes)
+        .context("starting the RSS sampler")?;
 
     let blocks = LocalBlocks::open(&cli.data_dir);
     let shippers = Shippers::new(
@@ -213,7 +320,8 @@ fn main() -> anyhow::Result<()> {
     for tenant in global.blocks.tenants() {
         global.shippers.notify(&tenant);
     }
-    spawn_signal_handler(global.clone())?;
+    let (reload_tx, reload_rx) = std::sync::mpsc::channel();
+    spawn_signal_handler(global.clone(), reload_tx)?;
 
     let net = Arc::new(sluice_net::NetConfig {
         listen: cli.listen,
@@ -221,7 +329,19 @@ fn main() -> anyhow::Result<()> {
         max_decompressed_bytes: cli.max_decompressed_bytes,
         tenant_header: cli.tenant_header.to_ascii_lowercase(),
         default_tenant: cli.default_tenant.clone(),
+        limits: limits_swap,
+        rpc_listen: cluster.is_some().then_some(cli.rpc_listen),
+        cluster: cluster.clone(),
+        // A frame carries what one request carried, re-encoded: allow twice the payload.
+        max_rpc_frame_bytes: 2 * cli.max_decompressed_bytes + (1 << 20),
+        budget,
     });
+    reload::spawn(
+        reload::Followed { ring, limits },
+        cli.hashrings_refresh,
+        reload_rx,
+        global.clone(),
+    )?;
     let cfg = RuntimeConfig {
         shard: ShardConfig {
             data_dir: cli.data_dir.clone(),
@@ -231,6 +351,11 @@ fn main() -> anyhow::Result<()> {
             block_range_ms: cli.block_duration.as_millis() as i64,
             too_far_in_future_ms: (!cli.too_far_in_future.is_zero())
                 .then_some(cli.too_far_in_future.as_millis() as i64),
+            active_series: Default::default(),
+            external_labels: external_labels
+                .iter()
+                .map(|(n, v)| (n.clone(), v.clone()))
+                .collect(),
         },
         cpus: if cli.pin_cores { cpus } else { Vec::new() },
         io_memory: 1 << 20,
@@ -247,6 +372,8 @@ fn main() -> anyhow::Result<()> {
         cores,
         data_dir = %cli.data_dir.display(),
         wal_fsync = ?cli.wal_fsync,
+        memory_budget = budget_bytes,
+        in_flight_budget = inflight_bytes,
         "starting sluice"
     );
     // Answer 503 (not "connection refused") while the cores replay their WALs.
@@ -266,15 +393,43 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// SIGTERM/SIGINT: drain and stop. A second signal exits at once.
-fn spawn_signal_handler(global: Arc<Global>) -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+/// Memory this process may use: the machine's, or its cgroup's limit when lower.
+fn available_memory() -> Option<u64> {
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<u64>()
+                .ok()
+                .map(|kib| kib * 1024)
+        })?;
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    Some(cgroup.map_or(total, |c| c.min(total)))
+}
+
+/// SIGTERM/SIGINT: drain and stop; a second one exits at once. SIGHUP: re-read the
+/// hashrings and limits files now.
+fn spawn_signal_handler(
+    global: Arc<Global>,
+    reload: std::sync::mpsc::Sender<()>,
+) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .context("installing signal handlers")?;
     std::thread::Builder::new()
         .name("sluice-signals".into())
         .spawn(move || {
             for sig in signals.forever() {
+                if sig == SIGHUP {
+                    tracing::info!("SIGHUP: reloading the hashrings and limits files");
+                    let _ = reload.send(());
+                    continue;
+                }
                 if global.shutdown.swap(true, Ordering::AcqRel) {
                     tracing::warn!(signal = sig, "second signal: exiting without draining");
                     std::process::exit(130);

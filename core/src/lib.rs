@@ -1,7 +1,7 @@
 //! Sluice core: the pieces every other crate shares and that touch no I/O.
 //!
 //! Owns label validation, the portable series hash, core placement, the Thanos hashring
-//! (file format and series placement), the zero-copy remote-write decoder and the Prometheus
+//! (file format and series placement), the zero-copy remote-write decoders (1.0 and 2.0) and the Prometheus
 //! duration syntax. Must not depend on a runtime, a file or a socket: everything here is a
 //! pure function over bytes.
 
@@ -9,6 +9,7 @@ pub mod duration;
 pub mod hash;
 pub mod hashring;
 pub mod labels;
+pub mod limits;
 pub mod remote_write;
 
 pub use duration::{format_duration, parse_duration, DurationError};
@@ -18,4 +19,5 @@ pub use hashring::{
     UnknownAlgorithm, SECTIONS_PER_NODE,
 };
 pub use labels::{LabelError, METRIC_NAME};
+pub use remote_write::v2::{V2Counts, V2Decoder};
 pub use remote_write::{DecodeError, LabelRef, Sample, SeriesRef, WriteRequestRef};

@@ -10,6 +10,9 @@
 //! It only understands the fields Sluice needs; everything else is skipped by wire type, as the
 //! protobuf spec requires, so newer senders keep working.
 //!
+//! Remote write 2.0 lives in the child module [`v2`]: it reuses this module's wire reader,
+//! sample decoder and validation, and fills the same [`WriteRequestRef`].
+//!
 //! Schema subset (prometheus/prompb `remote.proto` / `types.proto`):
 //!
 //! ```text
@@ -24,6 +27,8 @@ use std::borrow::Cow;
 use std::ops::Range;
 
 use crate::labels::{self, LabelError};
+
+pub mod v2;
 
 /// A label as byte ranges into the decoded buffer. Both ranges are valid UTF-8 once
 /// [`WriteRequestRef::decode`] returned `Ok`.
@@ -86,6 +91,11 @@ pub enum DecodeError {
         /// The series rendered PromQL-style (lossily if it was not UTF-8).
         series: String,
     },
+    /// A remote write 2.0 request whose symbol table or label references are unusable: the
+    /// table does not start with "", a series has an odd number of label references, or a
+    /// reference points past the table. The message names the series and the reference.
+    #[error("invalid symbol reference: {0}")]
+    SymbolRef(String),
 }
 
 /// A decoded `WriteRequest`, borrowing nothing itself: ranges point into the buffer given to
@@ -1784,6 +1794,7 @@ mod tests {
                 assert!(!theirs.timeseries[index].histograms.is_empty());
             }
             Err(DecodeError::Protobuf(m)) => assert!(m.contains("group"), "prost accepted: {m}"),
+            Err(e @ DecodeError::SymbolRef(_)) => panic!("remote write 1.0 has no symbols: {e}"),
         }
     }
 

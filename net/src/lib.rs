@@ -4,14 +4,23 @@
 //! `/metrics`. Must not touch storage directly: writes and reads go through `sluice-shards`.
 
 mod api;
+pub mod budget;
+pub mod cluster;
 mod io;
+mod limits;
 mod metrics_text;
 mod receive;
 mod response;
+pub mod rpc;
 mod server;
 mod startup;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+pub use cluster::ClusterConfig;
+use sluice_core::limits::Limits;
 
 pub use server::serve;
 pub use startup::answer_until_ready;
@@ -28,4 +37,14 @@ pub struct NetConfig {
     pub tenant_header: String,
     /// Tenant of writes without the header.
     pub default_tenant: String,
+    /// Per-tenant limits (swapped whole on reload).
+    pub limits: Arc<ArcSwap<Limits>>,
+    /// The hashring and replication settings; `None`: a single node, everything local.
+    pub cluster: Option<Arc<ClusterConfig>>,
+    /// Where peers send replicas; `None`: no replication listener.
+    pub rpc_listen: Option<SocketAddr>,
+    /// Largest replication frame accepted from a peer.
+    pub max_rpc_frame_bytes: usize,
+    /// Memory admission of remote-write requests.
+    pub budget: Arc<budget::MemoryBudget>,
 }

@@ -214,6 +214,35 @@ pub fn render(snaps: &[MetricsSnapshot]) -> String {
         "Jobs sent to other cores and not answered yet, by sending core.",
         |s| s.cross_core_in_flight,
     );
+    for (name, help, f) in [
+        (
+            "sluice_rpc_sent_bytes_total",
+            "Replication RPC frame bytes sent to peer nodes, by core.",
+            (|s: &MetricsSnapshot| s.rpc.sent_bytes) as fn(&MetricsSnapshot) -> u64,
+        ),
+        (
+            "sluice_rpc_sent_samples_total",
+            "Samples sent to peer nodes over the replication RPC, by core.",
+            |s| s.rpc.sent_samples,
+        ),
+        (
+            "sluice_rpc_received_bytes_total",
+            "Replication RPC frame bytes received from peer nodes, by core.",
+            |s| s.rpc.received_bytes,
+        ),
+        (
+            "sluice_rpc_received_samples_total",
+            "Samples received from peer nodes over the replication RPC, by core.",
+            |s| s.rpc.received_samples,
+        ),
+        (
+            "sluice_rpc_failed_calls_total",
+            "Replication calls to peers without a durable answer (down, timeout, error), by core.",
+            |s| s.rpc.failed_calls,
+        ),
+    ] {
+        per_core(&mut out, snaps, name, "counter", help, f);
+    }
     header(
         &mut out,
         "sluice_wal_fsync_duration_seconds",
@@ -304,4 +333,37 @@ pub fn render_blocks(out: &mut String, g: &Global) {
 
 fn sluice_storage_latency() -> Histogram<u64> {
     sluice_storage::wal::writer::latency_histogram()
+}
+
+/// The memory budget's numbers.
+pub fn render_budget(out: &mut String, b: &crate::budget::MemoryBudget) {
+    for (name, kind, help, v) in [
+        (
+            "sluice_memory_budget_bytes",
+            "gauge",
+            "The memory budget (--memory-budget); 0 when off.",
+            b.limit(),
+        ),
+        (
+            "sluice_memory_budget_in_flight_bytes",
+            "gauge",
+            "The budget of requests in flight (--memory-budget.in-flight); 0 when off.",
+            b.inflight_limit(),
+        ),
+        (
+            "sluice_memory_reserved_bytes",
+            "gauge",
+            "Memory reserved by remote-write requests in flight.",
+            b.reserved(),
+        ),
+        (
+            "sluice_memory_budget_refused_total",
+            "counter",
+            "Remote-write requests answered 429 because the memory budget was reached.",
+            b.refused.load(Ordering::Relaxed),
+        ),
+    ] {
+        header(out, name, kind, help);
+        let _ = writeln!(out, "{name} {v}");
+    }
 }

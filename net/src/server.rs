@@ -26,7 +26,17 @@ pub struct CoreState {
     pub ctx: Ctx,
     pub cfg: Arc<NetConfig>,
     pub pool: RefCell<Vec<WriteBuffers>>,
+    /// Outgoing replication connections of this core.
+    pub peers: crate::rpc::client::Peers,
     in_flight: Cell<usize>,
+}
+
+impl CoreState {
+    /// Counts requests being answered (HTTP or replication), for the drain on shutdown.
+    pub(crate) fn in_flight_add(&self, d: isize) {
+        self.in_flight
+            .set(self.in_flight.get().saturating_add_signed(d));
+    }
 }
 
 /// How long shutdown waits for in-flight requests.
@@ -51,12 +61,21 @@ pub async fn serve(ctx: Ctx, cfg: Arc<NetConfig>) {
     if ctx.core() == 0 {
         tracing::info!(listen = %cfg.listen, cores = ctx.cores(), "serving");
     }
+    let forward_timeout = cfg
+        .cluster
+        .as_ref()
+        .map_or(Duration::from_secs(5), |c| c.forward_timeout);
     let st = Rc::new(CoreState {
         ctx,
         cfg,
         pool: RefCell::new(Vec::new()),
+        peers: crate::rpc::client::Peers::new(forward_timeout),
         in_flight: Cell::new(0),
     });
+    let rpc = st
+        .cfg
+        .rpc_listen
+        .map(|addr| glommio::spawn_local(crate::rpc::server::serve(st.clone(), addr)));
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             wait_for_shutdown(&st.ctx).await;
@@ -77,6 +96,9 @@ pub async fn serve(ctx: Ctx, cfg: Arc<NetConfig>) {
         }
     }
     drop(listener);
+    if let Some(rpc) = rpc {
+        rpc.await;
+    }
     let deadline = Instant::now() + DRAIN_TIMEOUT;
     while st.in_flight.get() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(5)).await;
@@ -95,9 +117,9 @@ async fn connection(st: Rc<CoreState>, stream: glommio::net::TcpStream) {
     let svc = service_fn(move |req| {
         let st = st.clone();
         async move {
-            st.in_flight.set(st.in_flight.get() + 1);
+            st.in_flight_add(1);
             let resp = route(&st, req).await;
-            st.in_flight.set(st.in_flight.get() - 1);
+            st.in_flight_add(-1);
             Ok::<_, Infallible>(resp)
         }
     });
@@ -154,6 +176,7 @@ async fn metrics(st: &CoreState) -> Response<Body> {
         .collect();
     let mut body = crate::metrics_text::render(&snaps);
     crate::metrics_text::render_blocks(&mut body, &st.ctx.global);
+    crate::metrics_text::render_budget(&mut body, &st.cfg.budget);
     Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "text/plain; version=0.0.4; charset=utf-8")

@@ -33,22 +33,20 @@ pub trait SeriesBatch {
     fn samples(&self, i: usize) -> impl Iterator<Item = Sample>;
 }
 
-/// The series of a decoded request that this core owns: samples borrowed, keys from the
-/// routing pass.
-pub struct LocalBatch<'a> {
+/// Series of a decoded request: samples borrowed from it, keys and hashes from the routing
+/// pass (one entry per request series).
+pub struct RequestBatch<'a> {
     pub req: &'a WriteRequestRef,
-    /// Indexes into `req.series`.
-    pub series: &'a [u32],
-    /// Hash per entry of `series`.
+    /// Hash of every request series.
     pub hashes: &'a [u64],
-    /// Key bytes of all entries, and each entry's range in them.
+    /// Key bytes of every request series, and each one's range in them.
     pub keys: &'a [u8],
     pub key_ranges: &'a [(u32, u32)],
 }
 
-impl SeriesBatch for LocalBatch<'_> {
+impl SeriesBatch for RequestBatch<'_> {
     fn len(&self) -> usize {
-        self.series.len()
+        self.hashes.len()
     }
 
     fn hash(&self, i: usize) -> u64 {
@@ -61,8 +59,32 @@ impl SeriesBatch for LocalBatch<'_> {
     }
 
     fn samples(&self, i: usize) -> impl Iterator<Item = Sample> {
-        let s = &self.req.series[self.series[i] as usize];
-        self.req.series_samples(s).iter().copied()
+        self.req.series_samples(&self.req.series[i]).iter().copied()
+    }
+}
+
+/// Some of another batch's series, by index: the share of a batch one core owns, without
+/// copying it.
+pub struct Subset<'a, B> {
+    pub batch: &'a B,
+    pub indexes: &'a [u32],
+}
+
+impl<B: SeriesBatch> SeriesBatch for Subset<'_, B> {
+    fn len(&self) -> usize {
+        self.indexes.len()
+    }
+
+    fn hash(&self, i: usize) -> u64 {
+        self.batch.hash(self.indexes[i] as usize)
+    }
+
+    fn key(&self, i: usize) -> &[u8] {
+        self.batch.key(self.indexes[i] as usize)
+    }
+
+    fn samples(&self, i: usize) -> impl Iterator<Item = Sample> {
+        self.batch.samples(self.indexes[i] as usize)
     }
 }
 
@@ -87,22 +109,26 @@ pub struct OwnedBatch {
 
 impl OwnedBatch {
     /// Copies one series into the batch.
-    pub fn push(&mut self, hash: u64, key: &[u8], samples: &[Sample]) {
+    pub fn push(&mut self, hash: u64, key: &[u8], samples: impl IntoIterator<Item = Sample>) {
         let key_at = self.bytes.len() as u32;
         self.bytes.extend_from_slice(key);
         let samples_at = self.bytes.len() as u32;
+        let samples = samples.into_iter();
+        self.bytes.reserve(samples.size_hint().0 * 16);
+        let mut n = 0u32;
         for s in samples {
             self.bytes.extend_from_slice(&s.timestamp.to_le_bytes());
             self.bytes
                 .extend_from_slice(&s.value.to_bits().to_le_bytes());
+            n += 1;
         }
-        self.samples += samples.len();
+        self.samples += n as usize;
         self.entries.push(Entry {
             hash,
             key_at,
             key_len: key.len() as u32,
             samples_at,
-            n_samples: samples.len() as u32,
+            n_samples: n,
         });
     }
 
@@ -164,7 +190,7 @@ mod tests {
         b.push(
             42,
             &k0,
-            &[
+            [
                 Sample {
                     timestamp: -1,
                     value: 1.5,
@@ -175,7 +201,7 @@ mod tests {
                 },
             ],
         );
-        b.push(7, &key(&[("__name__", "x")]), &[]);
+        b.push(7, &key(&[("__name__", "x")]), []);
         assert_eq!(b.len(), 2);
         assert_eq!(b.hash(0), 42);
         assert_eq!(b.key(0), &k0[..]);

@@ -4,6 +4,7 @@
 //! through which cores hand each other work. Must not parse HTTP: `sluice-net` calls in with
 //! decoded requests.
 
+pub mod active;
 pub mod batch;
 pub mod blockquery;
 pub mod blocks;
@@ -20,7 +21,7 @@ pub mod shipping;
 
 pub use blocks::LocalBlocks;
 pub use cut::CutConfig;
-pub use ingest::{ingest, IngestScratch};
+pub use ingest::{ingest, ingest_batch, IngestScratch, SeriesKeys};
 pub use matcher::{MatchOp, Matcher};
 pub use mesh::Unreachable;
 pub use query::{label_names_all, label_values_all, select_all, QueryError, Selection, SeriesData};

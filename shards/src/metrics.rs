@@ -30,6 +30,18 @@ pub struct ShardMetrics {
     pub(crate) cross_core_in_flight: Cell<u64>,
     /// WAL checkpoints written after block cuts.
     pub(crate) wal_checkpoints: Cell<u64>,
+    rpc: Cell<RpcCounters>,
+}
+
+/// Replication traffic of one core (both directions), in frame bytes and samples.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RpcCounters {
+    pub sent_bytes: u64,
+    pub sent_samples: u64,
+    pub received_bytes: u64,
+    pub received_samples: u64,
+    /// Calls to peers that got no durable answer (down, timeout, error).
+    pub failed_calls: u64,
 }
 
 impl Default for ShardMetrics {
@@ -52,7 +64,31 @@ impl ShardMetrics {
             samples_received: Cell::new(0),
             cross_core_in_flight: Cell::new(0),
             wal_checkpoints: Cell::new(0),
+            rpc: Cell::new(RpcCounters::default()),
         }
+    }
+
+    /// Counts replication frames sent to peers.
+    pub fn count_rpc_sent(&self, bytes: u64, samples: u64) {
+        let mut r = self.rpc.get();
+        r.sent_bytes += bytes;
+        r.sent_samples += samples;
+        self.rpc.set(r);
+    }
+
+    /// Counts a replication frame received from a peer.
+    pub fn count_rpc_received(&self, bytes: u64, samples: u64) {
+        let mut r = self.rpc.get();
+        r.received_bytes += bytes;
+        r.received_samples += samples;
+        self.rpc.set(r);
+    }
+
+    /// Counts calls to peers that got no durable answer.
+    pub fn count_rpc_failed(&self, n: u64) {
+        let mut r = self.rpc.get();
+        r.failed_calls += n;
+        self.rpc.set(r);
     }
 
     pub(crate) fn count_outcome(&self, o: &ApplyOutcome) {
@@ -108,6 +144,7 @@ impl ShardMetrics {
             request_latency: self.request_latency.borrow().clone(),
             cross_core_in_flight: self.cross_core_in_flight.get(),
             wal_checkpoints: self.wal_checkpoints.get(),
+            rpc: self.rpc.get(),
             ..MetricsSnapshot::default()
         }
     }
@@ -139,6 +176,7 @@ pub struct MetricsSnapshot {
     /// Jobs this core sent to other cores that have not been answered yet.
     pub cross_core_in_flight: u64,
     pub wal_checkpoints: u64,
+    pub rpc: RpcCounters,
 }
 
 impl Default for MetricsSnapshot {
@@ -162,6 +200,7 @@ impl Default for MetricsSnapshot {
             head_samples: 0,
             cross_core_in_flight: 0,
             wal_checkpoints: 0,
+            rpc: RpcCounters::default(),
         }
     }
 }

@@ -1,9 +1,11 @@
 //! Reading the heads: series selection, samples, label names and values — per core, and
 //! fanned out over all cores with the results merged.
 //!
-//! Owns the tenant label as queries see it (each tenant's series carry
-//! `<tenant_label>="<tenant>"`, and matchers on that label pick tenants). Must not evaluate
-//! PromQL: callers get raw series and samples.
+//! Owns the labels a node adds to what it stores, as queries see them: each tenant's series
+//! carry `<tenant_label>="<tenant>"` and the node's external labels (`--label`, e.g.
+//! `receive_replica="a"`, as Thanos Receive exposes them so queriers can deduplicate), and
+//! matchers on those names are decided by those values. A series' own label of the same name
+//! wins. Must not evaluate PromQL: callers get raw series and samples.
 
 use std::collections::BTreeSet;
 use std::rc::Rc;
@@ -32,11 +34,46 @@ pub struct SeriesData {
     pub samples: Vec<(i64, f64)>,
 }
 
+/// The labels a node adds to every series of a tenant: the tenant label and the external
+/// labels, sorted by name.
+fn added_labels<'a>(
+    tenant_label: &'a str,
+    tenant: &'a str,
+    external: &'a [(String, String)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut v: Vec<(&str, &str)> = external
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .filter(|(n, _)| *n != tenant_label)
+        .collect();
+    v.push((tenant_label, tenant));
+    v.sort_unstable();
+    v
+}
+
+/// Whether a matcher set can match the series of a tenant as far as the added labels decide,
+/// and the matchers left for the stored labels.
+fn split_matchers(set: &[Matcher], added: &[(&str, &str)]) -> Option<Vec<Matcher>> {
+    let mut rest = Vec::with_capacity(set.len());
+    for m in set {
+        match added.iter().find(|(n, _)| *n == m.name) {
+            Some((_, v)) if !m.matches(v) => return None,
+            Some(_) => {}
+            None => rest.push(m.clone()),
+        }
+    }
+    Some(rest)
+}
+
 impl Shard {
+    fn added<'a>(&'a self, t: &'a Tenant) -> Vec<(&'a str, &'a str)> {
+        added_labels(&self.cfg.tenant_label, &t.name, &self.cfg.external_labels)
+    }
+
     /// Series ids of `t` that `sel` selects.
     fn selected(&self, t: &Tenant, sel: &Selection) -> Vec<u32> {
         let head = t.head.borrow();
-        let label = &self.cfg.tenant_label;
+        let added = self.added(t);
         let mut ids: Vec<u32> = Vec::new();
         let all = [Vec::new()];
         let sets: &[Vec<Matcher>] = if sel.matcher_sets.is_empty() {
@@ -45,15 +82,9 @@ impl Shard {
             &sel.matcher_sets
         };
         for set in sets {
-            if !set
-                .iter()
-                .filter(|m| &m.name == label)
-                .all(|m| m.matches(&t.name))
-            {
-                continue;
+            if let Some(rest) = split_matchers(set, &added) {
+                ids.extend(head.select(&rest));
             }
-            let rest: Vec<Matcher> = set.iter().filter(|m| &m.name != label).cloned().collect();
-            ids.extend(head.select(&rest));
         }
         if sets.len() > 1 {
             ids.sort_unstable();
@@ -69,13 +100,14 @@ impl Shard {
         for t in self.tenants() {
             let ids = self.selected(&t, sel);
             let head = t.head.borrow();
+            let added = self.added(&t);
             for id in ids {
                 let mut samples = Vec::new();
                 if with_samples {
                     head.samples(id, sel.mint, sel.maxt, |ts, v| samples.push((ts, v)));
                 }
                 out.push(SeriesData {
-                    labels: with_tenant(head.labels(id), &self.cfg.tenant_label, &t.name),
+                    labels: with_added(head.labels(id), &added),
                     samples,
                 });
             }
@@ -89,7 +121,7 @@ impl Shard {
         for t in self.tenants() {
             let ids = self.selected(&t, sel);
             if !ids.is_empty() {
-                out.insert(self.cfg.tenant_label.clone());
+                out.extend(self.added(&t).iter().map(|(n, _)| n.to_string()));
             }
             let head = t.head.borrow();
             for id in ids {
@@ -116,10 +148,11 @@ impl Shard {
                         out.insert(v.to_string());
                     }
                     Some(_) => {}
-                    None if name == self.cfg.tenant_label => {
-                        out.insert(t.name.clone());
+                    None => {
+                        if let Some((_, v)) = self.added(&t).iter().find(|(n, _)| *n == name) {
+                            out.insert(v.to_string());
+                        }
                     }
-                    None => {}
                 }
             }
         }
@@ -127,17 +160,19 @@ impl Shard {
     }
 }
 
-/// Labels plus the tenant label in its sorted place (a series' own label of that name wins).
-fn with_tenant<'a>(
+/// Labels plus the added labels in their sorted places (a series' own label of that name
+/// wins).
+fn with_added<'a>(
     labels: impl Iterator<Item = (&'a str, &'a str)>,
-    tenant_label: &str,
-    tenant: &str,
+    added: &[(&str, &str)],
 ) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = labels
         .map(|(n, v)| (n.to_string(), v.to_string()))
         .collect();
-    if let Err(pos) = out.binary_search_by(|(n, _)| n.as_str().cmp(tenant_label)) {
-        out.insert(pos, (tenant_label.to_string(), tenant.to_string()));
+    for (name, value) in added {
+        if let Err(pos) = out.binary_search_by(|(n, _)| n.as_str().cmp(name)) {
+            out.insert(pos, (name.to_string(), value.to_string()));
+        }
     }
     out
 }
@@ -195,7 +230,7 @@ fn select_blocks(
     sel: &Selection,
     with_samples: bool,
 ) -> Result<Vec<SeriesData>, BlockReadError> {
-    let label = &ctx.shard.cfg.tenant_label;
+    let cfg = &ctx.shard.cfg;
     let all = [Vec::new()];
     let sets: &[Vec<Matcher>] = if sel.matcher_sets.is_empty() {
         &all
@@ -205,15 +240,11 @@ fn select_blocks(
     let mut out = Vec::new();
     for tenant in ctx.global.blocks.tenants() {
         let blocks = ctx.global.blocks.for_tenant(&tenant);
+        let added = added_labels(&cfg.tenant_label, &tenant, &cfg.external_labels);
         for set in sets {
-            if !set
-                .iter()
-                .filter(|m| &m.name == label)
-                .all(|m| m.matches(&tenant))
-            {
+            let Some(rest) = split_matchers(set, &added) else {
                 continue;
-            }
-            let rest: Vec<Matcher> = set.iter().filter(|m| &m.name != label).cloned().collect();
+            };
             for b in &blocks {
                 blockquery::for_each_series(
                     b,
@@ -223,7 +254,7 @@ fn select_blocks(
                     with_samples,
                     |labels, samples| {
                         out.push(SeriesData {
-                            labels: with_tenant(labels.iter().copied(), label, &tenant),
+                            labels: with_added(labels.iter().copied(), &added),
                             samples,
                         })
                     },

@@ -8,6 +8,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use sluice_core::{labels::render_series, put_series_key, TenantHasher};
@@ -31,6 +32,10 @@ pub struct ShardConfig {
     pub block_range_ms: i64,
     /// Samples newer than the wall clock plus this (ms) are refused; `None`: no limit.
     pub too_far_in_future_ms: Option<i64>,
+    /// Labels added to every series in query results (`--label`), sorted by name.
+    pub external_labels: Vec<(String, String)>,
+    /// Active series per tenant over all cores (shared by the cores' configs).
+    pub active_series: Arc<crate::active::ActiveSeries>,
 }
 
 /// A tenant's data on this core.
@@ -40,6 +45,8 @@ pub struct Tenant {
     pub wal: Wal,
     /// Series this core persists in the block being cut (between plan and write).
     pub cut_plan: RefCell<Option<Vec<u32>>>,
+    /// The tenant's active series over all cores; this core adds its own.
+    pub active: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// How many rejected samples an outcome describes by name (the rest are only counted).
@@ -75,7 +82,8 @@ impl ApplyOutcome {
         }
     }
 
-    fn failed(msg: String) -> Self {
+    /// An outcome that acknowledges nothing.
+    pub fn failed(msg: String) -> Self {
         ApplyOutcome {
             failure: Some(msg),
             ..Default::default()
@@ -171,11 +179,14 @@ impl Shard {
         let next_segment = stats.last_segment.or(stats.checkpoint).map_or(0, |s| s + 1);
         let wal = Wal::open(&dir, next_segment, self.cfg.fsync)?;
         wal.seed_segment_max_t(&stats.segment_max_t);
+        let active = self.cfg.active_series.counter(name);
+        active.fetch_add(replay.head.num_series() as u64, Ordering::Relaxed);
         let t = Rc::new(Tenant {
             name: name.to_string(),
             head: RefCell::new(replay.head),
             wal,
             cut_plan: RefCell::new(None),
+            active,
         });
         self.tenants
             .borrow_mut()
@@ -267,6 +278,9 @@ impl Shard {
         });
         if newest != i64::MIN {
             t.wal.note_max_t(newest);
+        }
+        if out.new_series > 0 {
+            t.active.fetch_add(out.new_series, Ordering::Relaxed);
         }
         out
     }

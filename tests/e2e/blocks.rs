@@ -184,7 +184,20 @@ fn head_is_cut_into_blocks_that_promtool_and_prometheus_read_exactly() {
     assert_eq!(promtool_dump(&[block]), want_block);
 
     // The read API still answers the whole range: block + head.
-    let all = |s: &Server, end: i64| dump(s, r#"{__name__="cut_test"}"#, end, "6h");
+    // Every series carries the node's external label (`--label`), as Thanos Receive shows it.
+    let all = |s: &Server, end: i64| -> Dump {
+        dump(s, r#"{__name__="cut_test", replica="r1"}"#, end, "6h")
+            .into_iter()
+            .map(|(mut labels, points)| {
+                let at = labels
+                    .iter()
+                    .position(|l| *l == ("replica".to_string(), "r1".to_string()))
+                    .expect("external label in query results");
+                labels.remove(at);
+                (labels, points)
+            })
+            .collect()
+    };
     let want_all = expected(&series, T0, T0 + 7 * HOUR2 / 4);
     assert_eq!(all(&s, T0 + 7 * HOUR2 / 4), want_all);
 

@@ -5,11 +5,14 @@
 
 mod harness;
 
+mod backpressure;
 mod blocks;
+mod cluster;
 mod concurrency;
 mod crash;
 mod malformed;
 mod promql;
 mod remote_read;
+mod rw2;
 mod shipping;
 mod write_read;

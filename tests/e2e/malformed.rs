@@ -126,11 +126,11 @@ fn each_malformed_input_gets_its_status_and_reason() {
             "Content-Encoding",
         ),
         (
-            "remote write 2.0 content type",
+            "unknown proto",
             sluice_bench::encode_snappy(&series_with(&[("__name__", "m")])),
             vec![(
                 "Content-Type",
-                "application/x-protobuf;proto=io.prometheus.write.v2.Request",
+                "application/x-protobuf;proto=io.prometheus.write.v3.Request",
             )],
             415,
             "Content-Type",

@@ -1,0 +1,237 @@
+//! One core's replication listener: accepts connections from peer nodes (`--rpc-listen`,
+//! `SO_REUSEPORT` like the HTTP listener), reads write frames, stores each on this node's
+//! cores and answers with a reply frame carrying the same id.
+//!
+//! Owns the server side of the protocol: frames on one connection are handled concurrently
+//! (a slow WAL sync does not hold up the next frame) and replies go out in completion order.
+//! A corrupt frame ends the connection (the framing can no longer be trusted); the sender's
+//! pending calls then fail and it reconnects. Never forwards: a frame is a replica.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures::channel::mpsc;
+use futures::io::{AsyncReadExt, AsyncWriteExt};
+use futures::StreamExt;
+use glommio::net::{TcpListener, TcpStream};
+use sluice_shards::{ingest_batch, is_valid_tenant};
+
+use sluice_shards::shard::ApplyOutcome;
+
+use super::frame::{
+    check_body, decode_forward, parse_header, request_kind, write_id, FrameError, Kind, Reply,
+    Status, WriteBatch, HEADER_LEN,
+};
+use crate::server::CoreState;
+
+/// Serves replication on this core until shutdown.
+pub async fn serve(st: Rc<CoreState>, listen: SocketAddr) {
+    let listener = match TcpListener::bind(listen) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(%listen, core = st.ctx.core(), "cannot listen for replication: {e}");
+            std::process::exit(2);
+        }
+    };
+    if st.ctx.core() == 0 {
+        tracing::info!(%listen, "serving replication RPC");
+    }
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            while !st.ctx.global.shutting_down() {
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+            None
+        })
+        .await;
+        match accepted {
+            Some(Ok(stream)) => {
+                let st = st.clone();
+                glommio::spawn_local(async move { connection(st, stream).await }).detach();
+            }
+            Some(Err(e)) => {
+                tracing::warn!("replication accept failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+            None => return,
+        }
+    }
+}
+
+async fn connection(st: Rc<CoreState>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let (mut rd, mut wr) = stream.split();
+    let (tx, mut rx) = mpsc::unbounded::<Vec<u8>>();
+    let writer = glommio::spawn_local(async move {
+        let mut out = Vec::new();
+        while let Some(first) = rx.next().await {
+            out.clear();
+            out.extend_from_slice(&first);
+            while let Ok(more) = rx.try_recv() {
+                out.extend_from_slice(&more);
+            }
+            if wr.write_all(&out).await.is_err() || wr.flush().await.is_err() {
+                return;
+            }
+        }
+    });
+    let max = st.cfg.max_rpc_frame_bytes;
+    let mut header = [0u8; HEADER_LEN];
+    let why = loop {
+        if let Err(e) = rd.read_exact(&mut header).await {
+            break format!("read: {e}");
+        }
+        let (len, crc) = match parse_header(&header, max) {
+            Ok(h) => h,
+            Err(e) => break e.to_string(),
+        };
+        let mut body = vec![0u8; len];
+        if let Err(e) = rd.read_exact(&mut body).await {
+            break format!("read: {e}");
+        }
+        if let Err(e) = check_body(&body, crc) {
+            break e.to_string();
+        }
+        let st = st.clone();
+        let tx = tx.clone();
+        glommio::spawn_local(async move {
+            st.in_flight_add(1);
+            let reply = handle_request(&st, &body).await;
+            st.in_flight_add(-1);
+            let mut out = Vec::with_capacity(64);
+            reply.encode(&mut out);
+            let _ = tx.unbounded_send(out);
+        })
+        .detach();
+    };
+    tracing::debug!(%peer, "replication connection ended: {why}");
+    drop(tx);
+    // The writer ends once the handlers still running have sent their replies.
+    writer.await;
+}
+
+/// Stores one request frame's series on this node.
+async fn handle_request(st: &CoreState, body: &[u8]) -> Reply {
+    // A replica spends memory like a request does (decoded series, copies to other cores):
+    // it counts against the same budget, and over it the sender's quorum decides.
+    let expanded = match decode_forward(body, |_| true) {
+        // A forwarded request expands on decompression.
+        Ok((_, request)) => snap::raw::decompress_len(request).unwrap_or(0),
+        Err(_) => body.len(),
+    };
+    let need = body.len() as u64 + 3 * expanded.min(st.cfg.max_decompressed_bytes) as u64;
+    let _permit = match st.cfg.budget.try_reserve(need) {
+        Ok(p) => p,
+        Err(msg) => {
+            return Reply {
+                id: write_id(body).unwrap_or(0),
+                status: Status::Unavailable,
+                stored: 0,
+                rejected: 0,
+                message: msg,
+            }
+        }
+    };
+    match request_kind(body) {
+        Ok(Kind::Forward) => handle_forward(st, body).await,
+        _ => handle_write(st, body).await,
+    }
+}
+
+/// Stores a forwarded remote-write request (every series of it) on this node.
+async fn handle_forward(st: &CoreState, body: &[u8]) -> Reply {
+    let (head, request) = match decode_forward(body, is_valid_tenant) {
+        Ok(x) => x,
+        Err(e) => return bad_frame(body, &e),
+    };
+    let reply = |status, stored, rejected, message| Reply {
+        id: head.id,
+        status,
+        stored,
+        rejected,
+        message,
+    };
+    if st.ctx.global.shutting_down() {
+        return reply(Status::Unavailable, 0, 0, "shutting down".into());
+    }
+    if let Err(msg) = crate::limits::check_head_series(st, head.tenant) {
+        return reply(Status::Limited, 0, 0, msg);
+    }
+    match crate::receive::store_replica(st, head.tenant, request).await {
+        Err((_, msg)) => reply(Status::BadRequest, 0, 0, msg),
+        Ok(out) => {
+            st.ctx.shard.metrics.count_rpc_received(
+                (body.len() + HEADER_LEN) as u64,
+                out.appended + out.repeats + out.rejected,
+            );
+            outcome_reply(head.id, out)
+        }
+    }
+}
+
+fn bad_frame(body: &[u8], e: &FrameError) -> Reply {
+    Reply {
+        id: write_id(body).unwrap_or(0),
+        status: Status::BadRequest,
+        stored: 0,
+        rejected: 0,
+        message: e.to_string(),
+    }
+}
+
+/// The reply that reports an append's outcome.
+fn outcome_reply(id: u64, out: ApplyOutcome) -> Reply {
+    let stored = out.appended + out.repeats;
+    let (status, message) = if let Some(f) = out.failure {
+        (Status::Unavailable, f)
+    } else if out.rejected > 0 {
+        (
+            Status::Conflict,
+            out.rejections.first().cloned().unwrap_or_default(),
+        )
+    } else {
+        (Status::Ok, String::new())
+    };
+    Reply {
+        id,
+        status,
+        stored,
+        rejected: out.rejected,
+        message,
+    }
+}
+
+/// Stores one write frame's series on this node.
+async fn handle_write(st: &CoreState, body: &[u8]) -> Reply {
+    let mut batch = WriteBatch::default();
+    let head = match batch.decode(body, is_valid_tenant) {
+        Ok(h) => h,
+        Err(e) => return bad_frame(body, &e),
+    };
+    let samples = batch.num_samples() as u64;
+    st.ctx
+        .shard
+        .metrics
+        .count_rpc_received((body.len() + HEADER_LEN) as u64, samples);
+    let reply = |status, stored, rejected, message| Reply {
+        id: head.id,
+        status,
+        stored,
+        rejected,
+        message,
+    };
+    if st.ctx.global.shutting_down() {
+        return reply(Status::Unavailable, 0, 0, "shutting down".into());
+    }
+    if let Err(msg) = crate::limits::check_head_series(st, head.tenant) {
+        return reply(Status::Limited, 0, 0, msg);
+    }
+    let view = batch.view(body);
+    let out = ingest_batch(&st.ctx, head.tenant, &view, None, &mut Vec::new()).await;
+    outcome_reply(head.id, out)
+}
