@@ -1,35 +1,27 @@
 //! The read API Grafana and `curl` use: `/api/v1/series`, `/api/v1/labels`,
-//! `/api/v1/label/<name>/values` and `/api/v1/query` for bare selectors, with Prometheus'
-//! parameters, JSON shapes and error envelope.
+//! `/api/v1/label/<name>/values`, `/api/v1/query`, `/api/v1/query_range` and
+//! `/api/v1/status/buildinfo`, with Prometheus' parameters, JSON shapes and error envelope.
 //!
-//! Owns parameter parsing and result formatting. Full PromQL is a later step: anything but a
-//! bare vector or range selector is refused with `bad_data` rather than answered wrongly.
+//! Owns parameter parsing and routing; PromQL requests are answered in [`query`].
 //! Must not read storage directly (fans out through `sluice-shards`).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod query;
+mod remote_read;
+
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use promql_parser::label::MatchOp as PMatchOp;
-use promql_parser::parser::{self, AtModifier, Expr, Offset, VectorSelector};
-use sluice_shards::{
-    label_names_all, label_values_all, select_all, MatchOp, Matcher, Selection, SeriesData,
-};
+use promql_parser::parser::{self, Expr, VectorSelector};
+use sluice_shards::{label_names_all, label_values_all, select_all, MatchOp, Matcher, Selection};
 
-use crate::response::{
-    format_value, json_error, json_success, push_quoted, push_timestamp, quote, Body,
-};
+use crate::response::{json_error, json_success, push_quoted, Body};
 use crate::server::CoreState;
-
-/// Prometheus' default lookback for instant selectors.
-const LOOKBACK: Duration = Duration::from_secs(300);
 
 /// Largest form body the read API accepts.
 const MAX_FORM_BYTES: usize = 1 << 20;
-
-/// Bit pattern Prometheus uses to mark a series stale.
-const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
 
 /// A client mistake: `bad_data`, HTTP 400.
 struct BadData(String);
@@ -77,6 +69,10 @@ pub async fn handle(st: &CoreState, req: Request<Incoming>) -> Response<Body> {
             &format!("method {} not allowed", req.method()),
         );
     }
+    // Remote read's body is a snappy protobuf, not a form.
+    if path == "/api/v1/read" && req.method() == Method::POST {
+        return remote_read::handle(st, req).await;
+    }
     let p = match params(req).await {
         Ok(p) => p,
         Err(BadData(e)) => return json_error(StatusCode::BAD_REQUEST, "bad_data", &e),
@@ -84,7 +80,9 @@ pub async fn handle(st: &CoreState, req: Request<Incoming>) -> Response<Body> {
     let result = match path.as_str() {
         "/api/v1/series" => series(st, &p).await,
         "/api/v1/labels" => labels(st, &p).await,
-        "/api/v1/query" => query(st, &p).await,
+        "/api/v1/query" => query::instant(st, &p).await,
+        "/api/v1/query_range" => query::range(st, &p).await,
+        "/api/v1/status/buildinfo" => Ok(query::buildinfo()),
         _ => match path
             .strip_prefix("/api/v1/label/")
             .and_then(|r| r.strip_suffix("/values"))
@@ -102,12 +100,23 @@ pub async fn handle(st: &CoreState, req: Request<Incoming>) -> Response<Body> {
     match result {
         Ok(data) => json_success(&data),
         Err(ApiError::BadData(e)) => json_error(StatusCode::BAD_REQUEST, "bad_data", &e),
+        Err(ApiError::Execution(e)) => {
+            json_error(StatusCode::UNPROCESSABLE_ENTITY, "execution", &e)
+        }
+        Err(ApiError::Timeout(e)) => json_error(StatusCode::SERVICE_UNAVAILABLE, "timeout", &e),
         Err(ApiError::Internal(e)) => json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", &e),
     }
 }
 
+/// Failure classes with Prometheus' `errorType` and status code.
 enum ApiError {
+    /// 400 `bad_data`.
     BadData(String),
+    /// 422 `execution`.
+    Execution(String),
+    /// 503 `timeout`.
+    Timeout(String),
+    /// 500 `internal`: storage could not be read.
     Internal(String),
 }
 
@@ -262,124 +271,4 @@ fn push_labels(out: &mut String, labels: &[(String, String)]) {
         push_quoted(out, v);
     }
     out.push('}');
-}
-
-/// The evaluation time of a selector: `@` if given, minus `offset`.
-fn eval_time(vs: &VectorSelector, query_time: i64) -> Result<i64, BadData> {
-    let base = match &vs.at {
-        None => query_time,
-        Some(AtModifier::At(t)) => match t.duration_since(UNIX_EPOCH) {
-            Ok(d) => d.as_millis() as i64,
-            Err(e) => -(e.duration().as_millis() as i64),
-        },
-        // A single instant query has start = end = the query time.
-        Some(AtModifier::Start) | Some(AtModifier::End) => query_time,
-    };
-    Ok(match &vs.offset {
-        None => base,
-        Some(Offset::Pos(d)) => base - d.as_millis() as i64,
-        Some(Offset::Neg(d)) => base + d.as_millis() as i64,
-    })
-}
-
-async fn query(st: &CoreState, p: &Params) -> Result<String, ApiError> {
-    let q = p
-        .get("query")
-        .ok_or_else(|| BadData("missing query parameter \"query\"".into()))?;
-    let t = time_param(p, "time", now_ms())?;
-    let expr =
-        parser::parse(q).map_err(|e| BadData(format!("invalid parameter \"query\": {e}")))?;
-    match expr {
-        Expr::VectorSelector(vs) => {
-            let at = eval_time(&vs, t)?;
-            let sel = Selection {
-                matcher_sets: vec![matchers_of(&vs)?],
-                mint: at - LOOKBACK.as_millis() as i64,
-                maxt: at,
-            };
-            let found = select_all(&st.ctx, sel, true).await?;
-            Ok(vector_json(&found, t))
-        }
-        Expr::MatrixSelector(ms) => {
-            let at = eval_time(&ms.vs, t)?;
-            let sel = Selection {
-                matcher_sets: vec![matchers_of(&ms.vs)?],
-                mint: at - ms.range.as_millis() as i64,
-                maxt: at,
-            };
-            let found = select_all(&st.ctx, sel, true).await?;
-            Ok(matrix_json(&found))
-        }
-        _ => Err(BadData(format!(
-            "unsupported query {q:?}: this version answers bare vector selectors \
-             (up{{job=\"x\"}}) and range selectors (up[5m]); functions, operators and \
-             aggregations are not implemented yet"
-        ))
-        .into()),
-    }
-}
-
-fn is_stale(v: f64) -> bool {
-    v.to_bits() == STALE_NAN
-}
-
-/// Starts one result entry: `{"metric":{...},"<field>":` (with a separating comma).
-fn open_series(out: &mut String, first: &mut bool, labels: &[(String, String)], field: &str) {
-    if !*first {
-        out.push(',');
-    }
-    *first = false;
-    out.push_str(r#"{"metric":"#);
-    push_labels(out, labels);
-    out.push_str(",\"");
-    out.push_str(field);
-    out.push_str("\":");
-}
-
-fn vector_json(found: &[SeriesData], t: i64) -> String {
-    let mut out = String::from(r#"{"resultType":"vector","result":["#);
-    let mut first = true;
-    for s in found {
-        let Some(&(_, v)) = s.samples.last() else {
-            continue;
-        };
-        if is_stale(v) {
-            continue;
-        }
-        open_series(&mut out, &mut first, &s.labels, "value");
-        out.push('[');
-        push_timestamp(&mut out, t);
-        out.push(',');
-        out.push_str(&quote(&format_value(v)));
-        out.push_str("]}");
-    }
-    out.push_str("]}");
-    out
-}
-
-fn matrix_json(found: &[SeriesData]) -> String {
-    let mut out = String::from(r#"{"resultType":"matrix","result":["#);
-    let mut first = true;
-    for s in found {
-        if s.samples.iter().all(|(_, v)| is_stale(*v)) {
-            continue;
-        }
-        open_series(&mut out, &mut first, &s.labels, "values");
-        out.push('[');
-        let mut first_point = true;
-        for (ts, v) in s.samples.iter().filter(|(_, v)| !is_stale(*v)) {
-            if !first_point {
-                out.push(',');
-            }
-            first_point = false;
-            out.push('[');
-            push_timestamp(&mut out, *ts);
-            out.push(',');
-            out.push_str(&quote(&format_value(*v)));
-            out.push(']');
-        }
-        out.push_str("]}");
-    }
-    out.push_str("]}");
-    out
 }

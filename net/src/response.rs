@@ -55,9 +55,18 @@ fn json(status: StatusCode, body: String) -> Response<Body> {
         .expect("static response parts are valid")
 }
 
-/// A JSON string literal.
+/// A JSON string literal, escaped as Go's encoder escapes it (`<`, `>`, `&`, U+2028 and
+/// U+2029 as `\u` escapes), so answers match Prometheus' byte for byte.
 pub fn quote(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_string())
+    let q = serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_string());
+    if !q.contains(['<', '>', '&', '\u{2028}', '\u{2029}']) {
+        return q;
+    }
+    q.replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
+        .replace('\u{2028}', "\\u2028")
+        .replace('\u{2029}', "\\u2029")
 }
 
 /// Appends a JSON string literal.
@@ -65,7 +74,8 @@ pub fn push_quoted(out: &mut String, s: &str) {
     out.push_str(&quote(s));
 }
 
-/// A timestamp (ms) as Prometheus prints it in JSON: seconds, shortest form (`1.5`, `12`).
+/// A sample's timestamp (ms) as Prometheus writes points in JSON: whole seconds, then `.`
+/// and exactly three digits when there are milliseconds (`1.500`, `12`).
 pub fn push_timestamp(out: &mut String, t_ms: i64) {
     use std::fmt::Write;
     if t_ms < 0 {
@@ -76,8 +86,7 @@ pub fn push_timestamp(out: &mut String, t_ms: i64) {
     if ms == 0 {
         let _ = write!(out, "{secs}");
     } else {
-        let frac = format!("{ms:03}");
-        let _ = write!(out, "{secs}.{}", frac.trim_end_matches('0'));
+        let _ = write!(out, "{secs}.{ms:03}");
     }
 }
 
@@ -108,14 +117,15 @@ mod tests {
         assert_eq!(s, "1435781451");
         s.clear();
         push_timestamp(&mut s, 1_500);
-        assert_eq!(s, "1.5");
+        assert_eq!(s, "1.500");
         s.clear();
-        push_timestamp(&mut s, -1_500);
-        assert_eq!(s, "-1.5");
+        push_timestamp(&mut s, -1_050);
+        assert_eq!(s, "-1.050");
         assert_eq!(format_value(1.0), "1");
         assert_eq!(format_value(0.1), "0.1");
         assert_eq!(format_value(1e21), "1000000000000000000000");
         assert_eq!(format_value(f64::NAN), "NaN");
         assert_eq!(format_value(f64::NEG_INFINITY), "-Inf");
+        assert_eq!(quote("0 < a & b > 1"), r#""0 \u003c a \u0026 b \u003e 1""#);
     }
 }

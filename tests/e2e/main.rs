@@ -11,6 +11,8 @@ mod cluster;
 mod concurrency;
 mod crash;
 mod malformed;
+mod promql;
+mod remote_read;
 mod rw2;
 mod shipping;
 mod write_read;
