@@ -101,24 +101,22 @@ pub async fn handle(st: &CoreState, req: Request<Incoming>) -> Response<Body> {
     resp
 }
 
-async fn receive(
-    st: &CoreState,
-    req: Request<Incoming>,
-    bufs: &mut WriteBuffers,
-    written: &mut Written,
-) -> Result<Response<Body>, Reject> {
-    let cfg = &st.cfg;
-    if req.method() != hyper::Method::POST {
+/// Checks a remote-write request's method and headers: its protocol and tenant.
+fn check_headers(
+    cfg: &crate::NetConfig,
+    parts: &hyper::http::request::Parts,
+) -> Result<(Proto, String), Reject> {
+    if parts.method != hyper::Method::POST {
         return Err(Reject(
             StatusCode::METHOD_NOT_ALLOWED,
             "method",
             format!(
                 "method {} not allowed: remote write needs POST",
-                req.method()
+                parts.method
             ),
         ));
     }
-    let headers = req.headers();
+    let headers = &parts.headers;
     match headers
         .get("content-encoding")
         .map(|v| v.to_str().unwrap_or("?"))
@@ -175,30 +173,51 @@ async fn receive(
             }
         },
     };
-    let content_length = headers
+    Ok((proto, tenant))
+}
+
+/// Reads a small body to its end, without keeping it, before an early answer: a client still
+/// sending when the connection closes sees a reset instead of the answer.
+async fn drain_small(body: Incoming, content_length: Option<usize>) {
+    if content_length.is_some_and(|l| l <= DRAIN_BEFORE_REJECT) {
+        let _ = drain_body(body).await;
+    }
+}
+
+async fn receive(
+    st: &CoreState,
+    req: Request<Incoming>,
+    bufs: &mut WriteBuffers,
+    written: &mut Written,
+) -> Result<Response<Body>, Reject> {
+    let cfg = &st.cfg;
+    let (parts, body) = req.into_parts();
+    let content_length = parts
+        .headers
         .get("content-length")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
+    let (proto, tenant) = match check_headers(cfg, &parts) {
+        Ok(x) => x,
+        Err(rej) => {
+            drain_small(body, content_length).await;
+            return Err(rej);
+        }
+    };
     if let Some(len) = content_length {
         if len > cfg.max_request_bytes {
-            // Read (and drop) a modest body before answering: a client still sending when
-            // the connection closes sees a reset instead of the 413.
-            if len <= DRAIN_BEFORE_REJECT {
-                let _ = read_body(req.into_body(), &mut bufs.body, DRAIN_BEFORE_REJECT).await;
-            }
+            drain_small(body, content_length).await;
             return Err(too_large(len, cfg.max_request_bytes));
         }
     }
     let mut permit = match cfg.budget.try_reserve(content_length.unwrap_or(0) as u64) {
         Ok(p) => p,
         Err(msg) => {
-            if content_length.is_some_and(|l| l <= DRAIN_BEFORE_REJECT) {
-                let _ = drain_body(req.into_body()).await;
-            }
+            drain_small(body, content_length).await;
             return Err(over_budget(msg));
         }
     };
-    read_body(req.into_body(), &mut bufs.body, cfg.max_request_bytes).await?;
+    read_body(body, &mut bufs.body, cfg.max_request_bytes).await?;
     permit
         .grow_to(bufs.body.len() as u64)
         .map_err(over_budget)?;

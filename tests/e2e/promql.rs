@@ -821,7 +821,9 @@ fn queries() -> Vec<String> {
     q.push(format!("node_temperature_celsius @ {at} offset 2m"));
     q.push(format!("timestamp(up @ {at})"));
     q.push(format!("node_temperature_celsius @ {at}.123"));
-    q.push(format!("rate(http_requests_total[1m30s] @ {at}.5 offset 1m30s)"));
+    q.push(format!(
+        "rate(http_requests_total[1m30s] @ {at}.5 offset 1m30s)"
+    ));
     q.push("rate(http_requests_total[1h])".to_string());
     q.push("avg_over_time(node_temperature_celsius[90s] offset 45s)".to_string());
     q.push(format!("sum_over_time(up[10m:1m] @ {at} offset 1m)"));
