@@ -29,11 +29,12 @@ pub struct MatcherError {
 }
 
 impl Matcher {
-    /// Builds a matcher; regexes are anchored at both ends as in Prometheus.
+    /// Builds a matcher; regexes are anchored at both ends as in Prometheus 2.x, whose `.`
+    /// does not match a newline (the PromQL engine and the differential tests follow 2.42).
     pub fn new(name: &str, op: MatchOp, value: &str) -> Result<Self, MatcherError> {
         let re = match op {
             MatchOp::Regex | MatchOp::NotRegex => Some(
-                regex::Regex::new(&format!("^(?s:{value})$")).map_err(|source| MatcherError {
+                regex::Regex::new(&format!("^(?:{value})$")).map_err(|source| MatcherError {
                     pattern: value.to_string(),
                     source,
                 })?,
