@@ -274,6 +274,10 @@ fn result_json(v: &QueryValue) -> String {
             out.push_str("]}");
         }
         QueryValue::Matrix(series) => {
+            // A large range answer is tens of MB: size the buffer once instead of growing
+            // (and copying) it a dozen times.
+            let points: usize = series.iter().map(|s| s.points.len()).sum();
+            out.reserve(points * 32 + series.len() * 128);
             out.push_str(r#"{"resultType":"matrix","result":["#);
             for (i, s) in series.iter().enumerate() {
                 if i > 0 {
