@@ -53,25 +53,32 @@ pub fn request_kind(body: &[u8]) -> Result<Kind, FrameError> {
 
 /// Appends a `FORWARD` frame: `request` is a snappy-compressed remote-write 1.0 body.
 pub fn encode_forward(out: &mut Vec<u8>, id: u64, tenant: &str, request: &[u8]) {
-    let start = out.len();
-    out.extend_from_slice(&[0; HEADER_LEN]);
-    out.push(FORWARD);
-    out.extend_from_slice(&id.to_le_bytes());
-    let t = &tenant.as_bytes()[..tenant.len().min(255)];
-    out.push(t.len() as u8);
-    out.extend_from_slice(t);
+    let start = begin_request(out, FORWARD, id, tenant);
     out.extend_from_slice(request);
     seal(out, start);
 }
 
-/// Decodes a `FORWARD` body (CRC already checked): its id, tenant and request bytes.
-pub fn decode_forward(
-    body: &[u8],
+/// Starts a request frame (header placeholder, kind, id, tenant of at most 255 bytes —
+/// tenants are at most 128); returns where the frame starts, for [`seal`].
+fn begin_request(out: &mut Vec<u8>, kind: u8, id: u64, tenant: &str) -> usize {
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER_LEN]);
+    out.push(kind);
+    out.extend_from_slice(&id.to_le_bytes());
+    let t = &tenant.as_bytes()[..tenant.len().min(255)];
+    out.push(t.len() as u8);
+    out.extend_from_slice(t);
+    start
+}
+
+/// Reads a request body's kind (which must be `kind`), id and tenant.
+fn read_request_head<'a>(
+    r: &mut Reader<'a>,
+    kind: u8,
     valid_tenant: impl Fn(&str) -> bool,
-) -> Result<(WriteHead<'_>, &[u8]), FrameError> {
-    let mut r = Reader(body);
+) -> Result<WriteHead<'a>, FrameError> {
     match r.u8()? {
-        FORWARD => {}
+        k if k == kind => {}
         k => return Err(FrameError::UnknownKind(k)),
     }
     let id = r.u64()?;
@@ -80,7 +87,17 @@ pub fn decode_forward(
     if !valid_tenant(tenant) {
         return Err(FrameError::Tenant);
     }
-    Ok((WriteHead { id, tenant }, r.0))
+    Ok(WriteHead { id, tenant })
+}
+
+/// Decodes a `FORWARD` body (CRC already checked): its id, tenant and request bytes.
+pub fn decode_forward(
+    body: &[u8],
+    valid_tenant: impl Fn(&str) -> bool,
+) -> Result<(WriteHead<'_>, &[u8]), FrameError> {
+    let mut r = Reader(body);
+    let head = read_request_head(&mut r, FORWARD, valid_tenant)?;
+    Ok((head, r.0))
 }
 
 /// A replica's answer to a write.
@@ -166,13 +183,7 @@ pub struct WriteEncoder {
 impl WriteEncoder {
     /// Starts a write frame for `tenant` (at most 255 bytes: tenants are at most 128).
     pub fn begin(out: &mut Vec<u8>, id: u64, tenant: &str) -> Self {
-        let start = out.len();
-        out.extend_from_slice(&[0; HEADER_LEN]);
-        out.push(WRITE);
-        out.extend_from_slice(&id.to_le_bytes());
-        let t = &tenant.as_bytes()[..tenant.len().min(255)];
-        out.push(t.len() as u8);
-        out.extend_from_slice(t);
+        let start = begin_request(out, WRITE, id, tenant);
         let n_series_at = out.len();
         out.extend_from_slice(&0u32.to_le_bytes());
         WriteEncoder {
@@ -336,16 +347,7 @@ impl WriteBatch {
         self.entries.clear();
         self.samples = 0;
         let mut r = Reader(body);
-        match r.u8()? {
-            WRITE => {}
-            k => return Err(FrameError::UnknownKind(k)),
-        }
-        let id = r.u64()?;
-        let tn = r.u8()? as usize;
-        let tenant = std::str::from_utf8(r.take(tn)?).map_err(|_| FrameError::Tenant)?;
-        if !valid_tenant(tenant) {
-            return Err(FrameError::Tenant);
-        }
+        let WriteHead { id, tenant } = read_request_head(&mut r, WRITE, valid_tenant)?;
         let hasher = TenantHasher::new(tenant.as_bytes());
         let n = r.u32()? as usize;
         // Each series takes at least 8 bytes: a count beyond that is a lie, not a reason

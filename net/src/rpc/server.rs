@@ -21,7 +21,7 @@ use sluice_shards::shard::ApplyOutcome;
 
 use super::frame::{
     check_body, decode_forward, parse_header, request_kind, write_id, FrameError, Kind, Reply,
-    Status, WriteBatch, HEADER_LEN,
+    Status, WriteBatch, WriteHead, HEADER_LEN,
 };
 use crate::server::CoreState;
 
@@ -149,21 +149,17 @@ async fn handle_forward(st: &CoreState, body: &[u8]) -> Reply {
         Ok(x) => x,
         Err(e) => return bad_frame(body, &e),
     };
-    let reply = |status, stored, rejected, message| Reply {
-        id: head.id,
-        status,
-        stored,
-        rejected,
-        message,
-    };
-    if st.ctx.global.shutting_down() {
-        return reply(Status::Unavailable, 0, 0, "shutting down".into());
-    }
-    if let Err(msg) = crate::limits::check_head_series(st, head.tenant) {
-        return reply(Status::Limited, 0, 0, msg);
+    if let Err(refused) = admit(st, &head) {
+        return refused;
     }
     match crate::receive::store_replica(st, head.tenant, request).await {
-        Err((_, msg)) => reply(Status::BadRequest, 0, 0, msg),
+        Err((_, msg)) => Reply {
+            id: head.id,
+            status: Status::BadRequest,
+            stored: 0,
+            rejected: 0,
+            message: msg,
+        },
         Ok(out) => {
             st.ctx.shard.metrics.count_rpc_received(
                 (body.len() + HEADER_LEN) as u64,
@@ -172,6 +168,22 @@ async fn handle_forward(st: &CoreState, body: &[u8]) -> Reply {
             outcome_reply(head.id, out)
         }
     }
+}
+
+/// Whether this node takes a replica now: not while shutting down, not for a tenant at its
+/// head-series limit.
+fn admit(st: &CoreState, head: &WriteHead<'_>) -> Result<(), Reply> {
+    let refuse = |status, message| Reply {
+        id: head.id,
+        status,
+        stored: 0,
+        rejected: 0,
+        message,
+    };
+    if st.ctx.global.shutting_down() {
+        return Err(refuse(Status::Unavailable, "shutting down".into()));
+    }
+    crate::limits::check_head_series(st, head.tenant).map_err(|m| refuse(Status::Limited, m))
 }
 
 fn bad_frame(body: &[u8], e: &FrameError) -> Reply {
@@ -218,18 +230,8 @@ async fn handle_write(st: &CoreState, body: &[u8]) -> Reply {
         .shard
         .metrics
         .count_rpc_received((body.len() + HEADER_LEN) as u64, samples);
-    let reply = |status, stored, rejected, message| Reply {
-        id: head.id,
-        status,
-        stored,
-        rejected,
-        message,
-    };
-    if st.ctx.global.shutting_down() {
-        return reply(Status::Unavailable, 0, 0, "shutting down".into());
-    }
-    if let Err(msg) = crate::limits::check_head_series(st, head.tenant) {
-        return reply(Status::Limited, 0, 0, msg);
+    if let Err(refused) = admit(st, &head) {
+        return refused;
     }
     let view = batch.view(body);
     let out = ingest_batch(&st.ctx, head.tenant, &view, None, &mut Vec::new()).await;
