@@ -803,9 +803,10 @@ mod tests {
     }
 
     /// Series as plain data, samples as (timestamp, value bits) so NaNs compare bit-exactly.
-    type Plain = Vec<(Vec<(String, String)>, Vec<(i64, u64)>)>;
+    pub(crate) type Plain = Vec<(Vec<(String, String)>, Vec<(i64, u64)>)>;
 
-    fn plain(d: &WriteRequestRef, buf: &[u8]) -> Plain {
+    /// A decoded request as plain data (shared with the 2.0 decoder's tests).
+    pub(crate) fn plain(d: &WriteRequestRef, buf: &[u8]) -> Plain {
         d.series
             .iter()
             .map(|s| {

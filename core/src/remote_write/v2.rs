@@ -407,24 +407,7 @@ mod tests {
         }
     }
 
-    type Plain = Vec<(Vec<(String, String)>, Vec<(i64, u64)>)>;
-
-    fn plain(d: &WriteRequestRef, buf: &[u8]) -> Plain {
-        d.series
-            .iter()
-            .map(|s| {
-                (
-                    d.series_labels(buf, s)
-                        .map(|(n, v)| (n.to_string(), v.to_string()))
-                        .collect(),
-                    d.series_samples(s)
-                        .iter()
-                        .map(|x| (x.timestamp, x.value.to_bits()))
-                        .collect(),
-                )
-            })
-            .collect()
-    }
+    use crate::remote_write::tests::{plain, Plain};
 
     fn plain_prost(r: &PRequest) -> Plain {
         r.timeseries
