@@ -386,7 +386,11 @@ impl Prometheus {
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
-        while ureq::get(&p.url("/-/ready")).call().is_err() {
+        while crate::harness::client()
+            .get(&p.url("/-/ready"))
+            .call()
+            .is_err()
+        {
             assert!(Instant::now() < deadline, "prometheus not ready");
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -399,7 +403,8 @@ impl Prometheus {
 
     /// `name[2h]` at `at_ms` through Prometheus' query API.
     fn dump(&self, name: &str, at_ms: i64) -> Dump {
-        let resp = ureq::get(&self.url("/api/v1/query"))
+        let resp = crate::harness::client()
+            .get(&self.url("/api/v1/query"))
             .query("query", &format!("{name}[2h]"))
             .query("time", &format!("{:.3}", at_ms as f64 / 1000.0))
             .call()

@@ -352,3 +352,10 @@ pub fn sealed_blocks(data_dir: &Path, tenant: &str) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// A client without a connection pool: tests run in parallel and free ports get reused, so a
+/// pooled keep-alive connection (ureq's global agent) could reach a server that has gone and
+/// fail a POST, which ureq does not retry.
+pub fn client() -> ureq::Agent {
+    ureq::AgentBuilder::new().max_idle_connections(0).build()
+}

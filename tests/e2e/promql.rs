@@ -296,7 +296,11 @@ impl Prometheus {
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
-        while ureq::get(&p.url("/-/ready")).call().is_err() {
+        while crate::harness::client()
+            .get(&p.url("/-/ready"))
+            .call()
+            .is_err()
+        {
             assert!(Instant::now() < deadline, "prometheus not ready");
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -316,7 +320,8 @@ impl Drop for Prometheus {
 }
 
 fn post_write(url: &str, body: &[u8]) {
-    let r = ureq::post(url)
+    let r = crate::harness::client()
+        .post(url)
         .set("Content-Encoding", "snappy")
         .set("Content-Type", "application/x-protobuf")
         .set("X-Prometheus-Remote-Write-Version", "0.1.0")
@@ -338,7 +343,7 @@ pub(crate) fn get(base: &str, path: &str, params: &[(&str, String)]) -> (u16, Va
 
 /// Like [`get`], with the body as sent.
 fn get_raw(base: &str, path: &str, params: &[(&str, String)]) -> (u16, Value, String) {
-    let mut req = ureq::get(&format!("{base}{path}"));
+    let mut req = crate::harness::client().get(&format!("{base}{path}"));
     for (k, v) in params {
         req = req.query(k, v);
     }
@@ -990,7 +995,8 @@ fn query_api_speaks_prometheus_http() {
             )
         })
         .collect();
-    let resp = ureq::post(&s.url("/api/v1/query_range"))
+    let resp = crate::harness::client()
+        .post(&s.url("/api/v1/query_range"))
         .set("Content-Type", "application/x-www-form-urlencoded")
         .send_string(&form.join("&"))
         .expect("POST query_range");

@@ -150,7 +150,8 @@ fn streamed_xor_chunks_carry_every_sample() {
     let body = snap::raw::Encoder::new()
         .compress_vec(&req.encode_to_vec())
         .expect("snappy");
-    let resp = ureq::post(&sluice.url("/api/v1/read"))
+    let resp = crate::harness::client()
+        .post(&sluice.url("/api/v1/read"))
         .set("Content-Encoding", "snappy")
         .set("Content-Type", "application/x-protobuf")
         .send_bytes(&body)

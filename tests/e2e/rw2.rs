@@ -37,7 +37,9 @@ impl Answer {
 }
 
 fn post(s: &Server, body: &[u8], headers: &[(&str, &str)]) -> Answer {
-    let mut req = ureq::post(&s.url("/api/v1/receive")).timeout(Duration::from_secs(60));
+    let mut req = crate::harness::client()
+        .post(&s.url("/api/v1/receive"))
+        .timeout(Duration::from_secs(60));
     for (k, v) in headers {
         req = req.set(k, v);
     }

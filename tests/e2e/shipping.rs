@@ -56,13 +56,14 @@ impl Drop for Moto {
 
 /// Object keys and sizes in the bucket (moto does not check signatures).
 fn list(port: u16) -> Vec<(String, u64)> {
-    let xml = ureq::get(&format!(
-        "http://127.0.0.1:{port}/{BUCKET}?list-type=2&max-keys=1000"
-    ))
-    .call()
-    .expect("listing the bucket")
-    .into_string()
-    .unwrap();
+    let xml = crate::harness::client()
+        .get(&format!(
+            "http://127.0.0.1:{port}/{BUCKET}?list-type=2&max-keys=1000"
+        ))
+        .call()
+        .expect("listing the bucket")
+        .into_string()
+        .unwrap();
     let mut out = Vec::new();
     for part in xml.split("<Contents>").skip(1) {
         let field = |tag: &str| {
