@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{dump, request, sealed_blocks, simple_series, Dump, Server};
+use crate::harness::{dump, request, sealed_blocks, simple_series, Dump, Prometheus, Server};
 
 /// A multiple of the 2h block range, so the first block is exactly `[T0, T0 + 2h)`.
 const T0: i64 = 236_112 * HOUR2;
@@ -207,7 +207,9 @@ fn head_is_cut_into_blocks_that_promtool_and_prometheus_read_exactly() {
     assert!(body.contains("out of bounds"), "{body}");
 
     // A real Prometheus serves a copy of the block through its own HTTP API.
-    let prom = Prometheus::start(&[block]);
+    let prom = Prometheus::start_with("", |data| {
+        copy_dir(block, &data.join(block.file_name().unwrap()))
+    });
     let got = prom.dump("cut_test", T0 + HOUR2 - 1);
     assert_eq!(got, want_block);
     drop(prom);
@@ -347,60 +349,12 @@ fn kill_during_block_write_leaves_no_partial_block_and_loses_nothing() {
 }
 
 /// A real Prometheus serving a data directory that holds copies of our blocks.
-struct Prometheus {
-    child: std::process::Child,
-    port: u16,
-    _dir: tempfile::TempDir,
+/// Prometheus' answers, for comparing with ours.
+trait PromDump {
+    fn dump(&self, name: &str, at_ms: i64) -> Dump;
 }
 
-impl Prometheus {
-    fn start(blocks: &[&Path]) -> Prometheus {
-        assert!(
-            Command::new("prometheus").arg("--version").output().is_ok(),
-            "prometheus is missing: install it with `apt-get install -y prometheus` (scripts/test.sh does)"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        for b in blocks {
-            copy_dir(b, &data.join(b.file_name().unwrap()));
-        }
-        let cfg = dir.path().join("prometheus.yml");
-        std::fs::write(&cfg, "global:\n  scrape_interval: 1h\n").unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!("--storage.tsdb.path={}", data.display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--storage.tsdb.retention.time=100y")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("starting prometheus");
-        let p = Prometheus {
-            child,
-            port,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while crate::harness::client()
-            .get(&p.url("/-/ready"))
-            .call()
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "prometheus not ready");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        p
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{}", self.port, path)
-    }
-
+impl PromDump for Prometheus {
     /// `name[2h]` at `at_ms` through Prometheus' query API.
     fn dump(&self, name: &str, at_ms: i64) -> Dump {
         let resp = crate::harness::client()
@@ -433,13 +387,6 @@ impl Prometheus {
             out.insert(labels, pts);
         }
         out
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

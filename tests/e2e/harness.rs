@@ -359,3 +359,76 @@ pub fn sealed_blocks(data_dir: &Path, tenant: &str) -> Vec<PathBuf> {
 pub fn client() -> ureq::Agent {
     ureq::AgentBuilder::new().max_idle_connections(0).build()
 }
+
+/// A real Prometheus with its remote-write receiver on an empty data directory.
+pub struct Prometheus {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    pub fn start(extra_config: &str) -> Prometheus {
+        Self::start_with(extra_config, |_| {})
+    }
+
+    /// Like [`start`](Self::start), with `prepare` filling the data directory first (e.g.
+    /// with blocks to serve).
+    pub fn start_with(extra_config: &str, prepare: impl FnOnce(&Path)) -> Prometheus {
+        assert!(
+            Command::new("prometheus").arg("--version").output().is_ok(),
+            "prometheus is missing: install it with `apt-get install -y prometheus` (scripts/test.sh does)"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        prepare(&dir.path().join("data"));
+        let cfg = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &cfg,
+            format!("global:\n  scrape_interval: 1h\n  evaluation_interval: 1m\n{extra_config}"),
+        )
+        .expect("config");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--web.enable-remote-write-receiver")
+            .arg("--storage.tsdb.retention.time=100y")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting prometheus");
+        let p = Prometheus {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while crate::harness::client()
+            .get(&p.url("/-/ready"))
+            .call()
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "prometheus not ready");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        p
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -5,13 +5,12 @@
 //! 1e-9, NaN equal to NaN). Every difference is a bug in our engine.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::Value;
 use sluice_bench::prompb::{Label, Sample, TimeSeries, WriteRequest};
 
-use crate::harness::Server;
+use crate::harness::{Prometheus, Server};
 
 /// Start of the data, aligned to a minute (so subquery steps line up with it).
 pub(crate) const T0: i64 = 1_700_000_040_000;
@@ -251,72 +250,6 @@ pub(crate) fn requests(data: &[(Labels, Vec<(i64, f64)>)], extra: &[(&str, &str)
         from = to;
     }
     out
-}
-
-/// A real Prometheus with its remote-write receiver on an empty data directory.
-pub(crate) struct Prometheus {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    pub(crate) fn start(extra_config: &str) -> Prometheus {
-        assert!(
-            Command::new("prometheus").arg("--version").output().is_ok(),
-            "prometheus is missing: install it with `apt-get install -y prometheus` (scripts/test.sh does)"
-        );
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cfg = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &cfg,
-            format!("global:\n  scrape_interval: 1h\n  evaluation_interval: 1m\n{extra_config}"),
-        )
-        .expect("config");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--web.enable-remote-write-receiver")
-            .arg("--storage.tsdb.retention.time=100y")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting prometheus");
-        let p = Prometheus {
-            child,
-            port,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while crate::harness::client()
-            .get(&p.url("/-/ready"))
-            .call()
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "prometheus not ready");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        p
-    }
-
-    pub(crate) fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{}", self.port, path)
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn post_write(url: &str, body: &[u8]) {

@@ -4,8 +4,9 @@
 
 use prost::Message;
 
+use crate::harness::Prometheus;
 use crate::harness::Server;
-use crate::promql::{dataset, diff, get, requests, secs, Prometheus, MIN, SPAN, T0};
+use crate::promql::{dataset, diff, get, requests, secs, MIN, SPAN, T0};
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct ReadRequest {
