@@ -22,7 +22,6 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use sluice_core::key_labels;
 use sluice_storage::block::chunks::SegmentEncoder;
 use sluice_storage::block::dma::DmaSegmentWriter;
 use sluice_storage::block::index::ChunkMeta;
@@ -110,13 +109,8 @@ impl Shard {
                     spans.push((c.min_t, c.max_t, bytes.len(), c.data.len()));
                     bytes.extend_from_slice(&c.data);
                 }
-                key_labels(head.key(id))
-                    .map(|(n, v)| {
-                        (
-                            String::from_utf8_lossy(n).into_owned(),
-                            String::from_utf8_lossy(v).into_owned(),
-                        )
-                    })
+                head.labels(id)
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
                     .collect()
             };
             let mut chunks = Vec::with_capacity(spans.len());
@@ -156,11 +150,8 @@ impl Shard {
             let bytes = {
                 let head = t.head.borrow();
                 let mut cp = CheckpointBuilder::new(before);
-                for id in 0..head.id_limit() {
-                    let key = head.key(id);
-                    if !key.is_empty() {
-                        cp.add_series(id, key_labels(key));
-                    }
+                for id in (0..head.id_limit()).filter(|id| head.is_live(*id)) {
+                    cp.add_series(id, head.labels(id));
                 }
                 cp.finish()
             };

@@ -11,8 +11,11 @@ use std::hash::{BuildHasherDefault, Hasher};
 use sluice_storage::xor::{XorChunk, XorIter};
 
 use sluice_core::key_labels;
+use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::matcher::Matcher;
+use crate::series_index::{prefetch, SeriesIndex};
+use crate::symbols::Symbols;
 
 /// Samples per head chunk before it is cut (Prometheus' target).
 pub const SAMPLES_PER_CHUNK: u16 = 120;
@@ -40,44 +43,6 @@ impl Hasher for IdentityHasher {
 
 type HashIndex<V> = HashMap<u64, V, BuildHasherDefault<IdentityHasher>>;
 
-/// Interned strings: every label name and value is stored once per head.
-#[derive(Default)]
-pub struct Symbols {
-    ids: ahash::HashMap<Box<str>, u32>,
-    strings: Vec<Box<str>>,
-}
-
-impl Symbols {
-    fn intern(&mut self, s: &str) -> u32 {
-        if let Some(id) = self.ids.get(s) {
-            return *id;
-        }
-        let id = self.strings.len() as u32;
-        self.strings.push(s.into());
-        self.ids.insert(s.into(), id);
-        id
-    }
-
-    /// Interns validated UTF-8 bytes (lossily for anything else, which the decoder rules out).
-    fn intern_bytes(&mut self, b: &[u8]) -> u32 {
-        match std::str::from_utf8(b) {
-            Ok(s) => self.intern(s),
-            Err(_) => self.intern(&String::from_utf8_lossy(b)),
-        }
-    }
-
-    /// The id of `s`, if it is known.
-    pub fn lookup(&self, s: &str) -> Option<u32> {
-        self.ids.get(s).copied()
-    }
-
-    /// The string of symbol `id`.
-    #[inline]
-    pub fn get(&self, id: u32) -> &str {
-        &self.strings[id as usize]
-    }
-}
-
 /// A completed chunk: immutable bytes and their time range.
 pub struct ClosedChunk {
     pub min_t: i64,
@@ -86,12 +51,21 @@ pub struct ClosedChunk {
 }
 
 /// One series of the head.
+///
+/// A series is identified by two 64-bit hashes of its key: the portable `hash` (which
+/// places it on a node and core) and `check`, seeded with a secret random value per head.
+/// Appends compare those 128 bits instead of the labels: the labels are stored as symbol
+/// ids (a tenth of the key's bytes), and comparing them with a request's would resolve
+/// every symbol, a scattered cache miss each. Two distinct label sets get the same 128
+/// bits with probability ~n²/2¹²⁹ (below 10⁻²⁶ for a billion series, far below the rate of
+/// undetected memory errors), and a sender cannot aim for it without the secret seed.
+/// Debug builds (the whole test suite) still compare the labels on every lookup.
 pub struct Series {
-    /// The series key, `(name 0xff value 0xff)*` in ascending name order: compared with one
-    /// `memcmp` on every append, which is why labels are not stored as interned symbols
-    /// (resolving ten symbols meant ten scattered cache misses per sample).
-    key: Box<[u8]>,
+    /// Symbol ids of the labels, flattened `[name, value, name, value, ...]` in ascending
+    /// name order; empty only in a placeholder.
+    labels: Box<[u32]>,
     hash: u64,
+    check: u64,
     closed: Vec<ClosedChunk>,
     open: XorChunk,
     min_t: i64,
@@ -114,8 +88,9 @@ impl Series {
     /// What a garbage-collected series (or an id lost from the WAL) leaves in its slot.
     fn placeholder() -> Self {
         Series {
-            key: Box::new([]),
+            labels: Box::new([]),
             hash: 0,
+            check: 0,
             closed: Vec::new(),
             open: XorChunk::new(),
             min_t: i64::MAX,
@@ -150,8 +125,10 @@ pub enum Appended {
 #[derive(Default)]
 pub struct Head {
     symbols: Symbols,
+    /// Secret seed of the series' `check` hashes.
+    check_seed: u64,
     series: Vec<Series>,
-    by_hash: HashIndex<u32>,
+    by_hash: SeriesIndex,
     /// Series whose hash collides with another's (64-bit collisions: practically never).
     collisions: HashIndex<Vec<u32>>,
     postings: HashMap<(u32, u32), Vec<u32>, ahash::RandomState>,
@@ -177,7 +154,9 @@ impl Head {
 
     /// A head whose chunks are cut at multiples of `block_range_ms` (must be > 0).
     pub fn with_block_range(block_range_ms: i64) -> Self {
+        use std::hash::BuildHasher;
         Head {
+            check_seed: std::collections::hash_map::RandomState::new().hash_one(0u64),
             min_t: i64::MAX,
             max_t: i64::MIN,
             block_range_ms: block_range_ms.max(1),
@@ -224,15 +203,51 @@ impl Head {
     /// The id of the series with this key and hash, if it exists.
     #[inline]
     pub fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
-        let id = *self.by_hash.get(&hash)?;
-        if *self.series[id as usize].key == *key {
-            return Some(id);
+        let check = self.check_hash(key);
+        let id = self.by_hash.get(hash)?;
+        let found = if self.series[id as usize].check == check {
+            Some(id)
+        } else {
+            self.collisions
+                .get(&hash)?
+                .iter()
+                .copied()
+                .find(|id| self.series[*id as usize].check == check)
+        };
+        debug_assert!(
+            found.is_none_or(|id| self.key_matches(id, key)),
+            "two label sets with the same 128-bit identity"
+        );
+        found
+    }
+
+    /// Hints the CPU to fetch what [`find`](Self::find) reads first for `hash`: its index
+    /// slot. Called a few series ahead of the lookups.
+    #[inline]
+    pub fn prefetch_slot(&self, hash: u64) {
+        self.by_hash.prefetch(hash);
+    }
+
+    /// Hints the CPU to fetch what `find` reads second for `hash`: the series (its slot was
+    /// prefetched earlier, so reading it here is cheap).
+    #[inline]
+    pub fn prefetch_series(&self, hash: u64) {
+        if let Some(id) = self.by_hash.get(hash) {
+            prefetch(&self.series[id as usize]);
         }
-        self.collisions
-            .get(&hash)?
-            .iter()
-            .copied()
-            .find(|id| *self.series[*id as usize].key == *key)
+    }
+
+    /// The secret-seeded second hash of a key (see [`Series`]).
+    #[inline]
+    fn check_hash(&self, key: &[u8]) -> u64 {
+        xxh3_64_with_seed(key, self.check_seed)
+    }
+
+    /// Whether series `id` has exactly the labels of `key` (debug checks and tests).
+    fn key_matches(&self, id: u32, key: &[u8]) -> bool {
+        self.labels(id)
+            .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+            .eq(key_labels(key))
     }
 
     /// Creates a series with the next id (which the caller logs).
@@ -257,25 +272,26 @@ impl Head {
     }
 
     fn insert(&mut self, id: u32, hash: u64, key: &[u8]) {
+        let mut labels = Vec::with_capacity(2 * key_labels(key).count());
         for (n, v) in key_labels(key) {
             let (n, v) = (self.symbols.intern_bytes(n), self.symbols.intern_bytes(v));
+            labels.extend([n, v]);
             let list = self.postings.entry((n, v)).or_default();
             if list.is_empty() {
                 self.values.entry(n).or_default().push(v);
             }
             list.push(id);
         }
-        match self.by_hash.entry(hash) {
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(id);
-            }
-            std::collections::hash_map::Entry::Occupied(_) => {
-                self.collisions.entry(hash).or_default().push(id);
-            }
+        if self.by_hash.get(hash).is_none() {
+            self.by_hash.insert(hash, id);
+        } else {
+            self.collisions.entry(hash).or_default().push(id);
         }
+        let check = self.check_hash(key);
         self.series.push(Series {
-            key: key.into(),
+            labels: labels.into_boxed_slice(),
             hash,
+            check,
             closed: Vec::new(),
             open: XorChunk::new(),
             min_t: i64::MAX,
@@ -346,7 +362,7 @@ impl Head {
         self.set_min_valid(before);
         let mut ids = Vec::new();
         for (id, s) in self.series.iter_mut().enumerate() {
-            if s.key.is_empty() {
+            if s.labels.is_empty() {
                 continue;
             }
             // Chunks never cross a block boundary, so an open chunk that starts before it
@@ -358,9 +374,7 @@ impl Head {
                 ids.push(id as u32);
             }
         }
-        ids.sort_unstable_by(|a, b| {
-            key_labels(&self.series[*a as usize].key).cmp(key_labels(&self.series[*b as usize].key))
-        });
+        ids.sort_unstable_by(|a, b| self.labels(*a).cmp(self.labels(*b)));
         ids
     }
 
@@ -378,7 +392,7 @@ impl Head {
         let mut dead: Vec<u32> = Vec::new();
         let (mut min_t, mut max_t) = (i64::MAX, i64::MIN);
         for (id, s) in self.series.iter_mut().enumerate() {
-            if s.key.is_empty() {
+            if s.labels.is_empty() {
                 continue;
             }
             let keep_from = s.closed.partition_point(|c| c.max_t < before);
@@ -409,8 +423,8 @@ impl Head {
     fn collect(&mut self, dead: &[u32]) {
         for id in dead {
             let s = std::mem::replace(&mut self.series[*id as usize], Series::placeholder());
-            if self.by_hash.get(&s.hash) == Some(id) {
-                self.by_hash.remove(&s.hash);
+            if self.by_hash.get(s.hash) == Some(*id) {
+                self.by_hash.remove(s.hash);
                 // A colliding series takes over the primary slot.
                 if let Some(others) = self.collisions.remove(&s.hash) {
                     let mut others = others.into_iter();
@@ -442,14 +456,17 @@ impl Head {
         });
     }
 
-    /// Labels of series `id` as strings.
+    /// Labels of series `id`, ascending by name (none for a collected series).
     pub fn labels(&self, id: u32) -> impl Iterator<Item = (&str, &str)> + Clone + '_ {
-        key_labels(&self.series[id as usize].key).map(|(n, v)| (utf8(n), utf8(v)))
+        self.series[id as usize]
+            .labels
+            .chunks_exact(2)
+            .map(|p| (self.symbols.get(p[0]), self.symbols.get(p[1])))
     }
 
-    /// The key of series `id`.
-    pub fn key(&self, id: u32) -> &[u8] {
-        &self.series[id as usize].key
+    /// Whether series `id` is live (not collected, not a placeholder for a lost id).
+    pub fn is_live(&self, id: u32) -> bool {
+        !self.series[id as usize].labels.is_empty()
     }
 
     /// The portable hash of series `id`.
@@ -520,15 +537,20 @@ impl Head {
             }
         }
         let candidates = candidates.unwrap_or_else(|| (0..self.series.len() as u32).collect());
+        // A name the head has never seen is absent from every series.
+        let names: Vec<Option<u32>> = matchers
+            .iter()
+            .map(|m| self.symbols.lookup(&m.name))
+            .collect();
         candidates
             .into_iter()
             .filter(|id| {
-                let s = &self.series[*id as usize];
-                !s.key.is_empty()
-                    && matchers.iter().all(|m| {
-                        let value = key_labels(&s.key)
-                            .find(|(n, _)| *n == m.name.as_bytes())
-                            .map_or("", |(_, v)| utf8(v));
+                let labels = &self.series[*id as usize].labels;
+                !labels.is_empty()
+                    && matchers.iter().zip(&names).all(|(m, name)| {
+                        let value = name
+                            .and_then(|n| labels.chunks_exact(2).find(|p| p[0] == n))
+                            .map_or("", |p| self.symbols.get(p[1]));
                         m.matches(value)
                     })
             })
@@ -546,12 +568,6 @@ fn close_open(s: &mut Series) {
             data: full.bytes().into(),
         });
     }
-}
-
-/// Key bytes are UTF-8 (the decoder checked); a foreign WAL could break that, and then the
-/// query shows replacement text rather than failing.
-fn utf8(b: &[u8]) -> &str {
-    std::str::from_utf8(b).unwrap_or("\u{FFFD}")
 }
 
 /// The value bits stored at exactly `t` in a series, if any (the rare retry path).

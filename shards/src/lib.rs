@@ -16,8 +16,10 @@ pub mod mesh;
 pub mod metrics;
 pub mod query;
 pub mod runtime;
+pub mod series_index;
 pub mod shard;
 pub mod shipping;
+pub mod symbols;
 
 pub use blocks::LocalBlocks;
 pub use cut::CutConfig;

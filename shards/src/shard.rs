@@ -49,6 +49,9 @@ pub struct Tenant {
     pub active: Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// How many series ahead of a head lookup its cache lines are prefetched.
+const PREFETCH_AHEAD: usize = 16;
+
 /// How many rejected samples an outcome describes by name (the rest are only counted).
 const MAX_REPORTED_REJECTIONS: usize = 5;
 
@@ -223,7 +226,20 @@ impl Shard {
         ids.clear();
         // Pass 1: resolve series, logging the new ones in one record.
         t.wal.append(RecordType::Series, |buf| {
-            for i in 0..batch.len() {
+            let n = batch.len();
+            // With 100k+ series every lookup misses the cache twice (index slot, then the
+            // series): fetch the slots PREFETCH_AHEAD series ahead and, half-way there, the
+            // series, so that the misses overlap instead of following one another.
+            for i in 0..n.min(PREFETCH_AHEAD) {
+                head.prefetch_slot(batch.hash(i));
+            }
+            for i in 0..n {
+                if i + PREFETCH_AHEAD < n {
+                    head.prefetch_slot(batch.hash(i + PREFETCH_AHEAD));
+                }
+                if i + PREFETCH_AHEAD / 2 < n {
+                    head.prefetch_series(batch.hash(i + PREFETCH_AHEAD / 2));
+                }
                 let hash = batch.hash(i);
                 let id = match head.find(hash, batch.key(i)) {
                     Some(id) => id,
@@ -366,7 +382,7 @@ impl HeadReplay {
     fn flush(&mut self) {
         self.pending.sort_by_key(|s| s.id);
         for s in self.pending.drain(..) {
-            if s.id < self.head.id_limit() && !self.head.key(s.id).is_empty() {
+            if s.id < self.head.id_limit() && self.head.is_live(s.id) {
                 // Repeats cannot be logged, so a rejection here means a log written by a
                 // buggy or foreign writer; the head keeps what it has.
                 let _ = self.head.replay_append(s.id, s.t, s.v);

@@ -13,6 +13,7 @@ pub mod layout;
 pub mod reader;
 pub mod record;
 pub mod writer;
+mod zeroing;
 
 use std::path::PathBuf;
 use std::time::Duration;
