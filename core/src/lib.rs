@@ -13,7 +13,10 @@ pub mod limits;
 pub mod remote_write;
 
 pub use duration::{format_duration, parse_duration, DurationError};
-pub use hash::{core_for_hash, key_labels, put_series_key, series_hash, KeyLabels, TenantHasher};
+pub use hash::{
+    core_for_hash, key_labels, put_hashed_series_key, put_series_key, series_hash, KeyLabels,
+    TenantHasher,
+};
 pub use hashring::{
     Algorithm, Endpoint, Hashring, HashringError, Hashrings, RingId, TenantMatcher,
     UnknownAlgorithm, SECTIONS_PER_NODE,

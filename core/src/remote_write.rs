@@ -185,6 +185,10 @@ impl WriteRequestRef {
         let label_start = self.labels.len();
         let sample_start = self.samples.len();
         let mut has_histogram = false;
+        // Whether every byte of the label fields is ASCII, checked once per contiguous run
+        // of them (normally one run per series) instead of once per name and value.
+        let mut ascii = true;
+        let mut run = (0usize, 0usize);
         while r.has_more() {
             let at = r.pos;
             let key = r
@@ -194,6 +198,11 @@ impl WriteRequestRef {
                 KEY_1_LEN => {
                     let mut m = r.message("TimeSeries.labels")?;
                     self.labels.push(decode_label(&mut m)?);
+                    if at != run.1 {
+                        ascii &= r.buf[run.0..run.1].is_ascii();
+                        run.0 = at;
+                    }
+                    run.1 = r.pos;
                 }
                 KEY_2_LEN => {
                     let mut m = r.message("TimeSeries.samples")?;
@@ -213,6 +222,7 @@ impl WriteRequestRef {
 
         // The nested reader's buffer is a prefix of the request, so offsets stay absolute.
         let buf = r.buf;
+        ascii &= buf[run.0..run.1].is_ascii();
         let labels = &self.labels[label_start..];
         if has_histogram {
             return Err(DecodeError::NativeHistogram {
@@ -220,7 +230,7 @@ impl WriteRequestRef {
                 series: render_lossy(buf, labels),
             });
         }
-        if let Err(source) = validate_labels(buf, labels) {
+        if let Err(source) = validate_labels(buf, labels, ascii) {
             return Err(DecodeError::InvalidSeries {
                 index,
                 series: render_lossy(buf, labels),
@@ -664,7 +674,16 @@ fn utf8(b: &[u8]) -> Result<&str, std::str::Utf8Error> {
 /// UTF-8 first (in wire order), then the label rules. A label-rule error found before a later
 /// non-UTF-8 field is superseded by `NotUtf8`, so the reported error does not depend on where
 /// the lazy check happened to stop.
-fn validate_labels(buf: &[u8], labels: &[LabelRef]) -> Result<(), LabelError> {
+///
+/// `ascii`: every byte of the labels is known to be ASCII, so UTF-8 needs no check.
+fn validate_labels(buf: &[u8], labels: &[LabelRef], ascii: bool) -> Result<(), LabelError> {
+    if ascii {
+        return labels::validate_label_set(
+            labels
+                .iter()
+                .map(|l| (l.name_bytes(buf), l.value_bytes(buf))),
+        );
+    }
     let mut it = Utf8Labels {
         buf,
         rest: labels.iter(),

@@ -562,6 +562,11 @@ impl Head {
 fn close_open(s: &mut Series) {
     let full = std::mem::take(&mut s.open);
     if let (Some(min_t), Some((max_t, _))) = (full.first_time(), full.last()) {
+        // Grow 1, 2, 4, ...: a series usually holds one to four closed chunks, and the
+        // default first capacity of four would cost ~100 bytes in most series.
+        if s.closed.len() == s.closed.capacity() {
+            s.closed.reserve_exact(s.closed.len().max(1));
+        }
         s.closed.push(ClosedChunk {
             min_t,
             max_t,

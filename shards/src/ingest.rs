@@ -5,7 +5,7 @@
 //! must not answer the client (it returns the merged outcome). Which *node* owns a series is
 //! the caller's business (the cluster layer passes only this node's share).
 
-use sluice_core::{core_for_hash, put_series_key, TenantHasher, WriteRequestRef};
+use sluice_core::{core_for_hash, put_hashed_series_key, WriteRequestRef};
 
 use crate::batch::{OwnedBatch, RequestBatch, SeriesBatch, Subset};
 use crate::runtime::Ctx;
@@ -25,17 +25,16 @@ impl SeriesKeys {
         self.hashes.clear();
         self.keys.clear();
         self.key_ranges.clear();
-        let hasher = TenantHasher::new(tenant.as_bytes());
         for s in &req.series {
             let labels = &req.labels[s.labels.start as usize..s.labels.end as usize];
-            let start = self.keys.len();
-            put_series_key(
+            let (hash, start) = put_hashed_series_key(
                 &mut self.keys,
+                tenant.as_bytes(),
                 labels
                     .iter()
                     .map(|l| (l.name_bytes(buf), l.value_bytes(buf))),
             );
-            self.hashes.push(hasher.hash_key(&self.keys[start..]));
+            self.hashes.push(hash);
             self.key_ranges.push((start as u32, self.keys.len() as u32));
         }
     }

@@ -240,7 +240,7 @@ impl V2Decoder {
                 series: render_lossy(buf, labels),
             });
         }
-        if let Err(source) = validate_labels(buf, labels) {
+        if let Err(source) = validate_labels(buf, labels, false) {
             return Err(DecodeError::InvalidSeries {
                 index,
                 series: render_lossy(buf, labels),
