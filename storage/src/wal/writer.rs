@@ -574,4 +574,39 @@ mod tests {
             .enumerate()
             .all(|(i, s)| s.1 == i as i64 && s.2 == i as f64));
     }
+
+    /// A quiet WAL (a small tenant) is zero-filled only a little ahead of its records.
+    #[test]
+    fn a_small_wal_carries_few_zeros() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run(move || async move {
+            let wal = Wal::open(&path, 0, FsyncPolicy::Always).unwrap();
+            wal.append(RecordType::Series, |b| {
+                put_series(b, 0, [("__name__", "up")])
+            });
+            for i in 0..100i64 {
+                let lsn = wal.append(RecordType::Samples, |b| {
+                    put_samples_base(b, i * 100);
+                    for k in 0..100 {
+                        put_sample(b, i * 100, 0, i * 100 + k, (i * 100 + k) as f64);
+                    }
+                });
+                wal.commit(lsn).await.unwrap();
+            }
+            // Let a zeroing in flight finish before the files are read.
+            glommio::timer::sleep(std::time::Duration::from_millis(200)).await;
+        });
+        let data = std::fs::read(dir.path().join(segment_name(0))).unwrap();
+        let written = data.iter().rposition(|b| *b != 0).unwrap() + 1;
+        assert!(written > 64 << 10, "{written} bytes of records");
+        assert!(
+            data.len() <= written + (512 << 10),
+            "{} bytes on disk for {written} bytes of records",
+            data.len()
+        );
+        let mut c = Count::default();
+        replay_dir(dir.path(), &mut c, true).unwrap();
+        assert_eq!(c.samples.len(), 10_000);
+    }
 }

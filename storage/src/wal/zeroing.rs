@@ -6,7 +6,7 @@
 //! zeros changes no metadata: the write completes inline and the sync is a plain cache flush
 //! of the disk. Measured with two connections on one core: +26 % samples/s and −22 % CPU per
 //! sample (bench/RESULTS.md). The zeros themselves are written and synced off the request
-//! path, a chunk at a time, once per segment.
+//! path, a step at a time, once per segment.
 //!
 //! Owns only the zero-filled frontier of one open segment. Must never write over data: it
 //! zeroes only past everything the writer has written, and the writer waits for a zeroing
@@ -19,10 +19,11 @@ use std::rc::Rc;
 use futures::channel::oneshot;
 use glommio::io::DmaFile;
 
-/// Bytes zeroed per background step.
-const CHUNK: u64 = 8 << 20;
-/// Zeroing starts again when the writer gets this close to the frontier.
-const AHEAD: u64 = 4 << 20;
+/// Bytes zeroed per background step: half of what the segment already holds, within these
+/// bounds, so that a quiet WAL (a small tenant: every (core, tenant) has one) carries little
+/// more than its data on disk, and a busy one is zeroed in few, large steps.
+const MIN_CHUNK: u64 = 256 << 10;
+const MAX_CHUNK: u64 = 8 << 20;
 /// Size of each zero write.
 const WRITE: usize = 256 << 10;
 
@@ -71,10 +72,12 @@ impl ZeroAhead {
         if self.busy.get() || self.stopped.get() || start >= self.limit {
             return;
         }
-        if self.zeroed.get() >= end + AHEAD {
+        let chunk = (self.written.get() / 2 / 4096 * 4096).clamp(MIN_CHUNK, MAX_CHUNK);
+        // Start again when the writer is within half a step of the frontier.
+        if self.zeroed.get() >= end + chunk / 2 {
             return;
         }
-        let stop = (start + CHUNK).min(self.limit);
+        let stop = (start + chunk).min(self.limit);
         self.busy.set(true);
         let me = self.clone();
         glommio::spawn_local(async move {
