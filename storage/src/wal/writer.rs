@@ -48,6 +48,13 @@ struct State {
     failed: Option<String>,
 }
 
+/// An `fdatasync` in flight.
+struct SyncInFlight {
+    /// Everything before this position was written when the sync was issued.
+    covers: u64,
+    waiters: Vec<oneshot::Sender<()>>,
+}
+
 /// The WAL writer. Cheap to clone (`Rc`).
 #[derive(Clone)]
 pub struct Wal {
@@ -58,10 +65,14 @@ struct Inner {
     dir: PathBuf,
     policy: FsyncPolicy,
     state: RefCell<State>,
-    /// Logical position that is written (and synced under `Always`).
-    durable: Cell<u64>,
-    /// Logical position written but not yet synced (for interval syncs).
-    unsynced: Cell<bool>,
+    /// Logical position up to which everything is written to the segment files.
+    written: Cell<u64>,
+    /// Logical position up to which everything is `fdatasync`ed.
+    synced: Cell<u64>,
+    /// Syncs in flight: what each covers and who waits for it. Several may run at once (a
+    /// request whose records were written after a sync was issued does not wait for that
+    /// sync to end before issuing its own; the kernel merges concurrent cache flushes).
+    syncs_in_flight: RefCell<Vec<SyncInFlight>>,
     bytes_written: Cell<u64>,
     syncs: Cell<u64>,
     /// `fdatasync` latency in microseconds.
@@ -101,8 +112,9 @@ impl Wal {
                     waiters: Vec::new(),
                     failed: None,
                 }),
-                durable: Cell::new(0),
-                unsynced: Cell::new(false),
+                written: Cell::new(0),
+                synced: Cell::new(0),
+                syncs_in_flight: RefCell::new(Vec::new()),
                 bytes_written: Cell::new(0),
                 syncs: Cell::new(0),
                 sync_latency: RefCell::new(latency_histogram()),
@@ -208,17 +220,18 @@ impl Wal {
 
     /// Waits until everything up to `lsn` is written (and synced, under `Always`).
     pub async fn commit(&self, lsn: u64) -> Result<(), WalError> {
+        let sync = self.inner.policy == FsyncPolicy::Always;
         loop {
             self.check_failed()?;
-            if self.inner.durable.get() >= lsn {
+            let done = if sync {
+                self.inner.synced.get()
+            } else {
+                self.inner.written.get()
+            };
+            if done >= lsn {
                 return Ok(());
             }
-            match self.in_flight() {
-                Some(rx) => {
-                    let _ = rx.await;
-                }
-                None => self.flush(self.inner.policy == FsyncPolicy::Always).await?,
-            }
+            self.advance(lsn, sync).await?;
         }
     }
 
@@ -227,16 +240,82 @@ impl Wal {
     pub async fn sync(&self) -> Result<(), WalError> {
         loop {
             self.check_failed()?;
-            if self.inner.durable.get() >= self.appended() && !self.inner.unsynced.get() {
+            let lsn = self.appended();
+            if self.inner.synced.get() >= lsn && self.inner.synced.get() >= self.inner.written.get()
+            {
                 return Ok(());
             }
+            self.advance(lsn.max(self.inner.written.get()), true)
+                .await?;
+        }
+    }
+
+    /// One step towards `lsn` being written (and synced, if `sync`): write the tail, or wait
+    /// for the write in flight, or wait for a sync in flight that covers `lsn`, or issue one.
+    /// Writes are exclusive (a partial page is rewritten by the next write, and two DMA
+    /// writes of one page in flight could land in either order); syncs are not.
+    async fn advance(&self, lsn: u64, sync: bool) -> Result<(), WalError> {
+        if self.inner.written.get() < lsn {
             match self.in_flight() {
                 Some(rx) => {
                     let _ = rx.await;
                 }
-                None => self.flush(true).await?,
+                None => self.flush().await?,
             }
+            return Ok(());
         }
+        if !sync {
+            return Ok(());
+        }
+        let covering = {
+            let mut syncs = self.inner.syncs_in_flight.borrow_mut();
+            syncs.iter_mut().find(|s| s.covers >= lsn).map(|s| {
+                let (tx, rx) = oneshot::channel();
+                s.waiters.push(tx);
+                rx
+            })
+        };
+        match covering {
+            Some(rx) => {
+                let _ = rx.await;
+                Ok(())
+            }
+            None => self.sync_written().await,
+        }
+    }
+
+    /// Issues an `fdatasync` of the open segment covering everything written so far (older
+    /// segments were synced when they were finished).
+    async fn sync_written(&self) -> Result<(), WalError> {
+        let covers = self.inner.written.get();
+        let Some((segment, file)) = ({
+            let st = self.inner.state.borrow();
+            st.file.as_ref().map(|(s, f, _)| (*s, f.clone()))
+        }) else {
+            // Nothing was ever written.
+            self.inner.synced.set(self.inner.synced.get().max(covers));
+            return Ok(());
+        };
+        self.inner.syncs_in_flight.borrow_mut().push(SyncInFlight {
+            covers,
+            waiters: Vec::new(),
+        });
+        let result = self.sync_file(&file, segment).await;
+        let waiters = {
+            let mut syncs = self.inner.syncs_in_flight.borrow_mut();
+            let at = syncs.iter().position(|s| s.covers == covers);
+            at.map(|i| syncs.swap_remove(i).waiters).unwrap_or_default()
+        };
+        match &result {
+            Ok(()) => self.inner.synced.set(self.inner.synced.get().max(covers)),
+            // A failed sync may have dropped written pages (the kernel forgets the error
+            // after reporting it once): refuse further writes.
+            Err(e) => self.inner.state.borrow_mut().failed = Some(e.to_string()),
+        }
+        for w in waiters {
+            let _ = w.send(());
+        }
+        result
     }
 
     fn check_failed(&self) -> Result<(), WalError> {
@@ -275,8 +354,8 @@ impl Wal {
         }
     }
 
-    /// One flush: writes every tail, syncs if asked, wakes waiters. Only one runs at a time.
-    async fn flush(&self, sync: bool) -> Result<(), WalError> {
+    /// One flush: writes every tail, wakes waiters. Only one runs at a time.
+    async fn flush(&self) -> Result<(), WalError> {
         {
             let mut st = self.inner.state.borrow_mut();
             if st.flushing {
@@ -284,7 +363,7 @@ impl Wal {
             }
             st.flushing = true;
         }
-        let result = self.flush_inner(sync).await;
+        let result = self.flush_inner().await;
         let waiters = {
             let mut st = self.inner.state.borrow_mut();
             st.flushing = false;
@@ -301,7 +380,7 @@ impl Wal {
         result
     }
 
-    async fn flush_inner(&self, sync: bool) -> Result<(), WalError> {
+    async fn flush_inner(&self) -> Result<(), WalError> {
         let target = self.appended();
         loop {
             // Snapshot the front tail; appends may grow it while the write is in flight.
@@ -343,7 +422,6 @@ impl Wal {
                 self.inner
                     .bytes_written
                     .set(self.inner.bytes_written.get() + aligned as u64);
-                self.inner.unsynced.set(true);
             }
             if !last {
                 // Finish the old segment for good before moving on.
@@ -361,17 +439,7 @@ impl Wal {
             t.base += full as u64;
             break;
         }
-        if sync {
-            let (segment, file) = {
-                let st = self.inner.state.borrow();
-                match &st.file {
-                    Some((s, f, _)) => (*s, f.clone()),
-                    None => return Ok(()),
-                }
-            };
-            self.sync_file(&file, segment).await?;
-        }
-        self.inner.durable.set(self.inner.durable.get().max(target));
+        self.inner.written.set(self.inner.written.get().max(target));
         Ok(())
     }
 
@@ -387,7 +455,6 @@ impl Wal {
             .borrow_mut()
             .record(started.elapsed().as_micros() as u64);
         self.inner.syncs.set(self.inner.syncs.get() + 1);
-        self.inner.unsynced.set(false);
         Ok(())
     }
 
