@@ -596,6 +596,44 @@ mod tests {
         assert_eq!(ts, (0..2_000).collect::<Vec<_>>());
     }
 
+    /// Logs series 0 and then `records` sample records of `per_record` samples each, sample
+    /// `i` at time `i` with value `i`, committing each record.
+    async fn write_numbered(wal: &Wal, records: i64, per_record: i64) {
+        wal.append(RecordType::Series, |b| {
+            put_series(b, 0, [("__name__", "up")])
+        });
+        for r in 0..records {
+            let lsn = wal.append(RecordType::Samples, |b| {
+                put_samples_base(b, r * per_record);
+                for k in r * per_record..(r + 1) * per_record {
+                    // Values that do not encode to zeros.
+                    put_sample(b, r * per_record, 0, k, k as f64);
+                }
+            });
+            wal.commit(lsn).await.unwrap();
+        }
+    }
+
+    /// Segment 0's bytes, and where its records end (the rest is zeros).
+    fn segment_and_end(dir: &Path) -> (Vec<u8>, usize) {
+        let data = std::fs::read(dir.join(segment_name(0))).unwrap();
+        let end = data.iter().rposition(|b| *b != 0).map_or(0, |p| p + 1);
+        (data, end)
+    }
+
+    /// Checks that `dir` replays exactly the samples [`write_numbered`] logged.
+    fn assert_replays_numbered(dir: &Path, samples: i64) {
+        let mut c = Count::default();
+        let stats = replay_dir(dir, &mut c, true).unwrap();
+        assert_eq!((stats.truncated_bytes, stats.corrupt_records), (0, 0));
+        assert_eq!(c.samples.len() as i64, samples);
+        assert!(c
+            .samples
+            .iter()
+            .enumerate()
+            .all(|(i, s)| s.1 == i as i64 && s.2 == i as f64));
+    }
+
     /// Writes run into and past the zero-filled frontier many times (about 24 MiB of records
     /// in unsynced commits of ~600 KiB, faster than the background zeroing): every record
     /// replays, and the segment is zero-filled ahead of its last record.
@@ -603,43 +641,19 @@ mod tests {
     fn zero_filling_ahead_never_overwrites_records() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_path_buf();
-        const RECORDS: i64 = 40;
-        const PER_RECORD: i64 = 50_000;
         run(move || async move {
             let wal = Wal::open(&path, 0, FsyncPolicy::Never).unwrap();
-            wal.append(RecordType::Series, |b| {
-                put_series(b, 0, [("__name__", "up")])
-            });
-            for r in 0..RECORDS {
-                let lsn = wal.append(RecordType::Samples, |b| {
-                    put_samples_base(b, 0);
-                    for k in 0..PER_RECORD {
-                        // Values that do not compress to zeros.
-                        put_sample(b, 0, 0, r * PER_RECORD + k, (r * PER_RECORD + k) as f64);
-                    }
-                });
-                wal.commit(lsn).await.unwrap();
-            }
+            write_numbered(&wal, 40, 50_000).await;
             wal.sync().await.unwrap();
         });
-        let segment = dir.path().join(segment_name(0));
-        let data = std::fs::read(&segment).unwrap();
-        let written = data.iter().rposition(|b| *b != 0).unwrap() + 1;
+        let (data, written) = segment_and_end(dir.path());
         assert!(written > 20 << 20, "{written} bytes of records");
         assert!(
             data.len() > written + (1 << 20),
             "the file ({} bytes) is zero-filled past its records ({written} bytes)",
             data.len()
         );
-        let mut c = Count::default();
-        let stats = replay_dir(dir.path(), &mut c, true).unwrap();
-        assert_eq!((stats.truncated_bytes, stats.corrupt_records), (0, 0));
-        assert_eq!(c.samples.len() as i64, RECORDS * PER_RECORD);
-        assert!(c
-            .samples
-            .iter()
-            .enumerate()
-            .all(|(i, s)| s.1 == i as i64 && s.2 == i as f64));
+        assert_replays_numbered(dir.path(), 40 * 50_000);
     }
 
     /// A quiet WAL (a small tenant) is zero-filled only a little ahead of its records.
@@ -649,31 +663,17 @@ mod tests {
         let path = dir.path().to_path_buf();
         run(move || async move {
             let wal = Wal::open(&path, 0, FsyncPolicy::Always).unwrap();
-            wal.append(RecordType::Series, |b| {
-                put_series(b, 0, [("__name__", "up")])
-            });
-            for i in 0..100i64 {
-                let lsn = wal.append(RecordType::Samples, |b| {
-                    put_samples_base(b, i * 100);
-                    for k in 0..100 {
-                        put_sample(b, i * 100, 0, i * 100 + k, (i * 100 + k) as f64);
-                    }
-                });
-                wal.commit(lsn).await.unwrap();
-            }
+            write_numbered(&wal, 100, 100).await;
             // Let a zeroing in flight finish before the files are read.
             glommio::timer::sleep(std::time::Duration::from_millis(200)).await;
         });
-        let data = std::fs::read(dir.path().join(segment_name(0))).unwrap();
-        let written = data.iter().rposition(|b| *b != 0).unwrap() + 1;
+        let (data, written) = segment_and_end(dir.path());
         assert!(written > 64 << 10, "{written} bytes of records");
         assert!(
             data.len() <= written + (512 << 10),
             "{} bytes on disk for {written} bytes of records",
             data.len()
         );
-        let mut c = Count::default();
-        replay_dir(dir.path(), &mut c, true).unwrap();
-        assert_eq!(c.samples.len(), 10_000);
+        assert_replays_numbered(dir.path(), 100 * 100);
     }
 }
