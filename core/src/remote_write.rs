@@ -861,8 +861,9 @@ mod tests {
     }
 
     /// What every `Ok` must guarantee: contiguous ranges covering the flat vectors, in-bounds
-    /// UTF-8 labels, and label sets that pass the rules.
-    fn check_invariants(d: &WriteRequestRef, buf: &[u8]) {
+    /// UTF-8 labels, and label sets that pass the rules. Shared with the 2.0 decoder's tests:
+    /// both fill the same `WriteRequestRef`.
+    pub(crate) fn check_invariants(d: &WriteRequestRef, buf: &[u8]) {
         let (mut l, mut s) = (0u32, 0u32);
         for series in &d.series {
             assert_eq!(series.labels.start, l);

@@ -407,7 +407,7 @@ mod tests {
         }
     }
 
-    use crate::remote_write::tests::{plain, Plain};
+    use crate::remote_write::tests::{check_invariants, plain, Plain};
 
     fn plain_prost(r: &PRequest) -> Plain {
         r.timeseries
@@ -430,33 +430,6 @@ mod tests {
                 )
             })
             .collect()
-    }
-
-    /// What every `Ok` must guarantee: contiguous ranges, in-bounds UTF-8 labels, valid sets.
-    fn check_invariants(d: &WriteRequestRef, buf: &[u8]) {
-        let (mut l, mut s) = (0u32, 0u32);
-        for series in &d.series {
-            assert_eq!((series.labels.start, series.samples.start), (l, s));
-            l = series.labels.end;
-            s = series.samples.end;
-            let strs: Vec<(&str, &str)> = d.labels[series.labels.start as usize..l as usize]
-                .iter()
-                .map(|x| {
-                    let n = &buf[x.name_start as usize..(x.name_start + x.name_len) as usize];
-                    let v = &buf[x.value_start as usize..(x.value_start + x.value_len) as usize];
-                    (
-                        std::str::from_utf8(n).unwrap(),
-                        std::str::from_utf8(v).unwrap(),
-                    )
-                })
-                .collect();
-            assert_eq!(
-                crate::labels::validate_label_set(strs.iter().copied()),
-                Ok(())
-            );
-        }
-        assert_eq!(l as usize, d.labels.len());
-        assert_eq!(s as usize, d.samples.len());
     }
 
     fn decode(buf: &[u8]) -> Result<(Plain, V2Counts), DecodeError> {
