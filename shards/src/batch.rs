@@ -88,7 +88,7 @@ impl<B: SeriesBatch> SeriesBatch for Subset<'_, B> {
     }
 }
 
-/// Where one series sits in an [`OwnedBatch`]'s bytes.
+/// Where one series sits in a batch's bytes.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     hash: u64,
@@ -98,76 +98,141 @@ struct Entry {
     n_samples: u32,
 }
 
-/// Series copied out of a request to travel to their owning core: key bytes, then samples as
-/// `(i64 t, u64 value bits)` little-endian.
+/// Where each series of a batch sits in a byte buffer: its key bytes, and its samples as
+/// 16-byte `(i64 t, u64 value bits)` little-endian records ([`put_samples`]). The buffer is
+/// kept elsewhere: [`OwnedBatch`] owns its bytes, the replication RPC's write frames are read
+/// in place. Offsets are `u32`: a batch is one request's share, far below 4 GiB.
+#[derive(Debug, Default)]
+pub struct SeriesSpans {
+    entries: Vec<Entry>,
+    samples: usize,
+}
+
+impl SeriesSpans {
+    /// Forgets every series.
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.samples = 0;
+    }
+
+    /// Makes room for `n` more series.
+    pub fn reserve(&mut self, n: usize) {
+        self.entries.reserve(n);
+    }
+
+    /// Records a series whose key is `bytes[key_at..key_at + key_len]` and whose
+    /// `n_samples` samples start at `bytes[samples_at]`.
+    pub fn push(
+        &mut self,
+        hash: u64,
+        key_at: usize,
+        key_len: usize,
+        samples_at: usize,
+        n_samples: usize,
+    ) {
+        self.entries.push(Entry {
+            hash,
+            key_at: key_at as u32,
+            key_len: key_len as u32,
+            samples_at: samples_at as u32,
+            n_samples: n_samples as u32,
+        });
+        self.samples += n_samples;
+    }
+
+    /// Number of series.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are no series.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Number of samples.
+    pub fn num_samples(&self) -> usize {
+        self.samples
+    }
+
+    /// The hash of series `i`.
+    pub fn hash(&self, i: usize) -> u64 {
+        self.entries[i].hash
+    }
+
+    /// The key of series `i` in `bytes`.
+    pub fn key<'a>(&self, bytes: &'a [u8], i: usize) -> &'a [u8] {
+        let e = self.entries[i];
+        &bytes[e.key_at as usize..(e.key_at + e.key_len) as usize]
+    }
+
+    /// The samples of series `i` in `bytes`.
+    pub fn samples<'a>(&self, bytes: &'a [u8], i: usize) -> impl Iterator<Item = Sample> + 'a {
+        let e = self.entries[i];
+        let at = e.samples_at as usize;
+        bytes[at..at + e.n_samples as usize * 16]
+            .chunks_exact(16)
+            .map(|c| {
+                let (t, v) = c.split_at(8);
+                Sample {
+                    timestamp: i64::from_le_bytes(t.try_into().unwrap_or_default()),
+                    value: f64::from_bits(u64::from_le_bytes(v.try_into().unwrap_or_default())),
+                }
+            })
+    }
+}
+
+/// Appends samples as the 16-byte records [`SeriesSpans`] reads; returns how many.
+pub fn put_samples(out: &mut Vec<u8>, samples: impl IntoIterator<Item = Sample>) -> usize {
+    let samples = samples.into_iter();
+    out.reserve(samples.size_hint().0 * 16);
+    let mut n = 0;
+    for s in samples {
+        out.extend_from_slice(&s.timestamp.to_le_bytes());
+        out.extend_from_slice(&s.value.to_bits().to_le_bytes());
+        n += 1;
+    }
+    n
+}
+
+/// Series copied out of a request to travel to their owning core: key bytes, then samples.
 #[derive(Debug, Default)]
 pub struct OwnedBatch {
     bytes: Vec<u8>,
-    entries: Vec<Entry>,
-    samples: usize,
+    spans: SeriesSpans,
 }
 
 impl OwnedBatch {
     /// Copies one series into the batch.
     pub fn push(&mut self, hash: u64, key: &[u8], samples: impl IntoIterator<Item = Sample>) {
-        let key_at = self.bytes.len() as u32;
+        let key_at = self.bytes.len();
         self.bytes.extend_from_slice(key);
-        let samples_at = self.bytes.len() as u32;
-        let samples = samples.into_iter();
-        self.bytes.reserve(samples.size_hint().0 * 16);
-        let mut n = 0u32;
-        for s in samples {
-            self.bytes.extend_from_slice(&s.timestamp.to_le_bytes());
-            self.bytes
-                .extend_from_slice(&s.value.to_bits().to_le_bytes());
-            n += 1;
-        }
-        self.samples += n as usize;
-        self.entries.push(Entry {
-            hash,
-            key_at,
-            key_len: key.len() as u32,
-            samples_at,
-            n_samples: n,
-        });
+        let samples_at = self.bytes.len();
+        let n = put_samples(&mut self.bytes, samples);
+        self.spans.push(hash, key_at, key.len(), samples_at, n);
     }
 
     /// Number of samples in the batch.
     pub fn num_samples(&self) -> usize {
-        self.samples
+        self.spans.num_samples()
     }
-}
-
-fn read_u64(b: &[u8], at: usize) -> u64 {
-    b.get(at..at + 8)
-        .and_then(|s| s.try_into().ok())
-        .map_or(0, u64::from_le_bytes)
 }
 
 impl SeriesBatch for OwnedBatch {
     fn len(&self) -> usize {
-        self.entries.len()
+        self.spans.len()
     }
 
     fn hash(&self, i: usize) -> u64 {
-        self.entries[i].hash
+        self.spans.hash(i)
     }
 
     fn key(&self, i: usize) -> &[u8] {
-        let e = self.entries[i];
-        &self.bytes[e.key_at as usize..(e.key_at + e.key_len) as usize]
+        self.spans.key(&self.bytes, i)
     }
 
     fn samples(&self, i: usize) -> impl Iterator<Item = Sample> {
-        let e = self.entries[i];
-        let bytes = &self.bytes;
-        (0..e.n_samples as usize).map(move |k| {
-            let at = e.samples_at as usize + k * 16;
-            Sample {
-                timestamp: read_u64(bytes, at) as i64,
-                value: f64::from_bits(read_u64(bytes, at + 8)),
-            }
-        })
+        self.spans.samples(&self.bytes, i)
     }
 }
 

@@ -25,7 +25,7 @@
 //! requests on a pipelined connection.
 
 use sluice_core::{Sample, TenantHasher};
-use sluice_shards::batch::SeriesBatch;
+use sluice_shards::batch::{put_samples, SeriesBatch, SeriesSpans};
 
 /// Bytes before a frame's body.
 pub const HEADER_LEN: usize = 8;
@@ -200,10 +200,7 @@ impl WriteEncoder {
         out.extend_from_slice(&(key.len() as u32).to_le_bytes());
         out.extend_from_slice(&(samples.len() as u32).to_le_bytes());
         out.extend_from_slice(key);
-        for s in samples {
-            out.extend_from_slice(&s.timestamp.to_le_bytes());
-            out.extend_from_slice(&s.value.to_bits().to_le_bytes());
-        }
+        put_samples(out, samples.iter().copied());
         self.n_series += 1;
         self.samples += samples.len();
     }
@@ -303,21 +300,10 @@ fn truncate_utf8(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// Where one series sits in a write body.
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    hash: u64,
-    key_at: u32,
-    key_len: u32,
-    samples_at: u32,
-    n_samples: u32,
-}
-
 /// A decoded write frame: series borrowed from the body, hashes computed here.
 #[derive(Debug, Default)]
 pub struct WriteBatch {
-    entries: Vec<Entry>,
-    samples: usize,
+    spans: SeriesSpans,
 }
 
 /// The parts of a write frame besides its series.
@@ -344,15 +330,14 @@ impl WriteBatch {
         body: &'a [u8],
         valid_tenant: impl Fn(&str) -> bool,
     ) -> Result<WriteHead<'a>, FrameError> {
-        self.entries.clear();
-        self.samples = 0;
+        self.spans.clear();
         let mut r = Reader(body);
         let WriteHead { id, tenant } = read_request_head(&mut r, WRITE, valid_tenant)?;
         let hasher = TenantHasher::new(tenant.as_bytes());
         let n = r.u32()? as usize;
         // Each series takes at least 8 bytes: a count beyond that is a lie, not a reason
         // to reserve memory.
-        self.entries.reserve(n.min(r.0.len() / 8));
+        self.spans.reserve(n.min(r.0.len() / 8));
         for _ in 0..n {
             let key_len = r.u32()? as usize;
             let n_samples = r.u32()? as usize;
@@ -362,14 +347,8 @@ impl WriteBatch {
             let samples_at = body.len() - r.0.len();
             let bytes = n_samples.checked_mul(16).ok_or(FrameError::Truncated)?;
             r.take(bytes)?;
-            self.entries.push(Entry {
-                hash: hasher.hash_key(key),
-                key_at: key_at as u32,
-                key_len: key_len as u32,
-                samples_at: samples_at as u32,
-                n_samples: n_samples as u32,
-            });
-            self.samples += n_samples;
+            self.spans
+                .push(hasher.hash_key(key), key_at, key_len, samples_at, n_samples);
         }
         if !r.0.is_empty() {
             return Err(FrameError::Trailing(r.0.len()));
@@ -379,7 +358,7 @@ impl WriteBatch {
 
     /// Number of samples.
     pub fn num_samples(&self) -> usize {
-        self.samples
+        self.spans.num_samples()
     }
 
     /// The batch over the body it was decoded from.
@@ -396,29 +375,19 @@ pub struct WriteView<'a> {
 
 impl SeriesBatch for WriteView<'_> {
     fn len(&self) -> usize {
-        self.batch.entries.len()
+        self.batch.spans.len()
     }
 
     fn hash(&self, i: usize) -> u64 {
-        self.batch.entries[i].hash
+        self.batch.spans.hash(i)
     }
 
     fn key(&self, i: usize) -> &[u8] {
-        let e = self.batch.entries[i];
-        &self.body[e.key_at as usize..(e.key_at + e.key_len) as usize]
+        self.batch.spans.key(self.body, i)
     }
 
     fn samples(&self, i: usize) -> impl Iterator<Item = Sample> {
-        let e = self.batch.entries[i];
-        let at = e.samples_at as usize;
-        let bytes = &self.body[at..at + e.n_samples as usize * 16];
-        bytes.chunks_exact(16).map(|c| {
-            let (t, v) = c.split_at(8);
-            Sample {
-                timestamp: i64::from_le_bytes(t.try_into().unwrap_or_default()),
-                value: f64::from_bits(u64::from_le_bytes(v.try_into().unwrap_or_default())),
-            }
-        })
+        self.batch.spans.samples(self.body, i)
     }
 }
 
