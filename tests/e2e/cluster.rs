@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 use crate::harness::{dump, free_port, request, simple_series, Server};
 
 /// Nodes of one ring file, each with its own data dir and a fixed RPC port.
-struct Cluster {
-    nodes: Vec<Server>,
+pub(crate) struct Cluster {
+    pub(crate) nodes: Vec<Server>,
     args: Vec<Vec<String>>,
     endpoints: Vec<String>,
     ring: PathBuf,
@@ -20,7 +20,12 @@ struct Cluster {
 
 impl Cluster {
     /// Starts `n` nodes; `ring` builds the hashrings JSON from the endpoints.
-    fn start(n: usize, rf: usize, extra: &[&str], ring: impl Fn(&[String]) -> Value) -> Cluster {
+    pub(crate) fn start(
+        n: usize,
+        rf: usize,
+        extra: &[&str],
+        ring: impl Fn(&[String]) -> Value,
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let endpoints: Vec<String> = (0..n)
             .map(|_| format!("127.0.0.1:{}", free_port()))

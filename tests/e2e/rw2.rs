@@ -464,39 +464,13 @@ fn prometheus_agent_remote_writes_its_own_metrics_to_sluice() {
 /// R = ring size (where 1.0 bodies are forwarded whole) every node still gets every series.
 #[test]
 fn rw2_in_a_cluster_reaches_every_replica() {
-    let dir = tempfile::tempdir().unwrap();
-    let endpoints: Vec<String> = (0..3)
-        .map(|_| format!("127.0.0.1:{}", free_port()))
-        .collect();
-    let ring = dir.path().join("hashrings.json");
-    std::fs::write(
-        &ring,
-        serde_json::json!([{ "hashring": "default", "endpoints": endpoints }]).to_string(),
-    )
-    .unwrap();
-    let ring = ring.to_str().unwrap();
-    let nodes: Vec<Server> = endpoints
-        .iter()
-        .map(|ep| {
-            Server::start(
-                1,
-                &[
-                    "--pin-cores",
-                    "false",
-                    "--rpc-listen",
-                    ep,
-                    "--node-name",
-                    ep,
-                    "--receive.hashrings-file",
-                    ring,
-                    "--receive.replication-factor",
-                    "3",
-                    "--receive.forward-timeout",
-                    "5s",
-                ],
-            )
-        })
-        .collect();
+    let cluster = crate::cluster::Cluster::start(
+        3,
+        3,
+        &[],
+        |endpoints| serde_json::json!([{ "hashring": "default", "endpoints": endpoints }]),
+    );
+    let nodes = &cluster.nodes;
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
