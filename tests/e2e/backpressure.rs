@@ -86,11 +86,7 @@ fn a_flood_over_the_memory_budget_gets_429_and_every_acked_sample_is_stored() {
                 let mut k = 0;
                 while Instant::now() < stop {
                     let body = sluice_bench::encode_snappy(&request(th, k, 200, 250, t0));
-                    let r = agent
-                        .post(&url)
-                        .set("Content-Encoding", "snappy")
-                        .set("Content-Type", "application/x-protobuf")
-                        .send_bytes(&body);
+                    let r = crate::harness::snappy_post(&agent, &url).send_bytes(&body);
                     match r {
                         Ok(resp) => {
                             assert_eq!(resp.status(), 204);

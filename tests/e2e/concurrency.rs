@@ -25,10 +25,7 @@ fn two_keep_alive_clients_ten_thousand_requests() {
                     let body = sluice_bench::encode_snappy(&request(&mine, T0 + i * 1000, |j| {
                         (i * 10 + j as i64) as f64
                     }));
-                    let resp = agent
-                        .post(&url)
-                        .set("Content-Encoding", "snappy")
-                        .set("Content-Type", "application/x-protobuf")
+                    let resp = crate::harness::snappy_post(&agent, &url)
                         .send_bytes(&body)
                         .unwrap_or_else(|e| panic!("client {c} request {i}: {e}"));
                     assert_eq!(resp.status(), 204, "client {c} request {i}");

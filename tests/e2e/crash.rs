@@ -50,11 +50,7 @@ fn kill_9_during_writes_loses_no_acknowledged_sample() {
             for i in 0..100_000i64 {
                 let body =
                     sluice_bench::encode_snappy(&request(&series, T0 + i * STEP, |_| i as f64));
-                let r = agent
-                    .post(&url)
-                    .set("Content-Encoding", "snappy")
-                    .set("Content-Type", "application/x-protobuf")
-                    .send_bytes(&body);
+                let r = crate::harness::snappy_post(&agent, &url).send_bytes(&body);
                 match r {
                     Ok(resp) if resp.status() == 204 => acked.store(i, Ordering::SeqCst),
                     _ => return i,

@@ -360,6 +360,15 @@ pub fn client() -> ureq::Agent {
     ureq::AgentBuilder::new().max_idle_connections(0).build()
 }
 
+/// A POST of a snappy-compressed protobuf body (remote write or remote read), headers set;
+/// send it with `.send_bytes(body)`.
+pub fn snappy_post(agent: &ureq::Agent, url: &str) -> ureq::Request {
+    agent
+        .post(url)
+        .set("Content-Encoding", "snappy")
+        .set("Content-Type", "application/x-protobuf")
+}
+
 /// A real Prometheus with its remote-write receiver on an empty data directory.
 pub struct Prometheus {
     child: Child,

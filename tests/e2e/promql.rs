@@ -253,10 +253,7 @@ pub(crate) fn requests(data: &[(Labels, Vec<(i64, f64)>)], extra: &[(&str, &str)
 }
 
 fn post_write(url: &str, body: &[u8]) {
-    let r = crate::harness::client()
-        .post(url)
-        .set("Content-Encoding", "snappy")
-        .set("Content-Type", "application/x-protobuf")
+    let r = crate::harness::snappy_post(&crate::harness::client(), url)
         .set("X-Prometheus-Remote-Write-Version", "0.1.0")
         .send_bytes(body);
     match r {

@@ -151,10 +151,7 @@ fn streamed_xor_chunks_carry_every_sample() {
     let body = snap::raw::Encoder::new()
         .compress_vec(&req.encode_to_vec())
         .expect("snappy");
-    let resp = crate::harness::client()
-        .post(&sluice.url("/api/v1/read"))
-        .set("Content-Encoding", "snappy")
-        .set("Content-Type", "application/x-protobuf")
+    let resp = crate::harness::snappy_post(&crate::harness::client(), &sluice.url("/api/v1/read"))
         .send_bytes(&body)
         .expect("remote read");
     assert_eq!(
