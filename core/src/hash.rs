@@ -5,6 +5,9 @@
 //! stable forever: WAL replay, the hashring and other implementations depend on it. Never use
 //! it for in-process maps (ahash is faster there).
 
+use std::sync::OnceLock;
+
+use xxhash_rust::xxh3::xxh3_64_with_seed;
 use xxhash_rust::xxh64::Xxh64;
 
 /// Separator byte between the parts of a series identity (as Prometheus' `labels.Hash`).
@@ -59,6 +62,29 @@ where
     let key_start = out.len();
     put_series_key(out, labels);
     (xxhash_rust::xxh64::xxh64(&out[start..], 0), key_start)
+}
+
+/// What identifies a series within a process: its portable hash (which also places it on a
+/// node and a core) and its check hash ([`check_hash`]). Two distinct label sets of a tenant
+/// share both with probability ~n²/2¹²⁹, so a head compares these 128 bits, not labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Identity {
+    pub hash: u64,
+    pub check: u64,
+}
+
+/// The second hash of a series key: xxh3 with a secret seed drawn once per process, so a
+/// sender cannot aim for a collision with the portable hash, whose function is public. One
+/// seed for the whole process (not one per core), so that any core can compute it for a
+/// series another core owns. Never persisted: a restart recomputes it from the labels.
+#[inline]
+pub fn check_hash(key: &[u8]) -> u64 {
+    static SEED: OnceLock<u64> = OnceLock::new();
+    let seed = *SEED.get_or_init(|| {
+        use std::hash::BuildHasher;
+        std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64)
+    });
+    xxh3_64_with_seed(key, seed)
 }
 
 /// A hasher already fed with `tenant 0xff`: clone it per series and feed the key.

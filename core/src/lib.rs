@@ -10,17 +10,19 @@ pub mod hash;
 pub mod hashring;
 pub mod labels;
 pub mod limits;
+pub mod prefetch;
 pub mod remote_write;
 
 pub use duration::{format_duration, parse_duration, DurationError};
 pub use hash::{
-    core_for_hash, key_labels, put_hashed_series_key, put_series_key, series_hash, KeyLabels,
-    TenantHasher,
+    check_hash, core_for_hash, key_labels, put_hashed_series_key, put_series_key, series_hash,
+    Identity, KeyLabels, TenantHasher,
 };
 pub use hashring::{
     Algorithm, Endpoint, Hashring, HashringError, Hashrings, RingId, TenantMatcher,
     UnknownAlgorithm, SECTIONS_PER_NODE,
 };
 pub use labels::{LabelError, METRIC_NAME};
+pub use remote_write::known::{Fingerprint, KnownSeries};
 pub use remote_write::v2::{V2Counts, V2Decoder};
 pub use remote_write::{DecodeError, LabelRef, Sample, SeriesRef, WriteRequestRef};

@@ -26,9 +26,13 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
+use crate::hash::{put_series_key, Identity};
 use crate::labels::{self, LabelError};
 
+pub mod known;
 pub mod v2;
+
+use known::{Fingerprint, KnownSeries};
 
 /// A label as byte ranges into the decoded buffer. Both ranges are valid UTF-8 once
 /// [`WriteRequestRef::decode`] returned `Ok`.
@@ -62,6 +66,22 @@ pub struct SeriesRef {
     /// Indices into [`WriteRequestRef::samples`], in wire order; empty when the series carried
     /// no samples.
     pub samples: Range<u32>,
+}
+
+/// Where a series' label fields sit in the decoded buffer, and what a [`KnownSeries`] made of
+/// them. Only [`WriteRequestRef::decode_known`] fills these.
+#[derive(Debug, Clone, Copy)]
+pub struct LabelFields {
+    /// The `TimeSeries` message (start, end), to parse its labels when they are not known.
+    message: (u32, u32),
+    /// The label fields' bytes (start, end) when they are one contiguous run.
+    span: (u32, u32),
+    /// The fingerprint of those bytes; `None` when they are not one run, or the series
+    /// carries histograms (such a series is always parsed).
+    pub fingerprint: Option<Fingerprint>,
+    /// The series' identity, when its fingerprint was known: its labels were then neither
+    /// parsed nor validated again, and its [`SeriesRef::labels`] is empty.
+    pub known: Option<Identity>,
 }
 
 /// Why a request could not be decoded. Each message names what was wrong and where.
@@ -108,6 +128,9 @@ pub struct WriteRequestRef {
     pub labels: Vec<LabelRef>,
     /// All samples of all series, flat, per series in wire order.
     pub samples: Vec<Sample>,
+    /// Per series, where its label fields are and whether they were known (only after
+    /// [`decode_known`](Self::decode_known); empty otherwise).
+    pub label_fields: Vec<LabelFields>,
 }
 
 impl WriteRequestRef {
@@ -119,11 +142,82 @@ impl WriteRequestRef {
     /// steady state allocation-free.
     pub fn decode(&mut self, buf: &[u8]) -> Result<(), DecodeError> {
         self.clear();
-        let res = self.decode_request(buf);
+        let res = self.decode_request(buf, None);
         if res.is_err() {
             self.clear();
         }
         res
+    }
+
+    /// [`decode`](Self::decode), except that a series whose label fields `known` remembers
+    /// (fingerprinted with `tenant_seed`, see [`KnownSeries::tenant_seed`]) keeps its labels
+    /// unparsed: [`LabelFields::known`] holds its identity and its label range is empty. Such
+    /// bytes were validated when they were first seen, and validity depends on nothing else.
+    /// [`put_key`](Self::put_key) builds any series' key.
+    pub fn decode_known(
+        &mut self,
+        buf: &[u8],
+        known: &KnownSeries,
+        tenant_seed: u64,
+    ) -> Result<(), DecodeError> {
+        self.clear();
+        let res = self.decode_request(buf, Some((known, tenant_seed)));
+        if res.is_err() {
+            self.clear();
+        }
+        res
+    }
+
+    /// The identity of series `i` if [`decode_known`](Self::decode_known) recognised it.
+    #[inline]
+    pub fn known(&self, i: usize) -> Option<Identity> {
+        self.label_fields.get(i).and_then(|f| f.known)
+    }
+
+    /// The fingerprint of series `i`'s label fields, if it has one.
+    #[inline]
+    pub fn fingerprint(&self, i: usize) -> Option<Fingerprint> {
+        self.label_fields.get(i).and_then(|f| f.fingerprint)
+    }
+
+    /// Appends the key of series `i` (see [`crate::put_series_key`]) to `out`: from its
+    /// parsed labels, or, for a known series, from its label fields in `buf` (the buffer of
+    /// the last decode; another buffer yields a wrong key, never a panic).
+    pub fn put_key(&self, buf: &[u8], i: usize, out: &mut Vec<u8>) {
+        let Some(series) = self.series.get(i) else {
+            return;
+        };
+        if let Some(LabelFields {
+            span: (start, end),
+            known: Some(_),
+            ..
+        }) = self.label_fields.get(i)
+        {
+            let mut r = Reader {
+                buf: buf.get(..*end as usize).unwrap_or(&[]),
+                pos: *start as usize,
+            };
+            // The bytes were a valid run of label fields when first seen, and they are the
+            // same bytes: nothing here can fail, but a mismatched buffer must not panic.
+            while r.has_more() {
+                let Ok(KEY_1_LEN) = r.varint() else { break };
+                let Ok(label) = r.message("").and_then(|mut m| decode_label(&mut m)) else {
+                    break;
+                };
+                put_series_key(out, [(label.name_bytes(buf), label.value_bytes(buf))]);
+            }
+            return;
+        }
+        let labels = self
+            .labels
+            .get(series.labels.start as usize..series.labels.end as usize)
+            .unwrap_or(&[]);
+        put_series_key(
+            out,
+            labels
+                .iter()
+                .map(|l| (l.name_bytes(buf), l.value_bytes(buf))),
+        );
     }
 
     /// The labels of `series` as strings borrowed from `buf`.
@@ -153,9 +247,14 @@ impl WriteRequestRef {
         self.series.clear();
         self.labels.clear();
         self.samples.clear();
+        self.label_fields.clear();
     }
 
-    fn decode_request(&mut self, buf: &[u8]) -> Result<(), DecodeError> {
+    fn decode_request(
+        &mut self,
+        buf: &[u8],
+        known: Option<(&KnownSeries, u64)>,
+    ) -> Result<(), DecodeError> {
         check_buffer_len(buf.len())?;
         let mut r = Reader { buf, pos: 0 };
         let mut index = 0usize;
@@ -167,7 +266,17 @@ impl WriteRequestRef {
             match key {
                 KEY_1_LEN => {
                     let ts = r.message("WriteRequest.timeseries")?;
-                    self.decode_series(ts, index)?;
+                    match known {
+                        Some((known, seed)) => self.scan_series(ts, known, seed)?,
+                        None => {
+                            let samples = self.samples.len() as u32;
+                            let labels = self.decode_series(ts, index, true)?;
+                            self.series.push(SeriesRef {
+                                labels,
+                                samples: samples..self.samples.len() as u32,
+                            });
+                        }
+                    }
                     index += 1;
                 }
                 // Metadata is accepted and ignored: Sluice stores no metadata, and skipping it
@@ -176,14 +285,101 @@ impl WriteRequestRef {
                 _ => r.skip_other(key, at, "WriteRequest", WRITE_REQUEST_FIELDS)?,
             }
         }
+        if let Some((known, _)) = known {
+            self.resolve_labels(buf, known)?;
+        }
         Ok(())
     }
 
-    /// Decodes one `TimeSeries` (the reader spans exactly its bytes), validates it and appends
-    /// it. Fields may come in any order, so validation waits until the series is complete.
-    fn decode_series(&mut self, mut r: Reader<'_>, index: usize) -> Result<(), DecodeError> {
-        let label_start = self.labels.len();
+    /// First pass of [`decode_known`](Self::decode_known) over one `TimeSeries`: decodes its
+    /// samples, skips its labels but fingerprints their bytes, and prefetches the
+    /// fingerprint's slot, which [`resolve_labels`](Self::resolve_labels) reads once every
+    /// series is scanned.
+    fn scan_series(
+        &mut self,
+        mut r: Reader<'_>,
+        known: &KnownSeries,
+        seed: u64,
+    ) -> Result<(), DecodeError> {
+        let message = (r.pos as u32, r.buf.len() as u32);
         let sample_start = self.samples.len();
+        let mut run = (0usize, 0usize);
+        let mut runs = 0u32;
+        let mut has_histogram = false;
+        while r.has_more() {
+            let at = r.pos;
+            let key = r
+                .varint()
+                .map_err(|e| e.into_error("field tag in", "TimeSeries"))?;
+            match key {
+                KEY_1_LEN => {
+                    r.skip_len_delim("TimeSeries.labels")?;
+                    if runs == 0 || at != run.1 {
+                        runs += 1;
+                        run.0 = at;
+                    }
+                    run.1 = r.pos;
+                }
+                KEY_2_LEN => {
+                    let mut m = r.message("TimeSeries.samples")?;
+                    self.samples.push(decode_sample(&mut m)?);
+                }
+                KEY_3_LEN => r.skip_len_delim("TimeSeries.exemplars")?,
+                KEY_4_LEN => {
+                    r.skip_len_delim("TimeSeries.histograms")?;
+                    has_histogram = true;
+                }
+                _ => r.skip_other(key, at, "TimeSeries", TIME_SERIES_FIELDS)?,
+            }
+        }
+        let fingerprint = (runs == 1 && !has_histogram).then(|| {
+            let fp = KnownSeries::fingerprint(seed, &r.buf[run.0..run.1]);
+            known.prefetch(fp);
+            fp
+        });
+        self.series.push(SeriesRef {
+            labels: 0..0,
+            samples: sample_start as u32..self.samples.len() as u32,
+        });
+        self.label_fields.push(LabelFields {
+            message,
+            span: (run.0 as u32, run.1 as u32),
+            fingerprint,
+            known: None,
+        });
+        Ok(())
+    }
+
+    /// Second pass of [`decode_known`](Self::decode_known): every series whose fingerprint
+    /// `known` remembers takes its identity from there; every other one has its labels
+    /// parsed and validated.
+    fn resolve_labels(&mut self, buf: &[u8], known: &KnownSeries) -> Result<(), DecodeError> {
+        for i in 0..self.series.len() {
+            let fields = &mut self.label_fields[i];
+            if let Some(id) = fields.fingerprint.and_then(|fp| known.get(fp)) {
+                fields.known = Some(id);
+                continue;
+            }
+            let (start, end) = fields.message;
+            let r = Reader {
+                buf: &buf[..end as usize],
+                pos: start as usize,
+            };
+            self.series[i].labels = self.decode_series(r, i, false)?;
+        }
+        Ok(())
+    }
+
+    /// Decodes one `TimeSeries` (the reader spans exactly its bytes): its labels, validated,
+    /// and, if `with_samples`, its samples; returns the range of its labels. Fields may come
+    /// in any order, so validation waits until the series is complete.
+    fn decode_series(
+        &mut self,
+        mut r: Reader<'_>,
+        index: usize,
+        with_samples: bool,
+    ) -> Result<Range<u32>, DecodeError> {
+        let label_start = self.labels.len();
         let mut has_histogram = false;
         // Whether every byte of the label fields is ASCII, checked once per contiguous run
         // of them (normally one run per series) instead of once per name and value.
@@ -204,10 +400,11 @@ impl WriteRequestRef {
                     }
                     run.1 = r.pos;
                 }
-                KEY_2_LEN => {
+                KEY_2_LEN if with_samples => {
                     let mut m = r.message("TimeSeries.samples")?;
                     self.samples.push(decode_sample(&mut m)?);
                 }
+                KEY_2_LEN => r.skip_len_delim("TimeSeries.samples")?,
                 // Exemplars are not stored; skipping them unparsed is cheapest.
                 KEY_3_LEN => r.skip_len_delim("TimeSeries.exemplars")?,
                 // Remembered, not returned at once: the labels needed for the error message
@@ -239,11 +436,7 @@ impl WriteRequestRef {
         }
         // Cannot truncate: every label and sample takes at least 2 bytes of a buffer that
         // check_buffer_len capped at u32::MAX bytes.
-        self.series.push(SeriesRef {
-            labels: label_start as u32..self.labels.len() as u32,
-            samples: sample_start as u32..self.samples.len() as u32,
-        });
-        Ok(())
+        Ok(label_start as u32..self.labels.len() as u32)
     }
 }
 
@@ -890,9 +1083,100 @@ mod tests {
 
     fn decode(buf: &[u8]) -> Result<Plain, DecodeError> {
         let mut d = WriteRequestRef::default();
-        d.decode(buf)?;
+        let res = d.decode(buf);
+        check_known_agrees(buf, &d, res.is_ok());
+        res?;
         check_invariants(&d, buf);
         Ok(plain(&d, buf))
+    }
+
+    /// `decode_known` over the same bytes, with an empty table and then with one that learnt
+    /// every fingerprint of the first pass, must accept exactly what `decode` accepts and give
+    /// every series the same samples and the same key; the second pass must recognise every
+    /// fingerprinted series and return the identity learnt for it. Every test that decodes
+    /// (the random and mutated requests included) runs this.
+    fn check_known_agrees(buf: &[u8], plain: &WriteRequestRef, plain_ok: bool) {
+        let mut known = KnownSeries::new();
+        let seed = known.tenant_seed(b"t");
+        let mut d = WriteRequestRef::default();
+        for warm in [false, true] {
+            let res = d.decode_known(buf, &known, seed);
+            assert_eq!(
+                res.is_ok(),
+                plain_ok,
+                "decode_known (warm: {warm}): {res:?}"
+            );
+            if res.is_err() {
+                assert!(d.series.is_empty() && d.label_fields.is_empty());
+                return;
+            }
+            assert_eq!(d.series.len(), plain.series.len());
+            for i in 0..d.series.len() {
+                let bits = |r: &WriteRequestRef| {
+                    r.series_samples(&r.series[i])
+                        .iter()
+                        .map(|s| (s.timestamp, s.value.to_bits()))
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(bits(&d), bits(plain));
+                let (mut key, mut expected) = (Vec::new(), Vec::new());
+                d.put_key(buf, i, &mut key);
+                plain.put_key(buf, i, &mut expected);
+                assert_eq!(key, expected, "series {i} (warm: {warm})");
+                let id = Identity {
+                    hash: xxhash_rust::xxh64::xxh64(&key, 0),
+                    check: 7,
+                };
+                match (warm, d.fingerprint(i)) {
+                    (false, fp) => {
+                        assert_eq!(d.known(i), None);
+                        if let Some(fp) = fp {
+                            known.insert(fp, id);
+                        }
+                    }
+                    (true, fp) => assert_eq!(d.known(i), fp.map(|_| id)),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn known_series_skip_parsing_but_not_unusual_ones() {
+        let mut split = series_msg(&[(b"__name__", b"up")]);
+        split.extend(series_msg(&[]));
+        len_field(&mut split, 2, &[]); // a sample between two label fields
+        split.extend(series_msg(&[(b"job", b"a")]));
+        let mut histogram = series_msg(&[(b"__name__", b"h")]);
+        len_field(&mut histogram, 4, &[]);
+        let plain_one = series_msg(&[(b"__name__", b"up"), (b"job", b"b")]);
+        let buf = request(&[plain_one.clone(), split, plain_one]);
+        let mut known = KnownSeries::new();
+        let seed = known.tenant_seed(b"t");
+        let mut d = WriteRequestRef::default();
+        d.decode_known(&buf, &known, seed).unwrap();
+        assert!(d.fingerprint(0).is_some() && d.fingerprint(1).is_none());
+        assert_eq!(
+            d.fingerprint(0),
+            d.fingerprint(2),
+            "same bytes, same fingerprint"
+        );
+        let id = Identity { hash: 1, check: 2 };
+        known.insert(d.fingerprint(0).unwrap(), id);
+        d.decode_known(&buf, &known, seed).unwrap();
+        assert_eq!(
+            (d.known(0), d.known(1), d.known(2)),
+            (Some(id), None, Some(id))
+        );
+        assert!(d.series[0].labels.is_empty() && d.series[2].labels.is_empty());
+        assert_eq!(d.series[1].labels.len(), 2);
+        // Another tenant's fingerprints differ: nothing is known to it.
+        d.decode_known(&buf, &known, known.tenant_seed(b"u"))
+            .unwrap();
+        assert_eq!(d.known(0), None);
+        // A series with histograms is never fingerprinted, so it still fails.
+        let buf = request(&[histogram]);
+        let err = d.decode_known(&buf, &known, seed).unwrap_err();
+        assert!(matches!(err, DecodeError::NativeHistogram { .. }), "{err}");
     }
 
     fn protobuf_err(buf: &[u8]) -> String {
@@ -1637,6 +1921,20 @@ mod tests {
             d.decode(&buf).unwrap();
         }
         assert_eq!(alloc_count::get(), before);
+
+        let mut known = KnownSeries::new();
+        let seed = known.tenant_seed(b"t");
+        d.decode_known(&buf, &known, seed).unwrap();
+        for i in 0..d.series.len() {
+            known.insert(d.fingerprint(i).unwrap(), Identity::default());
+        }
+        d.decode_known(&buf, &known, seed).unwrap();
+        let before = alloc_count::get();
+        for _ in 0..10 {
+            d.decode_known(&buf, &known, seed).unwrap();
+        }
+        assert_eq!(alloc_count::get(), before);
+        assert!(d.known(3).is_some());
     }
 
     #[test]

@@ -121,8 +121,9 @@ pub async fn write(
         .as_deref()
         .and_then(|n| ring.endpoint_index(n));
     let endpoints = ring.endpoints();
-    scratch.keys.compute(tenant, req, payload);
-    let batch = scratch.keys.batch(req);
+    // Decoded without the core's known series (a peer needs every key anyway).
+    scratch.keys.compute(tenant, req, payload, None);
+    let batch = scratch.keys.batch(req, payload);
 
     cs.replicas.clear();
     cs.frames.clear();
@@ -170,7 +171,8 @@ pub async fn write(
                     (buf, Some(enc), id)
                 });
                 if let Some(enc) = enc {
-                    enc.push(buf, batch.key(i), req.series_samples(&req.series[i]));
+                    let key = batch.key(i, &mut scratch.key);
+                    enc.push(buf, key, req.series_samples(&req.series[i]));
                 }
             }
         }
@@ -215,8 +217,16 @@ pub async fn write(
         }
     }
     let mut local_fut = std::pin::pin!(async {
-        let mut route = Vec::new();
-        let out = ingest_batch(&st.ctx, tenant, &batch, Some(&local_share), &mut route).await;
+        let (mut route, mut key) = (Vec::new(), Vec::new());
+        let out = ingest_batch(
+            &st.ctx,
+            tenant,
+            &batch,
+            Some(&local_share),
+            &mut route,
+            &mut key,
+        )
+        .await;
         (out, local_share)
     });
     let q = cluster.quorum();

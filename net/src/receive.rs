@@ -15,10 +15,12 @@
 //! 1.0, `proto=io.prometheus.write.v2.Request` is 2.0, anything else 415. Both decode into the
 //! same `WriteRequestRef`, so everything after decoding is shared.
 
+use std::cell::RefCell;
+
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use sluice_core::{V2Decoder, WriteRequestRef};
+use sluice_core::{KnownSeries, V2Decoder, WriteRequestRef};
 use sluice_shards::{ingest, is_valid_tenant, IngestScratch};
 
 use crate::response::{empty, text, Body};
@@ -230,7 +232,10 @@ async fn receive(
     let limited = |(status, reason, msg)| Reject(status, reason, msg);
     crate::limits::check_request(st, &tenant, bufs.body.len(), 0, 0).map_err(limited)?;
 
-    let n = decode(bufs, proto, cfg.max_decompressed_bytes)?;
+    // A single node recognises the label bytes its core has seen before; a cluster member
+    // needs every series' key for its peers anyway.
+    let known = cfg.cluster.is_none().then_some(&st.ctx.shard.known);
+    let n = decode(bufs, proto, cfg.max_decompressed_bytes, known, &tenant)?;
     let payload = &bufs.decompressed[..n];
     st.ctx
         .shard
@@ -301,9 +306,16 @@ async fn receive(
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
-/// Decompresses and decodes `bufs.body` (of protocol `proto`) into `bufs.req`; returns the
+/// Decompresses and decodes `bufs.body` (of protocol `proto`) into `bufs.req`, recognising
+/// the series of `tenant` that `known` remembers (remote write 1.0 only); returns the
 /// payload length.
-fn decode(bufs: &mut WriteBuffers, proto: Proto, max_decompressed: usize) -> Result<usize, Reject> {
+fn decode(
+    bufs: &mut WriteBuffers,
+    proto: Proto,
+    max_decompressed: usize,
+    known: Option<&RefCell<KnownSeries>>,
+    tenant: &str,
+) -> Result<usize, Reject> {
     let len = snap::raw::decompress_len(&bufs.body).map_err(|e| bad_snappy(&e))?;
     if len > max_decompressed {
         return Err(Reject(
@@ -323,7 +335,14 @@ fn decode(bufs: &mut WriteBuffers, proto: Proto, max_decompressed: usize) -> Res
         .map_err(|e| bad_snappy(&e))?;
     let payload = &bufs.decompressed[..n];
     let res = match proto {
-        Proto::V1 => bufs.req.decode(payload),
+        Proto::V1 => match known {
+            Some(known) => {
+                let known = known.borrow();
+                let seed = known.tenant_seed(tenant.as_bytes());
+                bufs.req.decode_known(payload, &known, seed)
+            }
+            None => bufs.req.decode(payload),
+        },
         // Exemplars and histograms are counted by the decoder, but nothing uses the counts:
         // exemplars are not stored, and histograms fail the request.
         Proto::V2 => bufs.v2.decode(payload, &mut bufs.req).map(|_| ()),
@@ -351,7 +370,14 @@ pub(crate) async fn store_replica(
     let mut bufs = st.pool.borrow_mut().pop().unwrap_or_default();
     bufs.body.clear();
     bufs.body.extend_from_slice(snappy_body);
-    let result = match decode(&mut bufs, Proto::V1, st.cfg.max_decompressed_bytes) {
+    let known = Some(&st.ctx.shard.known);
+    let result = match decode(
+        &mut bufs,
+        Proto::V1,
+        st.cfg.max_decompressed_bytes,
+        known,
+        tenant,
+    ) {
         Err(Reject(status, _, msg)) => Err((status, msg)),
         Ok(n) => {
             let WriteBuffers {

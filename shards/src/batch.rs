@@ -7,7 +7,7 @@
 //! index per destination core per request, nothing per series). Must not validate: batches
 //! only ever hold series the decoder already accepted.
 
-use sluice_core::{key_labels, KeyLabels, Sample, WriteRequestRef};
+use sluice_core::{check_hash, Sample, WriteRequestRef};
 
 /// A label as (name, value) bytes.
 pub type LabelBytes<'a> = (&'a [u8], &'a [u8]);
@@ -23,23 +23,32 @@ pub trait SeriesBatch {
     }
     /// The portable hash of series `i`.
     fn hash(&self, i: usize) -> u64;
-    /// The key of series `i`.
-    fn key(&self, i: usize) -> &[u8];
-    /// Labels of series `i`, ascending by name.
-    fn labels(&self, i: usize) -> KeyLabels<'_> {
-        key_labels(self.key(i))
+    /// The check hash of series `i` ([`sluice_core::Identity`]).
+    fn check(&self, i: usize) -> u64 {
+        check_hash(self.key(i, &mut Vec::new()))
     }
+    /// The key of series `i`: borrowed from the batch, or built into `scratch` when the
+    /// batch holds none (a series the decoder recognised by its bytes has no key until one
+    /// is needed: on most appends it is not). `sluice_core::key_labels` splits it.
+    fn key<'s>(&'s self, i: usize, scratch: &'s mut Vec<u8>) -> &'s [u8];
     /// Samples of series `i`, in request order.
     fn samples(&self, i: usize) -> impl Iterator<Item = Sample>;
 }
+
+/// The key range of a series whose key was not built.
+pub const NO_KEY: (u32, u32) = (u32::MAX, u32::MAX);
 
 /// Series of a decoded request: samples borrowed from it, keys and hashes from the routing
 /// pass (one entry per request series).
 pub struct RequestBatch<'a> {
     pub req: &'a WriteRequestRef,
-    /// Hash of every request series.
+    /// The decoded payload `req` points into.
+    pub buf: &'a [u8],
+    /// Portable and check hash of every request series.
     pub hashes: &'a [u64],
-    /// Key bytes of every request series, and each one's range in them.
+    pub checks: &'a [u64],
+    /// Key bytes of the request series, and each one's range in them ([`NO_KEY`] for a
+    /// known series: its key is built from the payload when needed).
     pub keys: &'a [u8],
     pub key_ranges: &'a [(u32, u32)],
 }
@@ -53,8 +62,17 @@ impl SeriesBatch for RequestBatch<'_> {
         self.hashes[i]
     }
 
-    fn key(&self, i: usize) -> &[u8] {
+    fn check(&self, i: usize) -> u64 {
+        self.checks[i]
+    }
+
+    fn key<'s>(&'s self, i: usize, scratch: &'s mut Vec<u8>) -> &'s [u8] {
         let (start, end) = self.key_ranges[i];
+        if (start, end) == NO_KEY {
+            scratch.clear();
+            self.req.put_key(self.buf, i, scratch);
+            return scratch;
+        }
         &self.keys[start as usize..end as usize]
     }
 
@@ -79,8 +97,12 @@ impl<B: SeriesBatch> SeriesBatch for Subset<'_, B> {
         self.batch.hash(self.indexes[i] as usize)
     }
 
-    fn key(&self, i: usize) -> &[u8] {
-        self.batch.key(self.indexes[i] as usize)
+    fn check(&self, i: usize) -> u64 {
+        self.batch.check(self.indexes[i] as usize)
+    }
+
+    fn key<'s>(&'s self, i: usize, scratch: &'s mut Vec<u8>) -> &'s [u8] {
+        self.batch.key(self.indexes[i] as usize, scratch)
     }
 
     fn samples(&self, i: usize) -> impl Iterator<Item = Sample> {
@@ -227,7 +249,7 @@ impl SeriesBatch for OwnedBatch {
         self.spans.hash(i)
     }
 
-    fn key(&self, i: usize) -> &[u8] {
+    fn key<'s>(&'s self, i: usize, _: &'s mut Vec<u8>) -> &'s [u8] {
         self.spans.key(&self.bytes, i)
     }
 
@@ -239,7 +261,7 @@ impl SeriesBatch for OwnedBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_core::put_series_key;
+    use sluice_core::{key_labels, put_series_key};
 
     fn key(l: &[(&str, &str)]) -> Vec<u8> {
         let mut k = Vec::new();
@@ -269,10 +291,11 @@ mod tests {
         b.push(7, &key(&[("__name__", "x")]), []);
         assert_eq!(b.len(), 2);
         assert_eq!(b.hash(0), 42);
-        assert_eq!(b.key(0), &k0[..]);
+        assert_eq!(b.key(0, &mut Vec::new()), &k0[..]);
+        assert_eq!(b.check(0), check_hash(&k0));
         let b8 = |s: &'static str| s.as_bytes();
         assert_eq!(
-            b.labels(0).collect::<Vec<_>>(),
+            key_labels(b.key(0, &mut Vec::new())).collect::<Vec<_>>(),
             vec![(b8("__name__"), b8("up")), (b8("job"), b8("node"))]
         );
         let s: Vec<_> = b
@@ -281,7 +304,7 @@ mod tests {
             .collect();
         assert_eq!(s, vec![(-1, 1.5f64.to_bits()), (2, stale.to_bits())]);
         assert_eq!(
-            b.labels(1).collect::<Vec<_>>(),
+            key_labels(b.key(1, &mut Vec::new())).collect::<Vec<_>>(),
             vec![(b8("__name__"), b8("x"))]
         );
         assert_eq!(b.samples(1).count(), 0);

@@ -143,6 +143,9 @@ impl Shard {
     pub async fn finish_cut(&self, tenant: &str, before: i64) -> Result<usize, String> {
         let t = self.tenant(tenant).map_err(|e| e.to_string())?;
         let collected = t.head.borrow_mut().truncate(before);
+        // Series that stopped coming must not hold memory in the decoder's table either;
+        // the live ones are learnt again within a scrape.
+        self.known.borrow_mut().clear();
         t.active
             .fetch_sub(collected as u64, std::sync::atomic::Ordering::Relaxed);
         let obsolete = t.wal.obsolete_before(before).map_err(|e| e.to_string())?;

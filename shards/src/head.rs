@@ -10,8 +10,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use sluice_storage::xor::{XorChunk, XorIter};
 
-use sluice_core::key_labels;
-use xxhash_rust::xxh3::xxh3_64_with_seed;
+use sluice_core::{check_hash, key_labels};
 
 use crate::matcher::Matcher;
 use crate::series_index::{prefetch, SeriesIndex};
@@ -53,7 +52,8 @@ pub struct ClosedChunk {
 /// One series of the head.
 ///
 /// A series is identified by two 64-bit hashes of its key: the portable `hash` (which
-/// places it on a node and core) and `check`, seeded with a secret random value per head.
+/// places it on a node and core) and `check`, seeded with a secret random value per process
+/// ([`check_hash`]).
 /// Appends compare those 128 bits instead of the labels: the labels are stored as symbol
 /// ids (a tenth of the key's bytes), and comparing them with a request's would resolve
 /// every symbol, a scattered cache miss each. Two distinct label sets get the same 128
@@ -125,8 +125,6 @@ pub enum Appended {
 #[derive(Default)]
 pub struct Head {
     symbols: Symbols,
-    /// Secret seed of the series' `check` hashes.
-    check_seed: u64,
     series: Vec<Series>,
     by_hash: SeriesIndex,
     /// Series whose hash collides with another's (64-bit collisions: practically never).
@@ -154,9 +152,7 @@ impl Head {
 
     /// A head whose chunks are cut at multiples of `block_range_ms` (must be > 0).
     pub fn with_block_range(block_range_ms: i64) -> Self {
-        use std::hash::BuildHasher;
         Head {
-            check_seed: std::collections::hash_map::RandomState::new().hash_one(0u64),
             min_t: i64::MAX,
             max_t: i64::MIN,
             block_range_ms: block_range_ms.max(1),
@@ -201,9 +197,20 @@ impl Head {
     }
 
     /// The id of the series with this key and hash, if it exists.
-    #[inline]
     pub fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
-        let check = self.check_hash(key);
+        let found = self.find_checked(hash, check_hash(key));
+        debug_assert!(
+            found.is_none_or(|id| self.key_matches(id, key)),
+            "two label sets with the same 128-bit identity"
+        );
+        found
+    }
+
+    /// The id of the series with this portable and check hash ([`sluice_core::Identity`]),
+    /// if it exists. Callers that have the key check it with
+    /// [`key_matches`](Self::key_matches) in debug builds.
+    #[inline]
+    pub fn find_checked(&self, hash: u64, check: u64) -> Option<u32> {
         let id = self.by_hash.get(hash)?;
         let found = if self.series[id as usize].check == check {
             Some(id)
@@ -214,10 +221,6 @@ impl Head {
                 .copied()
                 .find(|id| self.series[*id as usize].check == check)
         };
-        debug_assert!(
-            found.is_none_or(|id| self.key_matches(id, key)),
-            "two label sets with the same 128-bit identity"
-        );
         found
     }
 
@@ -237,14 +240,8 @@ impl Head {
         }
     }
 
-    /// The secret-seeded second hash of a key (see [`Series`]).
-    #[inline]
-    fn check_hash(&self, key: &[u8]) -> u64 {
-        xxh3_64_with_seed(key, self.check_seed)
-    }
-
     /// Whether series `id` has exactly the labels of `key` (debug checks and tests).
-    fn key_matches(&self, id: u32, key: &[u8]) -> bool {
+    pub fn key_matches(&self, id: u32, key: &[u8]) -> bool {
         self.labels(id)
             .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
             .eq(key_labels(key))
@@ -287,7 +284,7 @@ impl Head {
         } else {
             self.collisions.entry(hash).or_default().push(id);
         }
-        let check = self.check_hash(key);
+        let check = check_hash(key);
         self.series.push(Series {
             labels: labels.into_boxed_slice(),
             hash,

@@ -5,27 +5,45 @@
 //! must not answer the client (it returns the merged outcome). Which *node* owns a series is
 //! the caller's business (the cluster layer passes only this node's share).
 
-use sluice_core::{core_for_hash, put_hashed_series_key, WriteRequestRef};
+use sluice_core::{
+    check_hash, core_for_hash, put_hashed_series_key, Identity, KnownSeries, WriteRequestRef,
+};
 
-use crate::batch::{OwnedBatch, RequestBatch, SeriesBatch, Subset};
+use crate::batch::{OwnedBatch, RequestBatch, SeriesBatch, Subset, NO_KEY};
 use crate::runtime::Ctx;
 use crate::shard::ApplyOutcome;
 
-/// Key and hash of every series of a request, computed once per request.
+/// Identity and key of every series of a request, computed once per request.
 #[derive(Default)]
 pub struct SeriesKeys {
     hashes: Vec<u64>,
+    checks: Vec<u64>,
     keys: Vec<u8>,
     key_ranges: Vec<(u32, u32)>,
 }
 
 impl SeriesKeys {
-    /// Computes the keys and `tenant`'s hashes of `req`'s series (`buf`: the decoded payload).
-    pub fn compute(&mut self, tenant: &str, req: &WriteRequestRef, buf: &[u8]) {
+    /// Computes `tenant`'s identities of `req`'s series (`buf`: the decoded payload) and the
+    /// keys of those the decoder did not recognise, and teaches `known` the fingerprints of
+    /// the latter.
+    pub fn compute(
+        &mut self,
+        tenant: &str,
+        req: &WriteRequestRef,
+        buf: &[u8],
+        mut known: Option<&mut KnownSeries>,
+    ) {
         self.hashes.clear();
+        self.checks.clear();
         self.keys.clear();
         self.key_ranges.clear();
-        for s in &req.series {
+        for (i, s) in req.series.iter().enumerate() {
+            if let Some(id) = req.known(i) {
+                self.hashes.push(id.hash);
+                self.checks.push(id.check);
+                self.key_ranges.push(NO_KEY);
+                continue;
+            }
             let labels = &req.labels[s.labels.start as usize..s.labels.end as usize];
             let (hash, start) = put_hashed_series_key(
                 &mut self.keys,
@@ -34,16 +52,24 @@ impl SeriesKeys {
                     .iter()
                     .map(|l| (l.name_bytes(buf), l.value_bytes(buf))),
             );
+            let check = check_hash(&self.keys[start..]);
+            if let (Some(known), Some(fp)) = (known.as_deref_mut(), req.fingerprint(i)) {
+                known.insert(fp, Identity { hash, check });
+            }
             self.hashes.push(hash);
+            self.checks.push(check);
             self.key_ranges.push((start as u32, self.keys.len() as u32));
         }
     }
 
-    /// The request's series as a batch (after [`compute`](Self::compute) on the same request).
-    pub fn batch<'a>(&'a self, req: &'a WriteRequestRef) -> RequestBatch<'a> {
+    /// The request's series as a batch (after [`compute`](Self::compute) on the same request
+    /// and payload).
+    pub fn batch<'a>(&'a self, req: &'a WriteRequestRef, buf: &'a [u8]) -> RequestBatch<'a> {
         RequestBatch {
             req,
+            buf,
             hashes: &self.hashes,
+            checks: &self.checks,
             keys: &self.keys,
             key_ranges: &self.key_ranges,
         }
@@ -56,6 +82,8 @@ pub struct IngestScratch {
     pub keys: SeriesKeys,
     /// This core's share of the batch being routed.
     pub local: Vec<u32>,
+    /// Key of a series being copied to another core.
+    pub key: Vec<u8>,
 }
 
 /// Appends a decoded request for `tenant` across the node's cores.
@@ -66,19 +94,30 @@ pub async fn ingest(
     buf: &[u8],
     scratch: &mut IngestScratch,
 ) -> ApplyOutcome {
-    scratch.keys.compute(tenant, req, buf);
-    let batch = scratch.keys.batch(req);
-    ingest_batch(ctx, tenant, &batch, None, &mut scratch.local).await
+    scratch
+        .keys
+        .compute(tenant, req, buf, Some(&mut ctx.shard.known.borrow_mut()));
+    let batch = scratch.keys.batch(req, buf);
+    ingest_batch(
+        ctx,
+        tenant,
+        &batch,
+        None,
+        &mut scratch.local,
+        &mut scratch.key,
+    )
+    .await
 }
 
 /// Appends `batch`'s series (or only those listed in `only`) across the node's cores: this
-/// core's share in place, the others copied to their cores. `local` is scratch.
+/// core's share in place, the others copied to their cores. `local` and `key` are scratch.
 pub async fn ingest_batch<B: SeriesBatch>(
     ctx: &Ctx,
     tenant: &str,
     batch: &B,
     only: Option<&[u32]>,
     local: &mut Vec<u32>,
+    key: &mut Vec<u8>,
 ) -> ApplyOutcome {
     let cores = ctx.cores();
     let me = ctx.core();
@@ -92,7 +131,7 @@ pub async fn ingest_batch<B: SeriesBatch>(
         } else {
             remote[core].get_or_insert_with(OwnedBatch::default).push(
                 hash,
-                batch.key(i as usize),
+                batch.key(i as usize, key),
                 batch.samples(i as usize),
             );
         }
@@ -129,4 +168,72 @@ pub async fn ingest_batch<B: SeriesBatch>(
         out.merge(o);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_core::{key_labels, series_hash};
+
+    /// A length-delimited field (bodies under 128 bytes).
+    fn field(out: &mut Vec<u8>, tag: u8, body: &[u8]) {
+        out.extend([tag, body.len() as u8]);
+        out.extend_from_slice(body);
+    }
+
+    /// A remote-write 1.0 request; every series gets one sample (t 5, value 1.5).
+    fn request(series: &[&[(&str, &str)]]) -> Vec<u8> {
+        let mut req = Vec::new();
+        for labels in series {
+            let mut ts = Vec::new();
+            for (n, v) in *labels {
+                let mut l = Vec::new();
+                field(&mut l, 0x0a, n.as_bytes());
+                field(&mut l, 0x12, v.as_bytes());
+                field(&mut ts, 0x0a, &l);
+            }
+            let mut sample = vec![0x09];
+            sample.extend(1.5f64.to_le_bytes());
+            sample.extend([0x10, 5]);
+            field(&mut ts, 0x12, &sample);
+            field(&mut req, 0x0a, &ts);
+        }
+        req
+    }
+
+    #[test]
+    fn known_series_keep_their_identity_and_get_a_key_on_demand() {
+        let a: &[(&str, &str)] = &[("__name__", "up"), ("job", "a")];
+        let b: &[(&str, &str)] = &[("__name__", "up"), ("job", "b")];
+        let buf = request(&[a, b]);
+        let mut known = KnownSeries::new();
+        let seed = known.tenant_seed(b"t");
+        let (mut req, mut keys) = (WriteRequestRef::default(), SeriesKeys::default());
+        req.decode_known(&buf, &known, seed).unwrap();
+        keys.compute("t", &req, &buf, Some(&mut known));
+        assert_eq!(known.len(), 2, "the first sight teaches both");
+
+        req.decode_known(&buf, &known, seed).unwrap();
+        assert!(req.known(0).is_some() && req.known(1).is_some());
+        keys.compute("t", &req, &buf, Some(&mut known));
+        assert_eq!(
+            keys.key_ranges,
+            [NO_KEY, NO_KEY],
+            "no key built for known series"
+        );
+        let batch = keys.batch(&req, &buf);
+        for (i, labels) in [a, b].into_iter().enumerate() {
+            let mut scratch = Vec::new();
+            let key = batch.key(i, &mut scratch).to_vec();
+            let bytes: Vec<_> = labels
+                .iter()
+                .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+                .collect();
+            assert_eq!(key_labels(&key).collect::<Vec<_>>(), bytes);
+            assert_eq!(batch.hash(i), series_hash("t", labels.iter().copied()));
+            assert_eq!(batch.check(i), check_hash(&key));
+            let samples: Vec<_> = batch.samples(i).map(|s| (s.timestamp, s.value)).collect();
+            assert_eq!(samples, [(5, 1.5)]);
+        }
+    }
 }

@@ -6,6 +6,8 @@
 //! Owns only the slot layout and probing. Must not know what an id refers to; the head
 //! resolves hash collisions (two series, one hash) itself.
 
+pub use sluice_core::prefetch::prefetch;
+
 /// A slot: hash (two `u32` halves, to keep the slot at 12 bytes) and id; `EMPTY` id if free.
 #[derive(Clone, Copy)]
 struct Slot {
@@ -173,20 +175,6 @@ impl SeriesIndex {
             i = (i + 1) & mask;
         }
     }
-}
-
-/// A prefetch hint for the cache line holding `v`.
-#[inline(always)]
-pub fn prefetch<T>(v: &T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: prefetch is a hint: it never faults and has no effect the program can observe,
-    // and SSE is part of the x86_64 baseline.
-    unsafe {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        _mm_prefetch::<_MM_HINT_T0>((v as *const T).cast());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = v;
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use sluice_core::{labels::render_series, put_series_key, TenantHasher};
+use sluice_core::{key_labels, labels::render_series, put_series_key, KnownSeries, TenantHasher};
 use sluice_storage::wal::{
     self, record, FsyncPolicy, RecordType, ReplayVisitor, SampleRecord, Wal, WalError,
 };
@@ -102,6 +102,9 @@ pub struct Shard {
     pub metrics: ShardMetrics,
     /// Series ids of the batch being applied (reused).
     ids: RefCell<Vec<u32>>,
+    /// The label bytes this core has decoded before, of every tenant (see
+    /// [`KnownSeries`]): the decoder and the ingest path of this core share it.
+    pub known: RefCell<KnownSeries>,
     replay_corrupt: Cell<u64>,
     /// Per tenant, the end of its newest persisted block at start: replay drops older samples.
     min_valid: BTreeMap<String, i64>,
@@ -122,6 +125,7 @@ impl Shard {
             tenants: RefCell::new(BTreeMap::new()),
             metrics: ShardMetrics::new(),
             ids: RefCell::new(Vec::new()),
+            known: RefCell::new(KnownSeries::new()),
             replay_corrupt: Cell::new(0),
             min_valid,
         };
@@ -224,6 +228,8 @@ impl Shard {
         let mut head = t.head.borrow_mut();
         let mut ids = self.ids.borrow_mut();
         ids.clear();
+        // A key is built only for a series the batch holds none of and the head lacks.
+        let mut key = Vec::new();
         // Pass 1: resolve series, logging the new ones in one record.
         t.wal.append(RecordType::Series, |buf| {
             let n = batch.len();
@@ -241,11 +247,18 @@ impl Shard {
                     head.prefetch_series(batch.hash(i + PREFETCH_AHEAD / 2));
                 }
                 let hash = batch.hash(i);
-                let id = match head.find(hash, batch.key(i)) {
-                    Some(id) => id,
+                let id = match head.find_checked(hash, batch.check(i)) {
+                    Some(id) => {
+                        debug_assert!(
+                            head.key_matches(id, batch.key(i, &mut key)),
+                            "two label sets with the same 128-bit identity"
+                        );
+                        id
+                    }
                     None => {
-                        let id = head.create(hash, batch.key(i));
-                        record::put_series(buf, id, batch.labels(i));
+                        let key = batch.key(i, &mut key);
+                        let id = head.create(hash, key);
+                        record::put_series(buf, id, key_labels(key));
                         out.new_series += 1;
                         id
                     }
@@ -284,8 +297,8 @@ impl Shard {
                         Err(r) => {
                             out.rejected += 1;
                             if out.rejections.len() < MAX_REPORTED_REJECTIONS {
-                                out.rejections
-                                    .push(describe(r, s.timestamp, batch.labels(i)));
+                                let labels = key_labels(batch.key(i, &mut key));
+                                out.rejections.push(describe(r, s.timestamp, labels));
                             }
                         }
                     }

@@ -382,7 +382,7 @@ impl SeriesBatch for WriteView<'_> {
         self.batch.spans.hash(i)
     }
 
-    fn key(&self, i: usize) -> &[u8] {
+    fn key<'s>(&'s self, i: usize, _: &'s mut Vec<u8>) -> &'s [u8] {
         self.batch.spans.key(self.body, i)
     }
 

@@ -234,6 +234,14 @@ async fn handle_write(st: &CoreState, body: &[u8]) -> Reply {
         return refused;
     }
     let view = batch.view(body);
-    let out = ingest_batch(&st.ctx, head.tenant, &view, None, &mut Vec::new()).await;
+    let out = ingest_batch(
+        &st.ctx,
+        head.tenant,
+        &view,
+        None,
+        &mut Vec::new(),
+        &mut Vec::new(),
+    )
+    .await;
     outcome_reply(head.id, out)
 }

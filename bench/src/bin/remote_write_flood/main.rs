@@ -94,7 +94,8 @@ struct Args {
     #[arg(long, short)]
     quiet: bool,
     /// Target samples/s over all connections (0: as fast as the receiver answers). Paced
-    /// open-loop per connection, so latency at a fixed load can be measured.
+    /// open-loop per connection, the connections staggered so that requests are evenly
+    /// spaced, so latency at a fixed load can be measured.
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
 }
@@ -218,7 +219,7 @@ fn main() -> anyhow::Result<()> {
         senders.push(
             thread::Builder::new()
                 .name(format!("send-{c}"))
-                .spawn(move || send(&sh, rx, recycle_tx, &go))?,
+                .spawn(move || send(&sh, c, rx, recycle_tx, &go))?,
         );
     }
 
@@ -362,6 +363,7 @@ fn produce(sh: &Shared, slice: Slice, tx: SyncSender<Payload>, recycle: Receiver
 /// latency histogram of its attempts.
 fn send(
     sh: &Shared,
+    connection: usize,
     rx: Receiver<Payload>,
     recycle: mpsc::Sender<Vec<u8>>,
     go: &Barrier,
@@ -383,7 +385,14 @@ fn send(
         Duration::from_secs_f64(per_request * sh.args.connections as f64 / sh.args.rate)
     });
     go.wait();
-    let mut next_send = Instant::now();
+    // Under --rate the connections start staggered by a share of the pace, so requests reach
+    // the receiver evenly spaced at the aggregate rate. Started together, they would arrive
+    // in bursts of `connections` every pace, and every burst queues on the receiver: that
+    // measures the burst, not the rate.
+    let mut next_send = Instant::now()
+        + pace.map_or(Duration::ZERO, |p| {
+            p.mul_f64(connection as f64 / sh.args.connections as f64)
+        });
     let result = (|| -> anyhow::Result<()> {
         loop {
             if let Some(pace) = pace {

@@ -50,7 +50,7 @@ fn write_frames_round_trip_and_pipeline() {
     );
     let v = b.view(body);
     assert_eq!(v.len(), 2);
-    assert_eq!(v.key(0), &k0[..]);
+    assert_eq!(v.key(0, &mut Vec::new()), &k0[..]);
     assert_eq!(v.hash(0), TenantHasher::new(b"team-a").hash_key(&k0));
     let got: Vec<_> = v
         .samples(0)

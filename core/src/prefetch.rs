@@ -1,0 +1,18 @@
+//! The cache-line prefetch hint the ingest path's lookup tables share.
+//!
+//! Owns only the hint. Must not be used where a value is read at once (it only pays when
+//! issued several lookups ahead).
+
+/// A prefetch hint for the cache line holding `v`.
+#[inline(always)]
+pub fn prefetch<T>(v: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetch is a hint: it never faults and has no effect the program can observe,
+    // and SSE is part of the x86_64 baseline.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>((v as *const T).cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = v;
+}
