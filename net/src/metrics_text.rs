@@ -272,6 +272,12 @@ pub fn render_blocks(out: &mut String, g: &Global) {
     );
     counter(
         out,
+        "sluice_watchdog_wakeups_total",
+        "Signals that woke a core whose heartbeat was over a second late (a core parked through its own timers, or a busy one).",
+        g.watchdog.wakeups.load(Ordering::Relaxed),
+    );
+    counter(
+        out,
         "sluice_block_cut_failures_total",
         "Block cuts that failed (retried; the data stays in the head and WAL).",
         g.block_cut_failures.load(Ordering::Relaxed),

@@ -20,6 +20,7 @@ pub mod series_index;
 pub mod shard;
 pub mod shipping;
 pub mod symbols;
+pub mod watchdog;
 
 pub use blocks::LocalBlocks;
 pub use cut::CutConfig;

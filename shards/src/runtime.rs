@@ -20,6 +20,7 @@ use crate::cut::{run_cutter, CutConfig};
 use crate::mesh::{Job, Mesh, MeshBuilders, Reply, Unreachable};
 use crate::shard::{existing_tenants, Shard, ShardConfig};
 use crate::shipping::Shippers;
+use crate::watchdog::Watchdog;
 
 /// State all cores can read: readiness and shutdown flags, the persisted blocks, shippers.
 pub struct Global {
@@ -39,6 +40,8 @@ pub struct Global {
     pub shutdown: AtomicBool,
     /// Cores whose server has drained.
     drained: AtomicUsize,
+    /// Wakes a core that sleeps through its own timers.
+    pub watchdog: Arc<Watchdog>,
 }
 
 impl Global {
@@ -55,6 +58,7 @@ impl Global {
             interim_listener: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
             drained: AtomicUsize::new(0),
+            watchdog: Arc::new(Watchdog::new(cores)),
         }
     }
 
@@ -165,6 +169,13 @@ where
             tracing::info!(tenant, ?outcome, "WAL re-routed to the new core count");
         }
     }
+    global
+        .watchdog
+        .start()
+        .map_err(|e| RuntimeError::Executor {
+            core: 0,
+            msg: format!("cannot start the watchdog: {e}"),
+        })?;
     let shard_cfg = Arc::new(cfg.shard.clone());
     let builders = MeshBuilders::new(cores, cfg.channel_depth);
     let (done_tx, done_rx) = std::sync::mpsc::channel::<(usize, Result<(), RuntimeError>)>();
@@ -222,6 +233,7 @@ where
     Fut: Future<Output = ()>,
 {
     let shard = Rc::new(Shard::open(k, cfg.clone(), global.blocks.max_times())?);
+    glommio::spawn_local(global.watchdog.clone().heartbeat(k)).detach();
     let mesh = Mesh::join(builders, shard.clone()).await;
     if let FsyncPolicy::Interval(every) = cfg.fsync {
         let shard = shard.clone();

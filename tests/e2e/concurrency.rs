@@ -1,5 +1,7 @@
 //! Concurrent keep-alive clients: no errors, no lost or duplicated samples.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::harness::{dump, request, simple_series, sorted, Server};
@@ -9,8 +11,55 @@ const T0: i64 = 1_700_000_000_000;
 #[test]
 fn two_keep_alive_clients_ten_thousand_requests() {
     let s = Server::start(2, &["--wal-fsync", "always"]);
-    let all = simple_series("conc_metric", 10);
-    let per_client = 5_000i64;
+    two_clients_store_everything(&s, "conc_metric", 5_000);
+}
+
+/// The watchdog wakes a core that sleeps through its timers with SIGUSR2. Whatever system
+/// call the signal interrupts (io_uring waits, socket and file I/O) must carry on: a storm of
+/// them during writes loses, duplicates and fails nothing.
+#[test]
+fn cores_interrupted_by_the_watchdog_signal_lose_nothing() {
+    let s = Server::start(2, &["--wal-fsync", "always"]);
+    let pid = s.pid() as i32;
+    let cores: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("task dir")
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| c.starts_with("sluice-core"))
+        })
+        .filter_map(|t| t.file_name().to_str()?.parse().ok())
+        .collect();
+    // Each executor and its helper thread for blocking calls (same name): both get signals.
+    assert!(cores.len() >= 2, "core threads of {pid}: {cores:?}");
+    let stop = Arc::new(AtomicBool::new(false));
+    let storm = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut sent = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                for &tid in &cores {
+                    // SAFETY: tgkill with plain integers; a thread that is gone is an error.
+                    let rc = unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, libc::SIGUSR2) };
+                    assert_eq!(rc, 0, "tgkill {pid} {tid}");
+                    sent += 1;
+                }
+                std::thread::sleep(Duration::from_micros(500));
+            }
+            sent
+        })
+    };
+    two_clients_store_everything(&s, "sig_metric", 1_000);
+    stop.store(true, Ordering::Relaxed);
+    let sent = storm.join().expect("signal thread");
+    assert!(sent > 1_000, "only {sent} signals sent");
+    assert!(s.metrics().contains("sluice_watchdog_wakeups_total"));
+}
+
+/// Two keep-alive clients each write `per_client` requests (5 series each) and every sample
+/// must then read back exactly once.
+fn two_clients_store_everything(s: &Server, metric: &str, per_client: i64) {
+    let all = simple_series(metric, 10);
     let url = s.url("/api/v1/receive");
     let clients: Vec<_> = (0..2)
         .map(|c| {
@@ -36,7 +85,7 @@ fn two_keep_alive_clients_ten_thousand_requests() {
     for c in clients {
         c.join().expect("client thread");
     }
-    let got = dump(&s, "conc_metric", T0 + per_client * 1000, "1d");
+    let got = dump(s, metric, T0 + per_client * 1000, "1d");
     assert_eq!(got.len(), 10);
     for (k, l) in all.iter().enumerate() {
         let j = (k % 5) as i64;
