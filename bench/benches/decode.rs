@@ -6,6 +6,8 @@
 //! case of a receiver keeping up) and 500 series × 10 samples (a sender catching up after a
 //! backlog, where samples outweigh labels). Each stage is reported twice, once as
 //! decompressed bytes/s and once as series/s, because capacity planning asks for both.
+//! `protobuf-known` is the steady state of a receiver: every series' label bytes are in the
+//! core's `KnownSeries`, so labels are fingerprinted, not parsed or validated.
 //!
 //! Run: `cargo bench -p sluice-bench --bench decode` (about 35 s; add `-- --quick` for less).
 
@@ -14,7 +16,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sluice_bench::{encode_snappy, SeriesSet};
-use sluice_core::WriteRequestRef;
+use sluice_core::{Identity, KnownSeries, WriteRequestRef};
 
 /// Any fixed seed: the numbers must be comparable run to run.
 const SEED: u64 = 0x5EED_0001;
@@ -66,6 +68,12 @@ fn decode(c: &mut Criterion) {
         let mut req = WriteRequestRef::default();
         req.decode(&p.raw).expect("generated payload is valid");
         assert_eq!(req.series.len(), p.series);
+        let mut known = KnownSeries::new();
+        let seed = known.tenant_seed(b"default-tenant");
+        req.decode_known(&p.raw, &known, seed).expect("valid");
+        for i in 0..p.series {
+            known.insert(req.fingerprint(i).expect("one label run"), Identity::default());
+        }
 
         for (unit, throughput) in [
             ("bytes", Throughput::Bytes(p.raw.len() as u64)),
@@ -82,6 +90,9 @@ fn decode(c: &mut Criterion) {
             });
             g.bench_function("protobuf", |b| {
                 b.iter(|| req.decode(black_box(&p.raw)).unwrap())
+            });
+            g.bench_function("protobuf-known", |b| {
+                b.iter(|| req.decode_known(black_box(&p.raw), &known, seed).unwrap())
             });
             g.bench_function("snappy+protobuf", |b| {
                 b.iter(|| {
