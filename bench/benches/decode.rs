@@ -72,7 +72,10 @@ fn decode(c: &mut Criterion) {
         let seed = known.tenant_seed(b"default-tenant");
         req.decode_known(&p.raw, &known, seed).expect("valid");
         for i in 0..p.series {
-            known.insert(req.fingerprint(i).expect("one label run"), Identity::default());
+            known.insert(
+                req.fingerprint(i).expect("one label run"),
+                Identity::default(),
+            );
         }
 
         for (unit, throughput) in [

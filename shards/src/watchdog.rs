@@ -32,7 +32,7 @@ const SIGNAL: libc::c_int = libc::SIGUSR2;
 struct Beat {
     /// Milliseconds since `Watchdog::epoch` of the last beat; `u64::MAX` before the first.
     last_ms: AtomicU64,
-    /// The core thread's `pthread_t`, once it beat.
+    /// The core thread's kernel thread id once it beat; 0 before, and after it stopped.
     thread: AtomicU64,
     /// The beat a signal was last sent for (one warning per stall, not one per signal).
     signalled_for: AtomicU64,
@@ -97,9 +97,18 @@ impl Watchdog {
             {
                 continue;
             }
-            // SAFETY: `thread` is the pthread_t a core stored from its own thread, and core
-            // threads live until the process exits (their executors are joined in `run`).
-            let rc = unsafe { libc::pthread_kill(thread as libc::pthread_t, SIGNAL) };
+            // tgkill, not pthread_kill: a core thread that ended between the load and the call
+            // makes this fail with ESRCH instead of touching a freed pthread_t, and the
+            // process id keeps a reused thread id from being another process' thread.
+            // SAFETY: a raw system call with integer arguments.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_tgkill,
+                    libc::getpid(),
+                    thread as libc::pid_t,
+                    SIGNAL,
+                )
+            };
             if rc == 0 {
                 self.wakeups.fetch_add(1, Ordering::Relaxed);
                 if b.signalled_for.swap(last, Ordering::AcqRel) != last {
@@ -119,12 +128,64 @@ impl Watchdog {
         let Some(b) = self.beats.get(core) else {
             return;
         };
-        // SAFETY: pthread_self has no preconditions.
-        let me = unsafe { libc::pthread_self() };
+        // SAFETY: gettid has no preconditions.
+        let me = unsafe { libc::gettid() };
         b.thread.store(me as u64, Ordering::Release);
+        // Dropped with the executor's tasks when the core stops: no signals after that.
+        let _retire = Retire(b);
         loop {
             b.last_ms.store(self.now_ms(), Ordering::Release);
             glommio::timer::sleep(BEAT).await;
         }
+    }
+}
+
+/// Stops the watchdog from signalling a core whose heartbeat ended.
+struct Retire<'a>(&'a Beat);
+
+impl Drop for Retire<'_> {
+    fn drop(&mut self) {
+        self.0.thread.store(0, Ordering::Release);
+        self.0.last_ms.store(u64::MAX, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A thread blocked in a system call, standing in for a parked core, is interrupted once
+    /// its beat is stale, and only then.
+    #[test]
+    fn a_stale_core_is_interrupted_and_a_fresh_one_is_not() {
+        let dog = Arc::new(Watchdog::new(1));
+        // The handler only; the thread would also check every quarter second.
+        signal_hook::flag::register(SIGNAL, Arc::new(AtomicBool::new(false))).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let parked = std::thread::spawn(move || {
+            // SAFETY: gettid and pause have no preconditions.
+            tx.send(unsafe { libc::gettid() }).unwrap();
+            let rc = unsafe { libc::pause() };
+            (rc, std::io::Error::last_os_error().raw_os_error())
+        });
+        let tid = rx.recv().unwrap();
+        let b = &dog.beats[0];
+        b.thread.store(tid as u64, Ordering::Release);
+        b.last_ms.store(dog.now_ms(), Ordering::Release);
+        dog.check();
+        assert_eq!(dog.wakeups.load(Ordering::Relaxed), 0, "fresh beat");
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!parked.is_finished());
+
+        b.last_ms.store(0, Ordering::Release);
+        std::thread::sleep(STALE);
+        dog.check();
+        assert_eq!(dog.wakeups.load(Ordering::Relaxed), 1);
+        assert_eq!(parked.join().unwrap(), (-1, Some(libc::EINTR)));
+
+        // A retired core (its heartbeat ended) is left alone.
+        drop(Retire(b));
+        dog.check();
+        assert_eq!(dog.wakeups.load(Ordering::Relaxed), 1);
     }
 }
