@@ -46,6 +46,16 @@ struct Cli {
     #[arg(long, env = "SLUICE_MAX_REQUEST_BYTES", default_value_t = 32 << 20)]
     max_request_bytes: usize,
 
+    /// A client that has not sent a request's headers within this is disconnected, so that
+    /// slow or stalled clients cannot hold connections open forever (`0s`: no limit).
+    #[arg(
+        long = "http.header-read-timeout",
+        env = "SLUICE_HTTP_HEADER_READ_TIMEOUT",
+        default_value = "30s",
+        value_parser = parse_duration
+    )]
+    header_read_timeout: std::time::Duration,
+
     /// Largest accepted remote-write payload after snappy decompression, in bytes; larger
     /// gets 413.
     #[arg(long, env = "SLUICE_MAX_DECOMPRESSED_BYTES", default_value_t = 128 << 20)]
@@ -156,6 +166,10 @@ enum CheckCommand {
         #[command(flatten)]
         files: check::ConfigFiles,
     },
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    sluice_core::parse_duration(s).map_err(|e| e.to_string())
 }
 
 fn parse_positive_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -326,6 +340,8 @@ fn main() -> anyhow::Result<()> {
     let net = Arc::new(sluice_net::NetConfig {
         listen: cli.listen,
         max_request_bytes: cli.max_request_bytes,
+        header_read_timeout: (!cli.header_read_timeout.is_zero())
+            .then_some(cli.header_read_timeout),
         max_decompressed_bytes: cli.max_decompressed_bytes,
         tenant_header: cli.tenant_header.to_ascii_lowercase(),
         default_tenant: cli.default_tenant.clone(),

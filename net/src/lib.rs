@@ -31,6 +31,9 @@ pub struct NetConfig {
     pub listen: SocketAddr,
     /// Largest accepted (compressed) request body.
     pub max_request_bytes: usize,
+    /// A client that has not sent a request's headers within this is disconnected (a
+    /// slow-loris guard); `None`: no limit.
+    pub header_read_timeout: Option<std::time::Duration>,
     /// Largest accepted decompressed remote-write payload.
     pub max_decompressed_bytes: usize,
     /// Header naming the tenant of a write.

@@ -16,7 +16,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use sluice_shards::Ctx;
 
-use crate::io::HyperIo;
+use crate::io::{HyperIo, HyperTimer};
 use crate::receive::WriteBuffers;
 use crate::response::{text, Body};
 use crate::NetConfig;
@@ -114,6 +114,7 @@ async fn wait_for_shutdown(ctx: &Ctx) {
 async fn connection(st: Rc<CoreState>, stream: glommio::net::TcpStream) {
     let _ = stream.set_nodelay(true);
     let io = HyperIo(stream.buffered_with(Preallocated::new(RX_BUFFER)));
+    let header_timeout = st.cfg.header_read_timeout;
     let svc = service_fn(move |req| {
         let st = st.clone();
         async move {
@@ -123,11 +124,12 @@ async fn connection(st: Rc<CoreState>, stream: glommio::net::TcpStream) {
             Ok::<_, Infallible>(resp)
         }
     });
-    if let Err(e) = hyper::server::conn::http1::Builder::new()
-        .keep_alive(true)
-        .serve_connection(io, svc)
-        .await
-    {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.keep_alive(true).header_read_timeout(header_timeout);
+    if header_timeout.is_some() {
+        builder.timer(HyperTimer);
+    }
+    if let Err(e) = builder.serve_connection(io, svc).await {
         tracing::debug!("connection ended: {e}");
     }
 }

@@ -211,3 +211,42 @@ fn random_garbage_never_breaks_the_server() {
     assert_eq!(got.len(), 3);
     assert!(got.values().all(|p| p == &vec![(T0, 7.0)]));
 }
+
+/// A client that stops half-way through its headers is disconnected after
+/// `--http.header-read-timeout`, while other clients are served throughout; one that sends
+/// its headers in time on the same kind of connection is answered.
+#[test]
+fn a_client_stalled_in_its_headers_is_disconnected() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+
+    let s = Server::start(1, &["--http.header-read-timeout", "1s"]);
+    let connect = || {
+        let c = std::net::TcpStream::connect(("127.0.0.1", s.port)).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c
+    };
+    let mut stalled = connect();
+    stalled
+        .write_all(b"POST /api/v1/receive HTTP/1.1\r\nHost: sluice\r\nContent-Type: app")
+        .unwrap();
+    let started = Instant::now();
+    let series = simple_series("loris_metric", 1);
+    assert_eq!(s.write(&request(&series, T0, |_| 1.0)).0, 204);
+    let mut rest = Vec::new();
+    // EOF (or a reset) once the deadline passes; a read timeout here would mean never.
+    let _ = stalled.read_to_end(&mut rest);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(8),
+        "disconnected after {waited:?}"
+    );
+    let mut prompt = connect();
+    prompt
+        .write_all(b"GET /-/healthy HTTP/1.1\r\nHost: sluice\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    prompt.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(dump(&s, "loris_metric", T0, "1h").len(), 1);
+}
