@@ -258,11 +258,7 @@ impl WriteRequestRef {
         check_buffer_len(buf.len())?;
         let mut r = Reader { buf, pos: 0 };
         let mut index = 0usize;
-        while r.has_more() {
-            let at = r.pos;
-            let key = r
-                .varint()
-                .map_err(|e| e.into_error("field tag in", "WriteRequest"))?;
+        while let Some((at, key)) = r.next_key("WriteRequest")? {
             match key {
                 KEY_1_LEN => {
                     let ts = r.message("WriteRequest.timeseries")?;
@@ -306,11 +302,7 @@ impl WriteRequestRef {
         let mut run = (0usize, 0usize);
         let mut runs = 0u32;
         let mut has_histogram = false;
-        while r.has_more() {
-            let at = r.pos;
-            let key = r
-                .varint()
-                .map_err(|e| e.into_error("field tag in", "TimeSeries"))?;
+        while let Some((at, key)) = r.next_key("TimeSeries")? {
             match key {
                 KEY_1_LEN => {
                     r.skip_len_delim("TimeSeries.labels")?;
@@ -385,11 +377,7 @@ impl WriteRequestRef {
         // of them (normally one run per series) instead of once per name and value.
         let mut ascii = true;
         let mut run = (0usize, 0usize);
-        while r.has_more() {
-            let at = r.pos;
-            let key = r
-                .varint()
-                .map_err(|e| e.into_error("field tag in", "TimeSeries"))?;
+        while let Some((at, key)) = r.next_key("TimeSeries")? {
             match key {
                 KEY_1_LEN => {
                     let mut m = r.message("TimeSeries.labels")?;
@@ -638,6 +626,19 @@ impl<'a> Reader<'a> {
         Ok((start, self.pos))
     }
 
+    /// The next field of `message`: where it starts and its key; `None` at the end.
+    #[inline(always)]
+    fn next_key(&mut self, message: &'static str) -> Result<Option<(usize, u64)>, DecodeError> {
+        if !self.has_more() {
+            return Ok(None);
+        }
+        let at = self.pos;
+        let key = self
+            .varint()
+            .map_err(|e| e.into_error("field tag in", message))?;
+        Ok(Some((at, key)))
+    }
+
     #[inline(always)]
     fn skip_len_delim(&mut self, what: &'static str) -> Result<(), DecodeError> {
         self.len_delim(what).map(|_| ())
@@ -760,11 +761,7 @@ fn decode_label(r: &mut Reader<'_>) -> Result<LabelRef, DecodeError> {
         value_start: here,
         value_len: 0,
     };
-    while r.has_more() {
-        let at = r.pos;
-        let key = r
-            .varint()
-            .map_err(|e| e.into_error("field tag in", "Label"))?;
+    while let Some((at, key)) = r.next_key("Label")? {
         match key {
             KEY_1_LEN => {
                 let (s, e) = r.len_delim("Label.name")?;
@@ -789,11 +786,7 @@ fn decode_label(r: &mut Reader<'_>) -> Result<LabelRef, DecodeError> {
 fn decode_sample(r: &mut Reader<'_>) -> Result<Sample, DecodeError> {
     let mut bits = 0u64;
     let mut ts = 0u64;
-    while r.has_more() {
-        let at = r.pos;
-        let key = r
-            .varint()
-            .map_err(|e| e.into_error("field tag in", "Sample"))?;
+    while let Some((at, key)) = r.next_key("Sample")? {
         match key {
             KEY_1_I64 => bits = r.fixed64("Sample.value")?,
             KEY_2_VARINT => {

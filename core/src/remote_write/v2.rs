@@ -103,11 +103,7 @@ impl V2Decoder {
         check_buffer_len(buf.len())?;
         // Pass 1: the symbol table; everything else is only stepped over (and checked).
         let mut r = Reader { buf, pos: 0 };
-        while r.has_more() {
-            let at = r.pos;
-            let key = r
-                .varint()
-                .map_err(|e| e.into_error("field tag in", "Request"))?;
+        while let Some((at, key)) = r.next_key("Request")? {
             match key {
                 KEY_4_LEN => {
                     let (s, e) = r.len_delim("Request.symbols")?;
@@ -135,11 +131,7 @@ impl V2Decoder {
         let mut counts = V2Counts::default();
         let mut r = Reader { buf, pos: 0 };
         let mut index = 0usize;
-        while r.has_more() {
-            let at = r.pos;
-            let key = r
-                .varint()
-                .map_err(|e| e.into_error("field tag in", "Request"))?;
+        while let Some((at, key)) = r.next_key("Request")? {
             match key {
                 KEY_5_LEN => {
                     let ts = r.message("Request.timeseries")?;
@@ -168,11 +160,7 @@ impl V2Decoder {
         let mut histograms = 0u64;
         let mut exemplars = 0u64;
         self.refs.clear();
-        while r.has_more() {
-            let at = r.pos;
-            let key = r
-                .varint()
-                .map_err(|e| e.into_error("field tag in", "TimeSeries"))?;
+        while let Some((at, key)) = r.next_key("TimeSeries")? {
             match key {
                 // Packed, as proto3 senders write repeated scalars.
                 KEY_1_LEN => {
