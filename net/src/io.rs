@@ -4,10 +4,11 @@
 //! buffer (`AsyncBufRead`) so no uninitialised memory is ever exposed, writes pass straight
 //! through. Must not interpret the bytes.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -54,58 +55,59 @@ impl hyper::rt::Write for HyperIo {
     }
 }
 
-/// hyper's timer, for the deadline of a request's headers. hyper needs `Send` sleeps and
-/// glommio's timers belong to one executor; a general timer (futures-timer) wakes its thread
-/// for every sleep created, which is every request. These sleeps cost nothing until a read
-/// actually waits: a waiting sleep leaves its deadline and waker in a list that one thread
-/// checks every [`TICK`], so a deadline fires up to a tick late.
+/// hyper's timer, for the deadline of a request's headers. hyper wants `Send` sleeps, and
+/// glommio's timers belong to one executor, so these sleeps do not arm a timer each: a sleep
+/// that waits leaves its deadline and waker in its core's list, and that core's
+/// [`run_header_deadlines`] task wakes the ones that passed every [`TICK`] (a deadline fires
+/// up to a tick late). Nothing is shared between cores and no other thread is involved.
 #[derive(Clone, Copy)]
 pub struct HyperTimer;
 
-/// How often the timer thread wakes the sleeps whose deadline passed.
+/// How often a core wakes the sleeps whose deadline passed.
 const TICK: Duration = Duration::from_millis(100);
 
-/// Sleeps that wait, with their deadlines; each entry is dropped once woken or abandoned.
-type Waiting = Mutex<Vec<(Instant, Weak<Mutex<Option<Waker>>>)>>;
+type WakerSlot = Arc<Mutex<Option<Waker>>>;
 
-fn waiting() -> &'static Waiting {
-    static WAITING: OnceLock<Waiting> = OnceLock::new();
-    WAITING.get_or_init(|| {
-        let spawned = std::thread::Builder::new()
-            .name("sluice-timer".into())
-            .spawn(|| loop {
-                std::thread::sleep(TICK);
-                let now = Instant::now();
-                let mut due = Vec::new();
-                if let Ok(mut list) = waiting().lock() {
-                    list.retain(|(at, w)| match w.upgrade() {
-                        Some(w) if *at <= now => {
-                            due.push(w);
-                            false
-                        }
-                        Some(_) => true,
-                        None => false,
-                    });
+/// A waiting sleep's deadline and (weakly) its waker.
+type Waiting = (Instant, Weak<Mutex<Option<Waker>>>);
+
+thread_local! {
+    /// This core's waiting sleeps: a connection is only ever polled on the core that accepted
+    /// it. An entry goes once woken, or once its sleep is dropped.
+    static WAITING: RefCell<Vec<Waiting>> =
+        const { RefCell::new(Vec::new()) };
+}
+
+/// Wakes this core's header deadlines as they pass; spawn it on every core that serves HTTP
+/// with a header timeout.
+pub async fn run_header_deadlines() {
+    let mut due: Vec<WakerSlot> = Vec::new();
+    loop {
+        glommio::timer::sleep(TICK).await;
+        let now = Instant::now();
+        WAITING.with(|w| {
+            w.borrow_mut().retain(|(at, slot)| match slot.upgrade() {
+                Some(slot) if *at <= now => {
+                    due.push(slot);
+                    false
                 }
-                for w in due {
-                    if let Some(waker) = w.lock().ok().and_then(|mut w| w.take()) {
-                        waker.wake();
-                    }
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::error!(
-                "cannot start the HTTP timer thread (header timeouts will not fire): {e}"
-            );
+                Some(_) => true,
+                None => false,
+            })
+        });
+        for slot in due.drain(..) {
+            let waker = slot.lock().ok().and_then(|mut w| w.take());
+            if let Some(waker) = waker {
+                waker.wake();
+            }
         }
-        Mutex::new(Vec::new())
-    })
+    }
 }
 
 struct Sleep {
     deadline: Instant,
-    /// The waker the timer thread calls; registered at the first poll that waits.
-    waker: Option<Arc<Mutex<Option<Waker>>>>,
+    /// The waker [`run_header_deadlines`] calls; registered at the first poll that waits.
+    waker: Option<WakerSlot>,
 }
 
 impl Future for Sleep {
@@ -123,9 +125,7 @@ impl Future for Sleep {
             }
             None => {
                 let w = Arc::new(Mutex::new(Some(cx.waker().clone())));
-                if let Ok(mut list) = waiting().lock() {
-                    list.push((self.deadline, Arc::downgrade(&w)));
-                }
+                WAITING.with(|list| list.borrow_mut().push((self.deadline, Arc::downgrade(&w))));
                 self.waker = Some(w);
             }
         }

@@ -16,7 +16,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use sluice_shards::Ctx;
 
-use crate::io::{HyperIo, HyperTimer};
+use crate::io::{run_header_deadlines, HyperIo, HyperTimer};
 use crate::receive::WriteBuffers;
 use crate::response::{text, Body};
 use crate::NetConfig;
@@ -72,6 +72,9 @@ pub async fn serve(ctx: Ctx, cfg: Arc<NetConfig>) {
         peers: crate::rpc::client::Peers::new(forward_timeout),
         in_flight: Cell::new(0),
     });
+    if st.cfg.header_read_timeout.is_some() {
+        glommio::spawn_local(run_header_deadlines()).detach();
+    }
     let rpc = st
         .cfg
         .rpc_listen
