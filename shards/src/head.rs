@@ -10,7 +10,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use sluice_storage::xor::{XorChunk, XorIter};
 
-use sluice_core::{check_hash, key_labels};
+use sluice_core::{check_hash, key_labels, Identity};
 
 use crate::matcher::Matcher;
 use crate::series_index::{prefetch, SeriesIndex};
@@ -249,9 +249,21 @@ impl Head {
 
     /// Creates a series with the next id (which the caller logs).
     pub fn create(&mut self, hash: u64, key: &[u8]) -> u32 {
-        let id = self.series.len() as u32;
-        self.insert(id, hash, key);
-        id
+        self.create_checked(
+            Identity {
+                hash,
+                check: check_hash(key),
+            },
+            key,
+        )
+    }
+
+    /// [`create`](Self::create) for a caller that already has the series' identity (the
+    /// ingest path looked it up by it): the check hash is not computed again.
+    pub fn create_checked(&mut self, id: Identity, key: &[u8]) -> u32 {
+        let n = self.series.len() as u32;
+        self.insert(n, id, key);
+        n
     }
 
     /// Creates a series with a given id during WAL replay. Ids are dense: a gap (a series record
@@ -264,11 +276,18 @@ impl Head {
         while (self.series.len() as u32) < id {
             self.series.push(Series::placeholder());
         }
-        self.insert(id, hash, key);
+        self.insert(
+            id,
+            Identity {
+                hash,
+                check: check_hash(key),
+            },
+            key,
+        );
         true
     }
 
-    fn insert(&mut self, id: u32, hash: u64, key: &[u8]) {
+    fn insert(&mut self, id: u32, Identity { hash, check }: Identity, key: &[u8]) {
         let mut labels = Vec::with_capacity(2 * key_labels(key).count());
         for (n, v) in key_labels(key) {
             let (n, v) = (self.symbols.intern_bytes(n), self.symbols.intern_bytes(v));
@@ -284,7 +303,6 @@ impl Head {
         } else {
             self.collisions.entry(hash).or_default().push(id);
         }
-        let check = check_hash(key);
         self.series.push(Series {
             labels: labels.into_boxed_slice(),
             hash,

@@ -151,6 +151,8 @@ pub enum RuntimeError {
     Wal(#[from] WalError),
     #[error("core {core}: {msg}")]
     Executor { core: usize, msg: String },
+    #[error("cannot start the watchdog: {0}")]
+    Watchdog(std::io::Error),
 }
 
 /// Runs every core until shutdown. `serve` is each core's server; it must add 1 to
@@ -169,13 +171,7 @@ where
             tracing::info!(tenant, ?outcome, "WAL re-routed to the new core count");
         }
     }
-    global
-        .watchdog
-        .start()
-        .map_err(|e| RuntimeError::Executor {
-            core: 0,
-            msg: format!("cannot start the watchdog: {e}"),
-        })?;
+    global.watchdog.start().map_err(RuntimeError::Watchdog)?;
     let shard_cfg = Arc::new(cfg.shard.clone());
     let builders = MeshBuilders::new(cores, cfg.channel_depth);
     let (done_tx, done_rx) = std::sync::mpsc::channel::<(usize, Result<(), RuntimeError>)>();

@@ -11,7 +11,9 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use sluice_core::{key_labels, labels::render_series, put_series_key, KnownSeries, TenantHasher};
+use sluice_core::{
+    key_labels, labels::render_series, put_series_key, Identity, KnownSeries, TenantHasher,
+};
 use sluice_storage::wal::{
     self, record, FsyncPolicy, RecordType, ReplayVisitor, SampleRecord, Wal, WalError,
 };
@@ -247,7 +249,8 @@ impl Shard {
                     head.prefetch_series(batch.hash(i + PREFETCH_AHEAD / 2));
                 }
                 let hash = batch.hash(i);
-                let id = match head.find_checked(hash, batch.check(i)) {
+                let check = batch.check(i);
+                let id = match head.find_checked(hash, check) {
                     Some(id) => {
                         debug_assert!(
                             head.key_matches(id, batch.key(i, &mut key)),
@@ -257,7 +260,7 @@ impl Shard {
                     }
                     None => {
                         let key = batch.key(i, &mut key);
-                        let id = head.create(hash, key);
+                        let id = head.create_checked(Identity { hash, check }, key);
                         record::put_series(buf, id, key_labels(key));
                         out.new_series += 1;
                         id
