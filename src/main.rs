@@ -392,6 +392,10 @@ fn main() -> anyhow::Result<()> {
         in_flight_budget = inflight_bytes,
         "starting sluice"
     );
+    for addr in std::iter::once(cli.listen).chain(net.rpc_listen) {
+        sluice_net::check_address_free(addr)
+            .with_context(|| format!("cannot listen on {addr} (is another sluice running?)"))?;
+    }
     // Answer 503 (not "connection refused") while the cores replay their WALs.
     let startup = sluice_net::answer_until_ready(cli.listen, global.clone())
         .with_context(|| format!("cannot listen on {}", cli.listen))?;

@@ -23,7 +23,7 @@ pub use cluster::ClusterConfig;
 use sluice_core::limits::Limits;
 
 pub use server::serve;
-pub use startup::answer_until_ready;
+pub use startup::{answer_until_ready, check_address_free};
 
 /// HTTP settings shared by every core.
 #[derive(Debug, Clone)]

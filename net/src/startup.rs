@@ -20,6 +20,18 @@ use sluice_shards::Global;
 use crate::io::HyperIo;
 use crate::response::text;
 
+/// Fails with "address in use" if anything already listens on `addr`.
+///
+/// Every listener of ours sets `SO_REUSEPORT` (one per core), and the kernel grants that to
+/// any other process of the same user too: a second sluice started on a running one's port
+/// would bind without error and take a share of its connections, and every connection
+/// queued on it when it stops is reset. A socket bound without `SO_REUSEPORT` conflicts
+/// with any listener, so binding one first turns that into the error users expect. Called
+/// before our own listeners exist.
+pub fn check_address_free(addr: SocketAddr) -> std::io::Result<()> {
+    std::net::TcpListener::bind(addr).map(drop)
+}
+
 /// Starts the interim listener on `listen`. Binding errors (address in use) surface here,
 /// before any replay work.
 pub fn answer_until_ready(

@@ -201,3 +201,42 @@ fn ready_is_503_while_the_wal_replays_and_healthy_stays_200() {
     s.wait_ready();
     assert_rounds(&s, "replayed", &series, 0..100);
 }
+
+#[test]
+fn a_second_sluice_on_a_port_in_use_refuses_to_start() {
+    // Every core's listener sets SO_REUSEPORT, which the kernel also grants another process
+    // of the same user: the second one must see the port as taken, not share it.
+    let s = Server::start(1, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["--cores", "1", "--listen", &format!("127.0.0.1:{}", s.port)])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawning sluice");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = second.try_wait().expect("waiting") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = second.kill();
+            panic!(
+                "a second sluice started on port {} and kept running",
+                s.port
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("Address already in use"), "{err}");
+    assert!(err.contains(&format!("127.0.0.1:{}", s.port)), "{err}");
+    // The first one is untouched.
+    let series = simple_series("still_mine", 2);
+    write_rounds(&s, &series, 0..3);
+    assert_rounds(&s, "still_mine", &series, 0..3);
+}
