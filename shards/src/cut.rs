@@ -65,7 +65,7 @@ impl Shard {
         let ids = head.prepare_cut(before);
         let lens = ids
             .iter()
-            .flat_map(|id| head.chunks_before(*id, before).iter().map(|c| c.data.len()));
+            .flat_map(|id| head.chunks_before(*id, before).map(|c| c.data.len()));
         let n = SegmentEncoder::segments_needed(segment_size, lens).map_err(|e| e.to_string())?;
         // Everything logged so far can become obsolete at the next cut.
         t.wal.roll();
@@ -107,7 +107,7 @@ impl Shard {
                 spans.clear();
                 for c in head.chunks_before(id, before) {
                     spans.push((c.min_t, c.max_t, bytes.len(), c.data.len()));
-                    bytes.extend_from_slice(&c.data);
+                    bytes.extend_from_slice(c.data);
                 }
                 head.labels(id)
                     .map(|(n, v)| (n.to_string(), v.to_string()))

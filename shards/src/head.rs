@@ -12,6 +12,7 @@ use sluice_storage::xor::{XorChunk, XorIter};
 
 use sluice_core::{check_hash, key_labels, Identity};
 
+use crate::chunk_arena::{Chain, ChunkArena, ChunkRef};
 use crate::matcher::Matcher;
 use crate::series_index::{prefetch, SeriesIndex};
 use crate::symbols::Symbols;
@@ -42,12 +43,7 @@ impl Hasher for IdentityHasher {
 
 type HashIndex<V> = HashMap<u64, V, BuildHasherDefault<IdentityHasher>>;
 
-/// A completed chunk: immutable bytes and their time range.
-pub struct ClosedChunk {
-    pub min_t: i64,
-    pub max_t: i64,
-    pub data: Box<[u8]>,
-}
+pub use crate::chunk_arena::Chunk as ClosedChunk;
 
 /// One series of the head.
 ///
@@ -61,40 +57,68 @@ pub struct ClosedChunk {
 /// undetected memory errors), and a sender cannot aim for it without the secret seed.
 /// Debug builds (the whole test suite) still compare the labels on every lookup.
 pub struct Series {
-    /// Symbol ids of the labels, flattened `[name, value, name, value, ...]` in ascending
-    /// name order; empty only in a placeholder.
-    labels: Box<[u32]>,
+    /// Where the series' labels are in the head's `label_ids` (see [`Labels`]); empty only
+    /// in a placeholder.
+    labels: Labels,
     hash: u64,
     check: u64,
-    closed: Vec<ClosedChunk>,
+    /// The oldest closed chunk, in the head's [`ChunkArena`]; each links to the next.
+    closed: ChunkRef,
     open: XorChunk,
-    min_t: i64,
 }
 
 impl Series {
     /// Last sample, if any.
-    pub fn last(&self) -> Option<(i64, f64)> {
+    fn last(&self, chunks: &ChunkArena) -> Option<(i64, f64)> {
         self.open.last().or_else(|| {
-            self.closed
-                .last()
-                .and_then(|c| XorIter::new(&c.data).last())
+            // Only a series whose open chunk a cut has just closed gets here.
+            let last = chunks.last_ref(self.closed);
+            (!last.is_none())
+                .then(|| XorIter::new(chunks.get(last).data).last())
+                .flatten()
         })
     }
 
-    fn max_t(&self) -> Option<i64> {
-        self.last().map(|(t, _)| t)
+    fn max_t(&self, chunks: &ChunkArena) -> Option<i64> {
+        self.last(chunks).map(|(t, _)| t)
+    }
+
+    /// The oldest sample's timestamp, if any.
+    fn min_t(&self, chunks: &ChunkArena) -> Option<i64> {
+        if self.closed.is_none() {
+            self.open.first_time()
+        } else {
+            Some(chunks.get(self.closed).min_t)
+        }
     }
 
     /// What a garbage-collected series (or an id lost from the WAL) leaves in its slot.
     fn placeholder() -> Self {
         Series {
-            labels: Box::new([]),
+            labels: Labels::NONE,
             hash: 0,
             check: 0,
-            closed: Vec::new(),
-            open: XorChunk::new(),
-            min_t: i64::MAX,
+            closed: ChunkRef::NONE,
+            open: XorChunk::with_capacity(0),
         }
+    }
+}
+
+/// A series' labels: `len` symbol ids from `at` in [`Head`]'s `label_ids`, flattened
+/// `[name, value, name, value, ...]` in ascending name order. One shared array instead of a
+/// box per series saves the box's pointer and the allocator's header and rounding: ~24 bytes
+/// of every series.
+#[derive(Clone, Copy)]
+struct Labels {
+    at: u32,
+    len: u32,
+}
+
+impl Labels {
+    const NONE: Labels = Labels { at: 0, len: 0 };
+
+    fn is_empty(self) -> bool {
+        self.len == 0
     }
 }
 
@@ -126,6 +150,11 @@ pub enum Appended {
 pub struct Head {
     symbols: Symbols,
     series: Vec<Series>,
+    /// Every series' labels back to back ([`Labels`]).
+    label_ids: Vec<u32>,
+    /// Entries of `label_ids` no live series refers to (of collected series).
+    dead_label_ids: usize,
+    chunks: ChunkArena,
     by_hash: SeriesIndex,
     /// Series whose hash collides with another's (64-bit collisions: practically never).
     collisions: HashIndex<Vec<u32>>,
@@ -288,10 +317,10 @@ impl Head {
     }
 
     fn insert(&mut self, id: u32, Identity { hash, check }: Identity, key: &[u8]) {
-        let mut labels = Vec::with_capacity(2 * key_labels(key).count());
+        let at = self.label_ids.len();
         for (n, v) in key_labels(key) {
             let (n, v) = (self.symbols.intern_bytes(n), self.symbols.intern_bytes(v));
-            labels.extend([n, v]);
+            self.label_ids.extend([n, v]);
             let list = self.postings.entry((n, v)).or_default();
             if list.is_empty() {
                 self.values.entry(n).or_default().push(v);
@@ -304,12 +333,14 @@ impl Head {
             self.collisions.entry(hash).or_default().push(id);
         }
         self.series.push(Series {
-            labels: labels.into_boxed_slice(),
+            labels: Labels {
+                at: u32::try_from(at).expect("fewer than 2^32 label ids per head"),
+                len: (self.label_ids.len() - at) as u32,
+            },
             hash,
             check,
-            closed: Vec::new(),
+            closed: ChunkRef::NONE,
             open: XorChunk::new(),
-            min_t: i64::MAX,
         });
         self.live += 1;
     }
@@ -337,7 +368,7 @@ impl Head {
 
     fn append_unbounded(&mut self, id: u32, t: i64, v: f64) -> Result<Appended, Rejected> {
         let s = &mut self.series[id as usize];
-        if let Some((last_t, last_v)) = s.last() {
+        if let Some((last_t, last_v)) = s.last(&self.chunks) {
             if t <= last_t {
                 return if t == last_t {
                     if last_v.to_bits() == v.to_bits() {
@@ -346,7 +377,7 @@ impl Head {
                         Err(Rejected::DuplicateTimestamp)
                     }
                 } else {
-                    match stored_value(s, t) {
+                    match stored_value(s, &self.chunks, t) {
                         Some(bits) if bits == v.to_bits() => Ok(Appended::Repeat),
                         Some(_) => Err(Rejected::DuplicateTimestamp),
                         None => Err(Rejected::OutOfOrder { last_t }),
@@ -360,10 +391,9 @@ impl Head {
             .first_time()
             .is_some_and(|first| first.div_euclid(range) != t.div_euclid(range));
         if s.open.num_samples() >= SAMPLES_PER_CHUNK || crosses_block {
-            close_open(s);
+            close_open(s, &mut self.chunks, range);
         }
         s.open.append(t, v);
-        s.min_t = s.min_t.min(t);
         self.samples += 1;
         self.min_t = self.min_t.min(t);
         self.max_t = self.max_t.max(t);
@@ -383,9 +413,9 @@ impl Head {
             // Chunks never cross a block boundary, so an open chunk that starts before it
             // also ends before it.
             if s.open.first_time().is_some_and(|f| f < before) {
-                close_open(s);
+                close_open(s, &mut self.chunks, self.block_range_ms);
             }
-            if s.closed.first().is_some_and(|c| c.max_t < before) {
+            if !s.closed.is_none() && self.chunks.get(s.closed).max_t < before {
                 ids.push(id as u32);
             }
         }
@@ -393,10 +423,18 @@ impl Head {
         ids
     }
 
-    /// The closed chunks of series `id` that end before `before`.
-    pub fn chunks_before(&self, id: u32, before: i64) -> &[ClosedChunk] {
-        let closed = &self.series[id as usize].closed;
-        &closed[..closed.partition_point(|c| c.max_t < before)]
+    /// The closed chunks of series `id` that end before `before`, oldest first.
+    pub fn chunks_before(
+        &self,
+        id: u32,
+        before: i64,
+    ) -> impl Iterator<Item = ClosedChunk<'_>> + Clone + '_ {
+        self.chunks_of(id).take_while(move |c| c.max_t < before)
+    }
+
+    /// All closed chunks of series `id`, oldest first.
+    fn chunks_of(&self, id: u32) -> Chain<'_> {
+        self.chunks.chain(self.series[id as usize].closed)
     }
 
     /// Drops everything before `before` (a block now holds it) and garbage-collects series
@@ -410,22 +448,19 @@ impl Head {
             if s.labels.is_empty() {
                 continue;
             }
-            let keep_from = s.closed.partition_point(|c| c.max_t < before);
-            s.closed.drain(..keep_from);
-            s.min_t = s
-                .closed
-                .first()
-                .map(|c| c.min_t)
-                .or_else(|| s.open.first_time())
-                .unwrap_or(i64::MAX);
-            match s.max_t() {
-                Some(last) => {
-                    min_t = min_t.min(s.min_t);
+            s.closed = self.chunks.first_from(s.closed, before);
+            match (s.min_t(&self.chunks), s.max_t(&self.chunks)) {
+                (Some(first), Some(last)) => {
+                    min_t = min_t.min(first);
                     max_t = max_t.max(last);
                 }
-                None => dead.push(id as u32),
+                _ => dead.push(id as u32),
             }
         }
+        // Every chain now starts at or after `before`, so no record of an older range is
+        // reachable.
+        self.chunks
+            .release_ranges_below(before.div_euclid(self.block_range_ms));
         self.min_t = min_t;
         self.max_t = max_t;
         if !dead.is_empty() {
@@ -438,6 +473,7 @@ impl Head {
     fn collect(&mut self, dead: &[u32]) {
         for id in dead {
             let s = std::mem::replace(&mut self.series[*id as usize], Series::placeholder());
+            self.dead_label_ids += s.labels.len as usize;
             if self.by_hash.get(s.hash) == Some(*id) {
                 self.by_hash.remove(s.hash);
                 // A colliding series takes over the primary slot.
@@ -459,6 +495,9 @@ impl Head {
             }
         }
         self.live -= dead.len();
+        if self.dead_label_ids * 2 > self.label_ids.len() {
+            self.compact_labels();
+        }
         let is_dead = |id: &u32| dead.binary_search(id).is_ok();
         self.postings.retain(|_, ids| {
             ids.retain(|id| !is_dead(id));
@@ -471,10 +510,28 @@ impl Head {
         });
     }
 
+    /// Moves the live series' labels into a new array without the collected ones', which
+    /// churn would otherwise grow without bound.
+    fn compact_labels(&mut self) {
+        let mut ids = Vec::with_capacity(self.label_ids.len() - self.dead_label_ids);
+        for s in self.series.iter_mut().filter(|s| !s.labels.is_empty()) {
+            let Labels { at, len } = s.labels;
+            s.labels.at = ids.len() as u32;
+            ids.extend_from_slice(&self.label_ids[at as usize..(at + len) as usize]);
+        }
+        self.label_ids = ids;
+        self.dead_label_ids = 0;
+    }
+
+    /// Symbol ids of series `id`'s labels (see [`Labels`]).
+    fn label_ids_of(&self, id: u32) -> &[u32] {
+        let Labels { at, len } = self.series[id as usize].labels;
+        &self.label_ids[at as usize..(at + len) as usize]
+    }
+
     /// Labels of series `id`, ascending by name (none for a collected series).
     pub fn labels(&self, id: u32) -> impl Iterator<Item = (&str, &str)> + Clone + '_ {
-        self.series[id as usize]
-            .labels
+        self.label_ids_of(id)
             .chunks_exact(2)
             .map(|p| (self.symbols.get(p[0]), self.symbols.get(p[1])))
     }
@@ -492,20 +549,20 @@ impl Head {
     /// Whether series `id` has a sample in `[mint, maxt]`.
     pub fn overlaps(&self, id: u32, mint: i64, maxt: i64) -> bool {
         let s = &self.series[id as usize];
-        match s.max_t() {
-            Some(max) => s.min_t <= maxt && max >= mint,
-            None => false,
+        match (s.min_t(&self.chunks), s.max_t(&self.chunks)) {
+            (Some(min), Some(max)) => min <= maxt && max >= mint,
+            _ => false,
         }
     }
 
     /// Calls `f` for every sample of series `id` in `[mint, maxt]`, in time order.
     pub fn samples(&self, id: u32, mint: i64, maxt: i64, mut f: impl FnMut(i64, f64)) {
         let s = &self.series[id as usize];
-        for c in &s.closed {
+        for c in self.chunks_of(id) {
             if c.max_t < mint || c.min_t > maxt {
                 continue;
             }
-            for (t, v) in XorIter::new(&c.data) {
+            for (t, v) in XorIter::new(c.data) {
                 if t >= mint && t <= maxt {
                     f(t, v);
                 }
@@ -560,7 +617,7 @@ impl Head {
         candidates
             .into_iter()
             .filter(|id| {
-                let labels = &self.series[*id as usize].labels;
+                let labels = self.label_ids_of(*id);
                 !labels.is_empty()
                     && matchers.iter().zip(&names).all(|(m, name)| {
                         let value = name
@@ -573,33 +630,30 @@ impl Head {
     }
 }
 
-/// Moves a series' open chunk (if it has samples) to its closed chunks.
-fn close_open(s: &mut Series) {
+/// Moves a series' open chunk (if it has samples) to the end of its closed chunks.
+fn close_open(s: &mut Series, chunks: &mut ChunkArena, block_range_ms: i64) {
     let full = std::mem::take(&mut s.open);
     if let (Some(min_t), Some((max_t, _))) = (full.first_time(), full.last()) {
-        // Grow 1, 2, 4, ...: a series usually holds one to four closed chunks, and the
-        // default first capacity of four would cost ~100 bytes in most series.
-        if s.closed.len() == s.closed.capacity() {
-            s.closed.reserve_exact(s.closed.len().max(1));
+        let r = chunks.push(min_t.div_euclid(block_range_ms), min_t, max_t, full.bytes());
+        let last = chunks.last_ref(s.closed);
+        if last.is_none() {
+            s.closed = r;
+        } else {
+            chunks.set_next(last, r);
         }
-        s.closed.push(ClosedChunk {
-            min_t,
-            max_t,
-            data: full.bytes().into(),
-        });
     }
 }
 
 /// The value bits stored at exactly `t` in a series, if any (the rare retry path).
-fn stored_value(s: &Series, t: i64) -> Option<u64> {
+fn stored_value(s: &Series, chunks: &ChunkArena, t: i64) -> Option<u64> {
     let in_chunk = |iter: XorIter<'_>| {
         iter.take_while(|(ct, _)| *ct <= t)
             .find(|(ct, _)| *ct == t)
             .map(|(_, v)| v.to_bits())
     };
-    for c in &s.closed {
+    for c in chunks.chain(s.closed) {
         if c.min_t <= t && t <= c.max_t {
-            return in_chunk(XorIter::new(&c.data));
+            return in_chunk(XorIter::new(c.data));
         }
     }
     in_chunk(s.open.iter())
@@ -683,7 +737,7 @@ mod tests {
             .iter()
             .enumerate()
             .all(|(i, (t, v))| *t == (i as i64 + 1) * 1000 && *v == (i + 1) as f64));
-        assert_eq!(h.series[0].closed.len(), 4);
+        assert_eq!(h.chunks_of(0).count(), 4);
         // Retry of a sample deep in a closed chunk is recognised.
         assert_eq!(h.append(0, 7000, 7.0), Ok(Appended::Repeat));
         let mut window = Vec::new();
@@ -699,13 +753,12 @@ mod tests {
         for t in [1_000, 9_000, 10_000, 15_000, 19_999, 25_000, 33_000] {
             h.append(id, t, 1.0).unwrap();
         }
-        let s = &h.series[id as usize];
-        let ranges: Vec<(i64, i64)> = s.closed.iter().map(|c| (c.min_t, c.max_t)).collect();
+        let ranges: Vec<(i64, i64)> = h.chunks_of(id).map(|c| (c.min_t, c.max_t)).collect();
         assert_eq!(
             ranges,
             vec![(1_000, 9_000), (10_000, 19_999), (25_000, 25_000)]
         );
-        assert_eq!(s.open.first_time(), Some(33_000));
+        assert_eq!(h.series[id as usize].open.first_time(), Some(33_000));
         let mut all = Vec::new();
         h.samples(id, i64::MIN, i64::MAX, |t, _| all.push(t));
         assert_eq!(
@@ -800,7 +853,7 @@ mod tests {
         let ids = h.prepare_cut(10_000);
         assert_eq!(ids, vec![ib, io]);
         for id in [ib, io] {
-            let chunks = h.chunks_before(id, 10_000);
+            let chunks: Vec<_> = h.chunks_before(id, 10_000).collect();
             assert_eq!(chunks.len(), 1);
             assert_eq!((chunks[0].min_t, chunks[0].max_t), (1_000, 9_999));
         }
@@ -809,10 +862,15 @@ mod tests {
             h.append(is, 9_000, 1.0),
             Err(Rejected::OutOfBounds { min_t: 10_000 })
         );
+        let pages_before = h.chunks.capacity();
         assert_eq!(
             h.truncate(10_000),
             1,
             "the series with only old samples is collected"
+        );
+        assert!(
+            h.chunks.capacity() < pages_before,
+            "the persisted range's chunk pages are freed"
         );
         assert_eq!(h.num_series(), 2);
         assert_eq!(h.time_range(), Some((10_000, 14_000)));
@@ -829,5 +887,53 @@ mod tests {
         let again = h.create(series_hash("t", old), &key(&old));
         assert_eq!(again, 3);
         assert_eq!(h.find(series_hash("t", old), &key(&old)), Some(3));
+    }
+
+    #[test]
+    fn churned_series_do_not_keep_their_labels() {
+        let mut h = Head::with_block_range(10_000);
+        let labels = |i: u32| {
+            let v = format!("{i:04}");
+            key(&[("__name__", "churn"), ("pod", &v)])
+        };
+        // Generation after generation of series, each living one block range: old ones are
+        // collected at every cut, and their labels must not pile up.
+        for gen in 0..20u32 {
+            let t = i64::from(gen) * 10_000;
+            for i in gen * 100..gen * 100 + 100 {
+                let k = labels(i);
+                let id = h.create(
+                    sluice_core::series_hash(
+                        "t",
+                        key_labels(&k).map(|(n, v)| {
+                            (
+                                std::str::from_utf8(n).unwrap(),
+                                std::str::from_utf8(v).unwrap(),
+                            )
+                        }),
+                    ),
+                    &k,
+                );
+                h.append(id, t + 1, 1.0).unwrap();
+            }
+            h.prepare_cut(t);
+            h.truncate(t);
+            assert!(
+                h.label_ids.len() <= 4 * 200 * 2,
+                "labels of collected series are dropped"
+            );
+            assert!(
+                h.chunks.capacity() <= 4 * 4096,
+                "chunk pages of persisted ranges are freed"
+            );
+        }
+        assert_eq!(h.num_series(), 100);
+        for id in 1900..2000 {
+            assert!(
+                h.key_matches(id, &labels(id)),
+                "series {id} keeps its own labels"
+            );
+        }
+        assert!(!h.is_live(0));
     }
 }

@@ -8,6 +8,7 @@ pub mod active;
 pub mod batch;
 pub mod blockquery;
 pub mod blocks;
+pub mod chunk_arena;
 pub mod cut;
 pub mod head;
 pub mod ingest;

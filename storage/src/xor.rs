@@ -33,13 +33,16 @@ const WRITE_SLACK: usize = 19 + 16;
 /// header + bitstream, last byte zero-padded), so a reader can iterate it at any time.
 #[derive(Debug, Clone)]
 pub struct XorChunk {
-    /// Header + bitstream (`..len`), followed by zeros that are not part of the chunk.
-    buf: Vec<u8>,
+    /// Header + bitstream (`..len`), followed by zeros that are not part of the chunk. A
+    /// boxed slice, not a `Vec`: its length is its capacity, which saves a word in every
+    /// active series' open chunk.
+    buf: Box<[u8]>,
     /// Length of the chunk data in `buf`, exactly as Prometheus would have it (including its
-    /// trailing pad byte, see module docs).
-    len: usize,
+    /// trailing pad byte, see module docs). `u32` like `bit_len`: a chunk holds at most
+    /// `u16::MAX` samples of at most 19 bytes, and every series keeps an open chunk.
+    len: u32,
     /// Bits of bitstream written after the header.
-    bit_len: usize,
+    bit_len: u32,
     num: u16,
     first_t: i64,
     t: i64,
@@ -64,10 +67,8 @@ impl XorChunk {
     /// An empty chunk whose buffer starts with `bytes` bytes of capacity. While appending, the
     /// buffer also holds a few dozen bytes of zeroed write slack past the chunk data.
     pub fn with_capacity(bytes: usize) -> Self {
-        let mut buf = Vec::with_capacity(bytes.max(2));
-        buf.extend_from_slice(&[0, 0]);
         XorChunk {
-            buf,
+            buf: vec![0; bytes.max(2)].into_boxed_slice(),
             len: 2,
             bit_len: 0,
             num: 0,
@@ -85,8 +86,11 @@ impl XorChunk {
     /// doubling left a typical chunk near half empty (a 250-byte chunk in 512 bytes).
     #[cold]
     fn grow(&mut self, need: usize) {
-        let target = need + (self.buf.capacity() / 4).max(64);
-        self.buf.reserve_exact(target - self.buf.len());
+        let target = need + (self.buf.len() / 4).max(64);
+        let mut buf = std::mem::take(&mut self.buf).into_vec();
+        buf.reserve_exact(target - buf.len());
+        buf.resize(target, 0);
+        self.buf = buf.into_boxed_slice();
     }
 
     /// Appends a sample. The caller guarantees `t` is greater than the previous timestamp
@@ -98,12 +102,9 @@ impl XorChunk {
     /// and wrapping it (as Go would) silently corrupts the chunk.
     pub fn append(&mut self, t: i64, v: f64) {
         assert!(self.num < u16::MAX, "XOR chunk sample count overflow");
-        let need = 2 + self.bit_len / 8 + WRITE_SLACK;
+        let need = 2 + self.bit_len as usize / 8 + WRITE_SLACK;
         if self.buf.len() < need {
-            if self.buf.capacity() < need {
-                self.grow(need);
-            }
-            self.buf.resize(need, 0);
+            self.grow(need);
         }
         let v_bits = v.to_bits();
         // Whether Prometheus' last `writeBits` call for this sample ended in `writeByte`, which
@@ -132,7 +133,7 @@ impl XorChunk {
         self.v_bits = v_bits;
         self.num += 1;
         self.buf[..2].copy_from_slice(&self.num.to_be_bytes());
-        let pad = usize::from(ends_with_byte_write && self.bit_len & 7 == 0);
+        let pad = u32::from(ends_with_byte_write && self.bit_len & 7 == 0);
         self.len = 2 + self.bit_len.div_ceil(8) + pad;
     }
 
@@ -143,7 +144,7 @@ impl XorChunk {
 
     /// The exact Prometheus chunk data: what follows the encoding byte in a chunk file.
     pub fn bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
+        &self.buf[..self.len as usize]
     }
 
     /// Iterates the samples appended so far.
@@ -164,8 +165,7 @@ impl XorChunk {
     /// Releases spare capacity; meant for chunks that will not be appended to again.
     pub fn shrink_to_fit(&mut self) {
         // Dropping the write slack is fine: a later append re-adds it.
-        self.buf.truncate(self.len);
-        self.buf.shrink_to_fit();
+        self.buf = self.bytes().into();
     }
 
     /// Writes the `n` (1..=64) low bits of `v`, most significant first, right after the
@@ -175,15 +175,15 @@ impl XorChunk {
     fn write_bits(&mut self, v: u64, n: u32) {
         debug_assert!((1..=64).contains(&n));
         let v = if n < 64 { v & ((1u64 << n) - 1) } else { v };
-        let at = 2 + self.bit_len / 8;
-        let used = (self.bit_len % 8) as u32;
+        let at = 2 + self.bit_len as usize / 8;
+        let used = self.bit_len % 8;
         // used + n <= 71 bits, so a 16-byte window always holds the write.
         let window = (v as u128) << (128 - used - n);
         let slot: &mut [u8; 16] = (&mut self.buf[at..at + 16])
             .try_into()
             .expect("slice of length 16");
         *slot = (u128::from_be_bytes(*slot) | window).to_be_bytes();
-        self.bit_len += n as usize;
+        self.bit_len += n;
     }
 
     fn write_uvarint(&mut self, mut x: u64) {
@@ -814,7 +814,7 @@ mod tests {
         let before = c.bit_len;
         c.append(2 * base + dod, 1.0);
         check(&[(0, 1.0), (base, 1.0), (2 * base + dod, 1.0)]);
-        c.bit_len - before - 1
+        (c.bit_len - before - 1) as usize
     }
 
     #[test]
