@@ -20,16 +20,33 @@ use sluice_shards::Global;
 use crate::io::HyperIo;
 use crate::response::text;
 
-/// Fails with "address in use" if anything already listens on `addr`.
+/// Fails with "address in use" if anything already accepts connections on `addr`.
 ///
 /// Every listener of ours sets `SO_REUSEPORT` (one per core), and the kernel grants that to
 /// any other process of the same user too: a second sluice started on a running one's port
-/// would bind without error and take a share of its connections, and every connection
-/// queued on it when it stops is reset. A socket bound without `SO_REUSEPORT` conflicts
-/// with any listener, so binding one first turns that into the error users expect. Called
-/// before our own listeners exist.
+/// would bind without error, take a share of its connections, and reset the ones queued on
+/// it when it stops. So, before our own listeners exist, we try to connect. (Binding a
+/// plain socket first is no test: a port just left by a sluice that was restarted keeps
+/// its closed connections in TIME_WAIT for a minute, and those refuse such a bind while
+/// the new `SO_REUSEPORT` listeners are allowed.)
 pub fn check_address_free(addr: SocketAddr) -> std::io::Result<()> {
-    std::net::TcpListener::bind(addr).map(drop)
+    let mut probe = addr;
+    if probe.ip().is_unspecified() {
+        probe.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    if probe.port() == 0 {
+        return Ok(());
+    }
+    match std::net::TcpStream::connect_timeout(&probe, Duration::from_secs(1)) {
+        Ok(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!("Address already in use: another process accepts connections on {probe}"),
+        )),
+        Err(_) => Ok(()),
+    }
 }
 
 /// Starts the interim listener on `listen`. Binding errors (address in use) surface here,

@@ -206,7 +206,7 @@ fn ready_is_503_while_the_wal_replays_and_healthy_stays_200() {
 fn a_second_sluice_on_a_port_in_use_refuses_to_start() {
     // Every core's listener sets SO_REUSEPORT, which the kernel also grants another process
     // of the same user: the second one must see the port as taken, not share it.
-    let s = Server::start(1, &[]);
+    let mut s = Server::start(1, &[]);
     let dir = tempfile::tempdir().unwrap();
     let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["--cores", "1", "--listen", &format!("127.0.0.1:{}", s.port)])
@@ -238,5 +238,10 @@ fn a_second_sluice_on_a_port_in_use_refuses_to_start() {
     // The first one is untouched.
     let series = simple_series("still_mine", 2);
     write_rounds(&s, &series, 0..3);
+    assert_rounds(&s, "still_mine", &series, 0..3);
+    // A restart on the same port is no second sluice, even with the port's closed
+    // connections still in TIME_WAIT.
+    assert!(s.sigterm().success());
+    s.respawn_on_same_port(1, &[]);
     assert_rounds(&s, "still_mine", &series, 0..3);
 }

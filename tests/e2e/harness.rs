@@ -65,8 +65,18 @@ impl Server {
 
     /// Like [`spawn`](Self::spawn) without waiting for `/-/ready`.
     pub fn spawn_unready(&mut self, cores: usize, extra: &[&str]) {
+        self.spawn_unready_on(free_port(), cores, extra);
+    }
+
+    /// Starts (again) on the same data directory and the same port as before.
+    pub fn respawn_on_same_port(&mut self, cores: usize, extra: &[&str]) {
+        self.spawn_unready_on(self.port, cores, extra);
+        self.wait_ready();
+    }
+
+    fn spawn_unready_on(&mut self, port: u16, cores: usize, extra: &[&str]) {
         assert!(self.child.is_none(), "server already running");
-        self.port = free_port();
+        self.port = port;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
