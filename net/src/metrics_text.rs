@@ -187,7 +187,7 @@ pub fn render(snaps: &[MetricsSnapshot]) -> String {
         snaps,
         "sluice_wal_fsyncs_total",
         "counter",
-        "WAL fdatasync calls, by core.",
+        "WAL fdatasync calls, by core (with --wal-fsync always, writes are O_DSYNC and syncs are rare).",
         |s| s.wal_fsyncs,
     );
     per_core(
