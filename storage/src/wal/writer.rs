@@ -6,8 +6,9 @@
 //! `FsyncPolicy::Always` the segments are opened `O_DSYNC`: a write is durable when it
 //! completes, as if an `fdatasync` had followed it. That is one io_uring operation instead of
 //! two in sequence; between them the executor had to come round to reap the write and submit
-//! the sync, which it only does once the task running (another request's decoding) yields. The last partial page stays in memory and is rewritten (padded with
-//! zeros) by the next flush. Single-threaded by design (one per core, `Rc`, no locks); must
+//! the sync, which it only does once the task running (another request's decoding) yields.
+//! The other policies sync with `fdatasync` ([`Wal::sync`]). The last partial page stays in
+//! memory and is rewritten (padded with zeros) by the next flush. Single-threaded by design (one per core, `Rc`, no locks); must
 //! not be shared across executors.
 
 use std::cell::{Cell, RefCell};
@@ -73,9 +74,10 @@ struct Inner {
     /// Logical position up to which everything is durable (written `O_DSYNC`, or
     /// `fdatasync`ed).
     synced: Cell<u64>,
-    /// Syncs in flight: what each covers and who waits for it. Several may run at once (a
-    /// request whose records were written after a sync was issued does not wait for that
-    /// sync to end before issuing its own; the kernel merges concurrent cache flushes).
+    /// `fdatasync`s in flight ([`Wal::sync`]; under `Always` writes need none): what each
+    /// covers and who waits for it. Several may run at once (a caller whose records were
+    /// written after a sync was issued does not wait for that sync to end before issuing its
+    /// own; the kernel merges concurrent cache flushes).
     syncs_in_flight: RefCell<Vec<SyncInFlight>>,
     bytes_written: Cell<u64>,
     syncs: Cell<u64>,
