@@ -212,6 +212,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    abort_on_panic();
 
     let cpus: Vec<usize> = core_affinity::get_core_ids()
         .unwrap_or_default()
@@ -414,6 +415,23 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// Memory this process may use: the machine's, or its cgroup's limit when lower.
+/// A panic anywhere ends the process. glommio does not catch a panicking task: its core's
+/// thread ends alone, and the process would go on with that core's listener closed, its
+/// hashring partition unserved and the other cores waiting for it at shutdown. Aborting lets
+/// the supervisor restart the receiver, and the WAL replay keeps every acknowledged sample.
+fn abort_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        let thread = std::thread::current();
+        tracing::error!(
+            thread = thread.name().unwrap_or("unnamed"),
+            "panic: {info}; aborting (a restart replays the WAL)"
+        );
+        std::process::abort();
+    }));
+}
+
 fn available_memory() -> Option<u64> {
     let total = std::fs::read_to_string("/proc/meminfo")
         .ok()

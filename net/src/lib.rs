@@ -8,6 +8,7 @@ pub mod budget;
 pub mod cluster;
 mod io;
 mod limits;
+mod listener;
 mod metrics_text;
 mod receive;
 mod response;

@@ -10,13 +10,14 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use glommio::net::{Preallocated, TcpListener};
+use glommio::net::Preallocated;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use sluice_shards::Ctx;
 
 use crate::io::{run_header_deadlines, HyperIo, HyperTimer};
+use crate::listener::{accept_until, Listener};
 use crate::receive::WriteBuffers;
 use crate::response::{text, Body};
 use crate::NetConfig;
@@ -47,7 +48,7 @@ const RX_BUFFER: usize = 64 * 1024;
 
 /// Serves HTTP on this core until shutdown, then drains in-flight requests.
 pub async fn serve(ctx: Ctx, cfg: Arc<NetConfig>) {
-    let listener = match TcpListener::bind(cfg.listen) {
+    let listener = match Listener::bind(cfg.listen) {
         Ok(l) => l,
         Err(e) => {
             tracing::error!(listen = %cfg.listen, core = ctx.core(), "cannot listen: {e}");
@@ -79,26 +80,11 @@ pub async fn serve(ctx: Ctx, cfg: Arc<NetConfig>) {
         .cfg
         .rpc_listen
         .map(|addr| glommio::spawn_local(crate::rpc::server::serve(st.clone(), addr)));
-    loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            wait_for_shutdown(&st.ctx).await;
-            None
-        })
-        .await;
-        match accepted {
-            Some(Ok(stream)) => {
-                let st = st.clone();
-                glommio::spawn_local(async move { connection(st, stream).await }).detach();
-            }
-            Some(Err(e)) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!("accept failed: {e}");
-                glommio::timer::sleep(Duration::from_millis(50)).await;
-            }
-            None => break,
-        }
-    }
-    drop(listener);
+    accept_until(listener, wait_for_shutdown(&st.ctx), |stream| {
+        let st = st.clone();
+        glommio::spawn_local(async move { connection(st, stream).await }).detach();
+    })
+    .await;
     if let Some(rpc) = rpc {
         rpc.await;
     }
@@ -108,7 +94,7 @@ pub async fn serve(ctx: Ctx, cfg: Arc<NetConfig>) {
     }
 }
 
-async fn wait_for_shutdown(ctx: &Ctx) {
+pub(crate) async fn wait_for_shutdown(ctx: &Ctx) {
     while !ctx.global.shutting_down() {
         glommio::timer::sleep(Duration::from_millis(50)).await;
     }

@@ -12,12 +12,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use glommio::net::{Preallocated, TcpListener};
+use glommio::net::Preallocated;
 use hyper::service::service_fn;
 use hyper::StatusCode;
 use sluice_shards::Global;
 
 use crate::io::HyperIo;
+use crate::listener::{accept_until, Listener};
 use crate::response::text;
 
 /// Fails with "address in use" if anything already accepts connections on `addr`.
@@ -61,7 +62,7 @@ pub fn answer_until_ready(
         .name("sluice-startup")
         .io_memory(256 << 10)
         .spawn(move || async move {
-            let listener = match TcpListener::bind(listen) {
+            let listener = match Listener::bind(listen) {
                 Ok(l) => {
                     let _ = bound_tx.send(Ok(()));
                     l
@@ -81,21 +82,17 @@ pub fn answer_until_ready(
     }
 }
 
-async fn serve_until_ready(listener: TcpListener, global: Arc<Global>) {
+async fn serve_until_ready(listener: Listener, global: Arc<Global>) {
     // Every core counts itself only once its own listener is bound, so when all have, the
-    // address is covered without this one: stop at once (a connection that reaches this socket
-    // after its last accept would be reset, so the check runs often). `/-/ready` stays 503
-    // until this listener is closed, so no client told "ready" can land here.
+    // address is covered without this one: stop at once. `/-/ready` stays 503 until this
+    // socket has stopped listening, so no client told "ready" can land here.
     let open = std::rc::Rc::new(std::cell::Cell::new(0usize));
-    while !global.cores_serving() && !global.shutting_down() {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+    let stop = async {
+        while !global.cores_serving() && !global.shutting_down() {
             glommio::timer::sleep(Duration::from_millis(2)).await;
-            None
-        })
-        .await;
-        let Some(Ok(stream)) = accepted else {
-            continue;
-        };
+        }
+    };
+    accept_until(listener, stop, |stream| {
         let global = global.clone();
         let open = open.clone();
         open.set(open.get() + 1);
@@ -136,8 +133,8 @@ async fn serve_until_ready(listener: TcpListener, global: Arc<Global>) {
             open.set(open.get() - 1);
         })
         .detach();
-    }
-    drop(listener);
+    })
+    .await;
     global.interim_listener.store(false, Ordering::Release);
     // Tasks still running when this executor ends would be leaked with their sockets: wait
     // for every connection to get its answer, but not for a client that never sends its

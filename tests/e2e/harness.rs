@@ -227,6 +227,19 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // A failing test shows what the server said: without it a flake in CI is a guess.
+        if std::thread::panicking() {
+            let status = self.child.as_mut().map(|c| c.try_wait());
+            let log = self.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!(
+                "--- sluice on port {} (exited: {status:?}); last lines of its log:",
+                self.port
+            );
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
         self.kill9();
     }
 }

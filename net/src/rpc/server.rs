@@ -9,12 +9,11 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
 
 use futures::channel::mpsc;
 use futures::io::{AsyncReadExt, AsyncWriteExt};
 use futures::StreamExt;
-use glommio::net::{TcpListener, TcpStream};
+use glommio::net::TcpStream;
 use sluice_shards::{ingest_batch, is_valid_tenant};
 
 use sluice_shards::shard::ApplyOutcome;
@@ -23,11 +22,12 @@ use super::frame::{
     check_body, decode_forward, parse_header, request_kind, write_id, FrameError, Kind, Reply,
     Status, WriteBatch, WriteHead, HEADER_LEN,
 };
-use crate::server::CoreState;
+use crate::listener::{accept_until, Listener};
+use crate::server::{wait_for_shutdown, CoreState};
 
 /// Serves replication on this core until shutdown.
 pub async fn serve(st: Rc<CoreState>, listen: SocketAddr) {
-    let listener = match TcpListener::bind(listen) {
+    let listener = match Listener::bind(listen) {
         Ok(l) => l,
         Err(e) => {
             tracing::error!(%listen, core = st.ctx.core(), "cannot listen for replication: {e}");
@@ -37,26 +37,11 @@ pub async fn serve(st: Rc<CoreState>, listen: SocketAddr) {
     if st.ctx.core() == 0 {
         tracing::info!(%listen, "serving replication RPC");
     }
-    loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            while !st.ctx.global.shutting_down() {
-                glommio::timer::sleep(Duration::from_millis(50)).await;
-            }
-            None
-        })
-        .await;
-        match accepted {
-            Some(Ok(stream)) => {
-                let st = st.clone();
-                glommio::spawn_local(async move { connection(st, stream).await }).detach();
-            }
-            Some(Err(e)) => {
-                tracing::warn!("replication accept failed: {e}");
-                glommio::timer::sleep(Duration::from_millis(50)).await;
-            }
-            None => return,
-        }
-    }
+    accept_until(listener, wait_for_shutdown(&st.ctx), |stream| {
+        let st = st.clone();
+        glommio::spawn_local(async move { connection(st, stream).await }).detach();
+    })
+    .await;
 }
 
 async fn connection(st: Rc<CoreState>, stream: TcpStream) {
