@@ -20,7 +20,7 @@ use std::pin::pin;
 use std::time::Duration;
 
 use glommio::net::{TcpListener, TcpStream};
-use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use socket2::{Domain, Protocol, Socket, Type};
 
 /// Connections the kernel queues for a listener before we accept them.
 const BACKLOG: i32 = 1024;
@@ -82,7 +82,7 @@ pub async fn accept_until(
             None => break,
         }
     }
-    if let Err(e) = SockRef::from(&listener.socket).shutdown(Shutdown::Both) {
+    if let Err(e) = listener.socket.shutdown(Shutdown::Both) {
         tracing::warn!("cannot shut the listening socket down: {e}");
     }
     let last = futures_lite::future::or(async { Some(next.await) }, async {
