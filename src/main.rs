@@ -414,7 +414,6 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Memory this process may use: the machine's, or its cgroup's limit when lower.
 /// A panic anywhere ends the process. glommio does not catch a panicking task: its core's
 /// thread ends alone, and the process would go on with that core's listener closed, its
 /// hashring partition unserved and the other cores waiting for it at shutdown. Aborting lets
@@ -432,6 +431,7 @@ fn abort_on_panic() {
     }));
 }
 
+/// Memory this process may use: the machine's, or its cgroup's limit when lower.
 fn available_memory() -> Option<u64> {
     let total = std::fs::read_to_string("/proc/meminfo")
         .ok()
