@@ -12,6 +12,7 @@ pub mod chunk_arena;
 pub mod cut;
 pub mod head;
 pub mod ingest;
+pub mod label_store;
 pub mod matcher;
 pub mod mesh;
 pub mod metrics;
