@@ -121,8 +121,9 @@ impl LabelStore {
         self.dead = 0;
     }
 
-    /// Number of value ids stored, live or dead (for tests of compaction).
-    pub fn stored_values(&self) -> usize {
+    /// Number of value ids stored, live or dead.
+    #[cfg(test)]
+    pub(crate) fn stored_values(&self) -> usize {
         self.values.len()
     }
 }
