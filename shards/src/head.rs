@@ -67,10 +67,11 @@ pub use crate::chunk_arena::Chunk as ClosedChunk;
 /// places it on a node and core) and `check`, seeded with a secret random value per process
 /// ([`check_hash`]).
 /// Appends compare those 128 bits instead of the labels: the labels are stored as symbol
-/// ids (a tenth of the key's bytes), and comparing them with a request's would resolve
-/// every symbol, a scattered cache miss each. Two distinct label sets get the same 128
-/// bits with probability ~n²/2¹²⁹ (below 10⁻²⁶ for a billion series, far below the rate of
-/// undetected memory errors), and a sender cannot aim for it without the secret seed.
+/// ids (names once per list of names, see [`LabelStore`]), and comparing them with a
+/// request's would resolve every symbol, a scattered cache miss each. Two distinct label
+/// sets get the same 128 bits with probability ~n²/2¹²⁹ (below 10⁻²⁶ for a billion series,
+/// far below the rate of undetected memory errors), and a sender cannot aim for it without
+/// the secret seed.
 /// Debug builds (the whole test suite) still compare the labels on every lookup.
 pub struct Series {
     /// Where the series' labels are in the head's [`LabelStore`]; `NONE` only in a
@@ -319,6 +320,7 @@ impl Head {
             label_sets,
             ..
         } = self;
+        // Each pair is interned and posted as the store takes it.
         let labels = label_sets.push(key_labels(key).map(|(n, v)| {
             let (n, v) = (symbols.intern_bytes(n), symbols.intern_bytes(v));
             let list = postings.entry((n, v)).or_default();
@@ -384,10 +386,12 @@ impl Head {
             }
         }
         let range = self.block_range_ms;
+        // A chunk's samples all lie in one range, so its last sample's range is its first's
+        // (the last is a field; the first would be decoded from the chunk, per sample).
         let crosses_block = s
             .open
-            .first_time()
-            .is_some_and(|first| first.div_euclid(range) != t.div_euclid(range));
+            .last()
+            .is_some_and(|(last, _)| last.div_euclid(range) != t.div_euclid(range));
         if s.open.num_samples() >= chunk_target(s.hash) || crosses_block {
             close_open(s, &mut self.chunks, range);
         }

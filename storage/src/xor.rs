@@ -153,19 +153,9 @@ impl XorChunk {
 
     /// Timestamp of the first sample, if any.
     pub fn first_time(&self) -> Option<i64> {
-        // Read back from the chunk's first varint rather than kept in a field: every
-        // active series has an open chunk, and this is rarely asked (cuts, queries).
-        if self.num == 0 {
-            return None;
-        }
-        let mut x = 0u64;
-        for (i, b) in self.buf[2..].iter().take(10).enumerate() {
-            x |= u64::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                break;
-            }
-        }
-        Some(unzigzag(x))
+        // Read back from the chunk (the iterator's first sample) rather than kept in a field:
+        // every active series has an open chunk, and only cuts and queries ask, not appends.
+        self.iter().next().map(|(t, _)| t)
     }
 
     /// The last appended sample, if any (value bits exactly as appended).
