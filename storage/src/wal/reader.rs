@@ -8,6 +8,7 @@ use std::path::Path;
 
 use super::record::{
     decode_min_time, decode_samples, decode_series, read_frame, Frame, RecordType, SampleRecord,
+    PAGE,
 };
 use super::{checkpoint_name, list_checkpoints, list_segments, segment_name, WalError};
 
@@ -127,7 +128,14 @@ fn replay_segment<'a>(
     let mut good_end = 0;
     loop {
         match read_frame(data, pos) {
-            Frame::End => return good_end,
+            Frame::End => match padding_end(data, pos) {
+                Some(next) => pos = next,
+                None => return good_end,
+            },
+            Frame::Corrupt { .. } if padding_end(data, pos).is_some() => {
+                // Zeros up to a page end whose header ran into the next page's record.
+                pos = padding_end(data, pos).expect("just checked");
+            }
             Frame::Record(ty, payload) => {
                 stats.records += 1;
                 let res = match ty {
@@ -173,6 +181,16 @@ fn replay_segment<'a>(
             }
         }
     }
+}
+
+/// Where the next record starts if `pos` is in the zeros that pad a page whose last write
+/// was followed by one on a fresh page: the next page, when it starts with a good record.
+fn padding_end(data: &[u8], pos: usize) -> Option<usize> {
+    let next = pos.next_multiple_of(PAGE);
+    if next == pos || next >= data.len() || data[pos..next].iter().any(|b| *b != 0) {
+        return None;
+    }
+    follows_good_record(data, next).then_some(next)
 }
 
 fn follows_good_record(data: &[u8], pos: usize) -> bool {
@@ -257,6 +275,49 @@ mod tests {
         let stats2 = replay_dir(dir.path(), &mut c2, true).unwrap();
         assert_eq!(c2.samples, c.samples);
         assert_eq!(stats2.truncated_bytes, 0);
+    }
+
+    /// A write issued while the one before was still in flight starts on the next page: the
+    /// zeros that end the earlier page are skipped, however few there are (fewer than a
+    /// header's worth make the header run into the next page's record).
+    #[test]
+    fn skips_the_zeros_that_pad_a_page_before_the_next_write() {
+        for gap in [1, 4, HEADER_LEN - 1, HEADER_LEN, 100, PAGE - 200] {
+            // A series record that ends `gap` bytes before the page end.
+            let series = |value_len: usize| {
+                let mut buf = Vec::new();
+                let s = begin_record(&mut buf, RecordType::Series);
+                let v = "x".repeat(value_len);
+                put_series(&mut buf, 0, [("__name__", v.as_str())]);
+                end_record(&mut buf, s);
+                buf
+            };
+            let probe = series(1000).len();
+            let mut seg = series(1000 + (PAGE - gap) - probe);
+            assert_eq!(seg.len(), PAGE - gap);
+            seg.resize(PAGE, 0);
+            // The next write's records: the sample records of a `segment`.
+            let (rest, _) = segment(3);
+            seg.extend_from_slice(&rest[seg_series_len(&rest)..]);
+            seg.resize(seg.len().next_multiple_of(PAGE), 0);
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("00000000"), &seg).unwrap();
+            let mut c = Collect::default();
+            let stats = replay_dir(dir.path(), &mut c, true).unwrap();
+            assert_eq!(c.series.len(), 1, "gap {gap}");
+            let ts: Vec<i64> = c.samples.iter().map(|s| s.t).collect();
+            assert_eq!(ts, [0, 1000, 2000], "gap {gap}");
+            assert_eq!(
+                (stats.corrupt_records, stats.truncated_bytes),
+                (0, 0),
+                "gap {gap}"
+            );
+        }
+    }
+
+    /// Bytes of the series record at the start of a [`segment`].
+    fn seg_series_len(seg: &[u8]) -> usize {
+        HEADER_LEN + u32::from_le_bytes(seg[..4].try_into().unwrap()) as usize
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! WAL record framing and payloads.
 //!
 //! Frame: `len u32 LE | crc32c(type ‖ payload) u32 LE | type u8 | payload[len]`. A zero header
-//! marks the end of written data (DMA writes zero-pad the last page).
+//! marks the end of written data (DMA writes zero-pad the last page) — unless the rest of its
+//! page is zeros and the next page starts with a good frame: a write issued while the one
+//! before was still in flight starts on a fresh page rather than rewrite that write's last.
 //!
 //! Payloads (ids are the owning core's series ids; labels travel once, in series records):
 //! - series: `{ id u32 LE, uvarint n, (uvarint len, name, uvarint len, value)×n }*`
@@ -15,6 +17,9 @@ use crate::encoding::{put_uvarint, put_varint};
 
 /// Bytes of a frame header.
 pub const HEADER_LEN: usize = 9;
+
+/// Writes cover whole pages of this size; zeros that pad a page end are skipped by readers.
+pub const PAGE: usize = 4096;
 
 /// Largest payload a reader accepts; anything larger is corruption, not a record. The
 /// writer's largest records hold one request's series or samples, which are smaller than the

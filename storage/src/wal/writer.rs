@@ -1,8 +1,14 @@
 //! The group-committing WAL writer of one (core, tenant).
 //!
 //! Records are encoded synchronously into an in-memory tail; `commit` writes the tail with one
-//! DMA write (O_DIRECT, io_uring) — every request that appended while a flush was in flight is
-//! covered by the next one, so the cost of a write is shared by all of them. Under
+//! DMA write (O_DIRECT, io_uring) — every request that appended since the last write was issued
+//! is covered by the next one, so the cost of a write is shared by all of them. Writes are
+//! pipelined: a commit whose records are not yet in a write issues its own at once, up to
+//! [`MAX_WRITES_IN_FLIGHT`], instead of waiting for the write in flight to end first. A slow
+//! write then delays the commits behind it by its own time, not by its time plus theirs.
+//! Writes never overlap: the last, partial page of a write still in flight is left alone (the
+//! next records start on the following page; the reader skips the zeros between), and a
+//! position counts as written only once every write before it has completed. Under
 //! `FsyncPolicy::Always` the segments are opened `O_DSYNC`: a write is durable when it
 //! completes, as if an `fdatasync` had followed it. That is one io_uring operation instead of
 //! two in sequence; between them the executor had to come round to reap the write and submit
@@ -24,15 +30,22 @@ use super::zeroing::ZeroAhead;
 use super::{segment_name, FsyncPolicy, WalError, SEGMENT_SIZE};
 
 /// Alignment of DMA writes (logical block size of every disk we support).
-const ALIGN: usize = 4096;
+const ALIGN: usize = super::record::PAGE;
+
+/// Writes issued and not yet completed, at most. Enough to keep a commit from queueing behind
+/// a slow write; more would only split the records into smaller writes.
+const MAX_WRITES_IN_FLIGHT: usize = 4;
 
 /// Bytes waiting to be written to one segment.
 struct Tail {
     segment: u32,
     /// File offset (aligned) where `bytes` start.
     base: u64,
-    /// Data from `base`: first the partial page already on disk, then new records.
+    /// Data from `base`: first the partial page already written (or being written), then new
+    /// records.
     bytes: Vec<u8>,
+    /// Bytes at the start of `bytes` that an issued write covers (the partial page).
+    issued: usize,
 }
 
 impl Tail {
@@ -47,9 +60,26 @@ struct State {
     file: Option<(u32, Rc<DmaFile>, Option<Rc<ZeroAhead>>)>,
     /// Logical sequence number: total record bytes appended since open.
     appended: u64,
-    flushing: bool,
+    /// Position up to which records are in an issued write.
+    issued: u64,
+    /// Writes issued, oldest first: the position each makes written, and whether it has
+    /// completed. Completed ones leave only from the front, so that `written` never skips a
+    /// write still in flight.
+    writes: VecDeque<(u64, bool)>,
+    /// A segment is being opened or finished: nothing else may be written meanwhile.
+    exclusive: bool,
+    /// Most writes ever in flight at once.
+    peak_writes: usize,
+    /// Woken whenever a write completes or an exclusive step ends.
     waiters: Vec<oneshot::Sender<()>>,
     failed: Option<String>,
+}
+
+impl State {
+    /// Whether the newest write has not completed yet (its last page must not be rewritten).
+    fn newest_in_flight(&self) -> bool {
+        self.writes.back().is_some_and(|w| !w.1)
+    }
 }
 
 /// An `fdatasync` in flight.
@@ -105,6 +135,7 @@ impl Wal {
             segment: first_segment,
             base: 0,
             bytes: Vec::with_capacity(64 * 1024),
+            issued: 0,
         });
         Ok(Wal {
             inner: Rc::new(Inner {
@@ -114,7 +145,10 @@ impl Wal {
                     tails,
                     file: None,
                     appended: 0,
-                    flushing: false,
+                    issued: 0,
+                    writes: VecDeque::new(),
+                    exclusive: false,
+                    peak_writes: 0,
                     waiters: Vec::new(),
                     failed: None,
                 }),
@@ -153,6 +187,7 @@ impl Wal {
                 segment: tail.segment + 1,
                 base: 0,
                 bytes: record,
+                issued: 0,
             };
             st.tails.push_back(next);
         }
@@ -210,6 +245,7 @@ impl Wal {
             segment: tail.segment + 1,
             base: 0,
             bytes: Vec::with_capacity(64 * 1024),
+            issued: 0,
         };
         st.tails.push_back(next);
     }
@@ -256,17 +292,19 @@ impl Wal {
         }
     }
 
-    /// One step towards `lsn` being written (and synced, if `sync`): write the tail, or wait
-    /// for the write in flight, or wait for a sync in flight that covers `lsn`, or issue one.
-    /// Writes are exclusive (a partial page is rewritten by the next write, and two DMA
-    /// writes of one page in flight could land in either order); syncs are not.
+    /// One step towards `lsn` being written (and synced, if `sync`): issue a write of the
+    /// tail, or wait for a write in flight, or wait for a sync in flight that covers `lsn`, or
+    /// issue one.
     async fn advance(&self, lsn: u64, sync: bool) -> Result<(), WalError> {
         if self.inner.written.get() < lsn {
-            match self.in_flight() {
-                Some(rx) => {
-                    let _ = rx.await;
-                }
-                None => self.flush().await?,
+            let issue = {
+                let st = self.inner.state.borrow();
+                st.issued < lsn && !st.exclusive && st.writes.len() < MAX_WRITES_IN_FLIGHT
+            };
+            if issue {
+                self.flush().await?;
+            } else if let Some(rx) = self.next_completion() {
+                let _ = rx.await;
             }
             return Ok(());
         }
@@ -334,15 +372,32 @@ impl Wal {
         }
     }
 
-    /// A receiver that fires when the flush in flight ends, if one is in flight.
-    fn in_flight(&self) -> Option<oneshot::Receiver<()>> {
+    /// A receiver that fires when the next write completes (or the exclusive step in progress
+    /// ends), if anything is in flight.
+    fn next_completion(&self) -> Option<oneshot::Receiver<()>> {
         let mut st = self.inner.state.borrow_mut();
-        if st.flushing {
+        if st.exclusive || !st.writes.is_empty() {
             let (tx, rx) = oneshot::channel();
             st.waiters.push(tx);
             Some(rx)
         } else {
             None
+        }
+    }
+
+    fn wake_all(&self) {
+        let waiters = std::mem::take(&mut self.inner.state.borrow_mut().waiters);
+        for w in waiters {
+            let _ = w.send(());
+        }
+    }
+
+    /// Records a failure that leaves the files in an unknown state: refuse further writes
+    /// rather than acknowledge data we cannot vouch for.
+    fn fail(&self, e: &WalError) {
+        let mut st = self.inner.state.borrow_mut();
+        if st.failed.is_none() {
+            st.failed = Some(e.to_string());
         }
     }
 
@@ -365,33 +420,143 @@ impl Wal {
         }
     }
 
-    /// One flush: writes every tail, wakes waiters. Only one runs at a time.
+    /// Writes what is appended and not yet in a write: pipelined with the writes in flight
+    /// while the open segment stays the same, alone when a segment must be opened or finished.
     async fn flush(&self) -> Result<(), WalError> {
-        {
-            let mut st = self.inner.state.borrow_mut();
-            if st.flushing {
-                return Ok(());
-            }
-            st.flushing = true;
-        }
-        let result = self.flush_inner().await;
-        let waiters = {
-            let mut st = self.inner.state.borrow_mut();
-            st.flushing = false;
-            if let Err(e) = &result {
-                // A failed write leaves the file in an unknown state: refuse further writes
-                // rather than acknowledge data we cannot vouch for.
-                st.failed = Some(e.to_string());
-            }
-            std::mem::take(&mut st.waiters)
+        let alone = {
+            let st = self.inner.state.borrow();
+            let front = st.tails.front().expect("WAL always has a tail").segment;
+            st.tails.len() > 1 || st.file.as_ref().is_none_or(|f| f.0 != front)
         };
-        for w in waiters {
-            let _ = w.send(());
+        if !alone {
+            return self.write_pipelined().await;
         }
+        self.inner.state.borrow_mut().exclusive = true;
+        // Let the writes in flight end: finishing a segment syncs it, and its records must
+        // all be in the file by then.
+        let result = loop {
+            if let Err(e) = self.check_failed() {
+                break Err(e);
+            }
+            if self.inner.state.borrow().writes.is_empty() {
+                break self.flush_alone().await;
+            }
+            let (tx, rx) = oneshot::channel();
+            self.inner.state.borrow_mut().waiters.push(tx);
+            let _ = rx.await;
+        };
+        self.inner.state.borrow_mut().exclusive = false;
+        if let Err(e) = &result {
+            self.fail(e);
+        }
+        self.wake_all();
         result
     }
 
-    async fn flush_inner(&self) -> Result<(), WalError> {
+    /// Issues one write of the open segment's new records, next to the writes in flight, and
+    /// waits for it.
+    async fn write_pipelined(&self) -> Result<(), WalError> {
+        let (file, zero) = {
+            let st = self.inner.state.borrow();
+            let (_, f, z) = st.file.as_ref().expect("flush checked the open segment");
+            (f.clone(), z.clone())
+        };
+        let (buf, base, end, target, segment) = {
+            let mut guard = self.inner.state.borrow_mut();
+            let st = &mut *guard;
+            let pad = st.newest_in_flight();
+            let target = st.appended;
+            let t = st.tails.front_mut().expect("WAL always has a tail");
+            if pad && t.issued > 0 {
+                // The partial page belongs to a write still in flight: leave it (its rest is
+                // zeros on disk) and start on the next page.
+                t.bytes.drain(..t.issued);
+                t.base += ALIGN as u64;
+                t.issued = 0;
+            }
+            let len = t.bytes.len();
+            if len == 0 {
+                return Ok(());
+            }
+            let aligned = len.div_ceil(ALIGN) * ALIGN;
+            let mut buf = file.alloc_dma_buffer(aligned);
+            let dst = buf.as_bytes_mut();
+            dst[..len].copy_from_slice(&t.bytes);
+            dst[len..].fill(0);
+            let base = t.base;
+            // The buffer holds the records now: keep only the partial last page.
+            let full = len / ALIGN * ALIGN;
+            t.bytes.drain(..full);
+            t.base += full as u64;
+            t.issued = len - full;
+            let segment = t.segment;
+            st.issued = target;
+            st.writes.push_back((target, false));
+            st.peak_writes = st.peak_writes.max(st.writes.len());
+            (buf, base, base + aligned as u64, target, segment)
+        };
+        let result = self
+            .write_at(&file, zero.as_ref(), buf, base, end, segment)
+            .await;
+        if result.is_ok() {
+            // A failed write stays in flight for good: nothing after it counts as written.
+            let mut st = self.inner.state.borrow_mut();
+            if let Some(w) = st.writes.iter_mut().find(|w| w.0 == target) {
+                w.1 = true;
+            }
+            while st.writes.front().is_some_and(|w| w.1) {
+                let (done, _) = st.writes.pop_front().expect("checked");
+                self.inner.written.set(self.inner.written.get().max(done));
+                if self.dsync() {
+                    self.inner.synced.set(self.inner.synced.get().max(done));
+                }
+            }
+        }
+        if let Err(e) = &result {
+            self.fail(e);
+        }
+        self.wake_all();
+        result
+    }
+
+    /// One DMA write of `buf` at `base` (ending at `end`), kept clear of the zeroing ahead.
+    async fn write_at(
+        &self,
+        file: &DmaFile,
+        zero: Option<&Rc<ZeroAhead>>,
+        buf: glommio::io::DmaBuffer,
+        base: u64,
+        end: u64,
+        segment: u32,
+    ) -> Result<(), WalError> {
+        let len = buf.len();
+        let path = || self.inner.dir.join(segment_name(segment));
+        if let Some(z) = zero {
+            z.before_write(end).await;
+        }
+        let n = file
+            .write_at(buf, base)
+            .await
+            .map_err(|e| WalError::io("writing WAL segment", path(), e.into()))?;
+        if let Some(z) = zero {
+            z.after_write(end);
+        }
+        if n < len {
+            return Err(WalError::io(
+                "writing WAL segment",
+                path(),
+                std::io::Error::new(std::io::ErrorKind::WriteZero, "short DMA write"),
+            ));
+        }
+        self.inner
+            .bytes_written
+            .set(self.inner.bytes_written.get() + len as u64);
+        Ok(())
+    }
+
+    /// Writes every tail with nothing else in flight, finishing (syncing) each segment but
+    /// the last and opening the next.
+    async fn flush_alone(&self) -> Result<(), WalError> {
         let target = self.appended();
         loop {
             // Snapshot the front tail; appends may grow it while the write is in flight.
@@ -411,28 +576,9 @@ impl Wal {
                     dst[..len].copy_from_slice(&t.bytes[..len]);
                     dst[len..].fill(0);
                 }
-                let path = self.inner.dir.join(segment_name(segment));
                 let end = base + aligned as u64;
-                if let Some(z) = &zero {
-                    z.before_write(end).await;
-                }
-                let n = file
-                    .write_at(buf, base)
-                    .await
-                    .map_err(|e| WalError::io("writing WAL segment", &path, e.into()))?;
-                if let Some(z) = &zero {
-                    z.after_write(end);
-                }
-                if n < aligned {
-                    return Err(WalError::io(
-                        "writing WAL segment",
-                        &path,
-                        std::io::Error::new(std::io::ErrorKind::WriteZero, "short DMA write"),
-                    ));
-                }
-                self.inner
-                    .bytes_written
-                    .set(self.inner.bytes_written.get() + aligned as u64);
+                self.write_at(&file, zero.as_ref(), buf, base, end, segment)
+                    .await?;
             }
             if !last {
                 // Finish the old segment for good before moving on.
@@ -448,6 +594,8 @@ impl Wal {
             let full = len / ALIGN * ALIGN;
             t.bytes.drain(..full);
             t.base += full as u64;
+            t.issued = len - full;
+            st.issued = st.issued.max(target);
             break;
         }
         self.inner.written.set(self.inner.written.get().max(target));
@@ -598,6 +746,52 @@ mod tests {
         assert_eq!(stats.corrupt_records, 0);
     }
 
+    /// A commit whose records are not in the write in flight issues its own at once; it
+    /// leaves the partial page of the write in flight alone and starts on the next page.
+    #[test]
+    fn a_commit_writes_next_to_a_write_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run(move || async move {
+            let wal = Wal::open(&path, 0, FsyncPolicy::Always).unwrap();
+            let lsn = wal.append(RecordType::Series, |b| {
+                put_series(b, 0, [("__name__", "up")])
+            });
+            wal.commit(lsn).await.unwrap();
+            let sample = |i: i64| {
+                wal.append(RecordType::Samples, |b| {
+                    put_samples_base(b, i);
+                    put_sample(b, i, 0, i, i as f64);
+                })
+            };
+            let mut first = Box::pin(wal.commit(sample(1)));
+            assert!(
+                futures::poll!(&mut first).is_pending(),
+                "its write is in flight"
+            );
+            let mut second = Box::pin(wal.commit(sample(2)));
+            assert!(futures::poll!(&mut second).is_pending());
+            assert_eq!(wal.inner.state.borrow().writes.len(), 2);
+            let third = wal.commit(sample(3));
+            let (a, b, c) = futures::join!(first, second, third);
+            for r in [a, b, c] {
+                r.unwrap();
+            }
+            assert_eq!(wal.inner.state.borrow().peak_writes, 3);
+        });
+        let mut c = Count::default();
+        let stats = replay_dir(dir.path(), &mut c, true).unwrap();
+        assert_eq!(c.series, 1);
+        let ts: Vec<i64> = c.samples.iter().map(|s| s.1).collect();
+        assert_eq!(ts, [1, 2, 3]);
+        assert_eq!((stats.truncated_bytes, stats.corrupt_records), (0, 0));
+        // The second and third writes started on fresh pages.
+        let data = std::fs::read(dir.path().join(segment_name(0))).unwrap();
+        for page in [1, 2] {
+            assert_ne!(data[page * ALIGN..page * ALIGN + 4], [0; 4], "page {page}");
+        }
+    }
+
     /// The open flags of the WAL's current segment file, from `/proc/self/fdinfo`.
     fn segment_flags(wal: &Wal) -> i32 {
         use std::os::fd::AsRawFd;
@@ -724,6 +918,46 @@ mod tests {
             data.len()
         );
         assert_replays_numbered(dir.path(), 40 * 50_000);
+    }
+
+    /// Pipelined writes (four committers, ~600 KiB records) run past the zero-filled frontier
+    /// many times: zeroing never lands on a write in flight, and every record replays.
+    #[test]
+    fn pipelined_writes_and_zero_filling_keep_every_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run(move || async move {
+            let wal = Wal::open(&path, 0, FsyncPolicy::Never).unwrap();
+            let lsn = wal.append(RecordType::Series, |b| {
+                put_series(b, 0, [("__name__", "up")])
+            });
+            wal.commit(lsn).await.unwrap();
+            let writers = (0..4i64).map(|w| {
+                let wal = wal.clone();
+                async move {
+                    for r in 0..10i64 {
+                        let first = (w * 10 + r) * 50_000;
+                        let lsn = wal.append(RecordType::Samples, |b| {
+                            put_samples_base(b, first);
+                            for k in first..first + 50_000 {
+                                put_sample(b, first, 0, k, k as f64);
+                            }
+                        });
+                        wal.commit(lsn).await.unwrap();
+                    }
+                }
+            });
+            futures::future::join_all(writers).await;
+            assert!(wal.inner.state.borrow().peak_writes > 1);
+            wal.sync().await.unwrap();
+        });
+        let mut c = Count::default();
+        let stats = replay_dir(dir.path(), &mut c, true).unwrap();
+        assert_eq!((stats.truncated_bytes, stats.corrupt_records), (0, 0));
+        let mut ts: Vec<i64> = c.samples.iter().map(|s| s.1).collect();
+        ts.sort_unstable();
+        assert_eq!(ts, (0..40 * 50_000).collect::<Vec<_>>());
+        assert!(c.samples.iter().all(|s| s.2 == s.1 as f64));
     }
 
     /// A quiet WAL (a small tenant) is zero-filled only a little ahead of its records.

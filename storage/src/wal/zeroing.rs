@@ -8,8 +8,16 @@
 //! sample (bench/RESULTS.md). The zeros themselves are written and synced off the request
 //! path, a step at a time, once per segment.
 //!
+//! Each step first allocates its range (`fallocate`, which also sets the file size), so that
+//! the zero writes are not extending writes either. An extending write holds the inode lock
+//! exclusively while it runs in io_uring's worker; a WAL write that finds the lock taken is
+//! punted to the same worker queue, behind the zero writes still queued for the file — up to
+//! a step's worth of them. Measured at half the peak rate: p99 7.7 ms instead of 9.7 ms
+//! (bench/RESULTS.md).
+//!
 //! Owns only the zero-filled frontier of one open segment. Must never write over data: it
-//! zeroes only past everything the writer has written, and the writer waits for a zeroing
+//! zeroes only past everything the writer has written or is writing (writes are pipelined:
+//! each is recorded when issued, not when it completes), and the writer waits for a zeroing
 //! in flight before writing past the zeroed frontier. Failures are not fatal (the writer
 //! then simply extends the file as before), so they are logged and zeroing stops.
 
@@ -34,10 +42,12 @@ pub(crate) struct ZeroAhead {
     limit: u64,
     /// `[0, zeroed)` holds data or synced zeros.
     zeroed: Cell<u64>,
-    /// End of everything the writer has written.
+    /// End of everything the writer has issued (written or in flight).
     written: Cell<u64>,
     busy: Cell<bool>,
     stopped: Cell<bool>,
+    /// The filesystem cannot `fallocate`: zero by extending writes.
+    no_fallocate: Cell<bool>,
     waiters: RefCell<Vec<oneshot::Sender<()>>>,
 }
 
@@ -51,23 +61,25 @@ impl ZeroAhead {
             written: Cell::new(0),
             busy: Cell::new(false),
             stopped: Cell::new(false),
+            no_fallocate: Cell::new(false),
             waiters: RefCell::new(Vec::new()),
         })
     }
 
-    /// Waits until writing `[.., end)` cannot race a zeroing in flight.
+    /// Waits until writing `[.., end)` cannot race a zeroing in flight, then records the
+    /// write as issued (no later zeroing starts before `end`). Call right before issuing it.
     pub(crate) async fn before_write(&self, end: u64) {
         while self.busy.get() && end > self.zeroed.get() {
             let (tx, rx) = oneshot::channel();
             self.waiters.borrow_mut().push(tx);
             let _ = rx.await;
         }
+        self.written.set(self.written.get().max(end));
     }
 
-    /// Records a data write ending at `end` and starts zeroing the next chunk if the writer
-    /// is getting close to the frontier.
+    /// Starts zeroing the next chunk, after a data write ending at `end` completed, if the
+    /// writer is getting close to the frontier.
     pub(crate) fn after_write(self: &Rc<Self>, end: u64) {
-        self.written.set(self.written.get().max(end));
         let start = self.zeroed.get().max(self.written.get());
         if self.busy.get() || self.stopped.get() || start >= self.limit {
             return;
@@ -97,6 +109,15 @@ impl ZeroAhead {
     }
 
     async fn zero(&self, start: u64, stop: u64) -> std::io::Result<()> {
+        if !self.no_fallocate.get() {
+            if let Err(e) = self.file.pre_allocate(stop, false).await {
+                let e = std::io::Error::from(e);
+                if e.raw_os_error() != Some(libc::EOPNOTSUPP) {
+                    return Err(e);
+                }
+                self.no_fallocate.set(true);
+            }
+        }
         let mut at = start;
         while at < stop {
             let len = WRITE.min((stop - at) as usize);
