@@ -746,6 +746,16 @@ mod tests {
         assert_eq!(stats.corrupt_records, 0);
     }
 
+    /// A WAL in `path` whose segment 0 is open and holds series 0 (`up`), committed.
+    async fn open_with_series(path: &Path, policy: FsyncPolicy) -> Wal {
+        let wal = Wal::open(path, 0, policy).unwrap();
+        let lsn = wal.append(RecordType::Series, |b| {
+            put_series(b, 0, [("__name__", "up")])
+        });
+        wal.commit(lsn).await.unwrap();
+        wal
+    }
+
     /// A commit whose records are not in the write in flight issues its own at once; it
     /// leaves the partial page of the write in flight alone and starts on the next page.
     #[test]
@@ -753,11 +763,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_path_buf();
         run(move || async move {
-            let wal = Wal::open(&path, 0, FsyncPolicy::Always).unwrap();
-            let lsn = wal.append(RecordType::Series, |b| {
-                put_series(b, 0, [("__name__", "up")])
-            });
-            wal.commit(lsn).await.unwrap();
+            let wal = open_with_series(&path, FsyncPolicy::Always).await;
             let sample = |i: i64| {
                 wal.append(RecordType::Samples, |b| {
                     put_samples_base(b, i);
@@ -927,11 +933,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_path_buf();
         run(move || async move {
-            let wal = Wal::open(&path, 0, FsyncPolicy::Never).unwrap();
-            let lsn = wal.append(RecordType::Series, |b| {
-                put_series(b, 0, [("__name__", "up")])
-            });
-            wal.commit(lsn).await.unwrap();
+            let wal = open_with_series(&path, FsyncPolicy::Never).await;
             let writers = (0..4i64).map(|w| {
                 let wal = wal.clone();
                 async move {
