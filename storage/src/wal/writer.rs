@@ -52,6 +52,24 @@ impl Tail {
     fn end(&self) -> u64 {
         self.base + self.bytes.len() as u64
     }
+
+    /// A DMA buffer of `file` holding `bytes[..len]`, zero-padded to whole pages.
+    fn page_buffer(&self, file: &DmaFile, len: usize) -> glommio::io::DmaBuffer {
+        let mut buf = file.alloc_dma_buffer(len.div_ceil(ALIGN) * ALIGN);
+        let dst = buf.as_bytes_mut();
+        dst[..len].copy_from_slice(&self.bytes[..len]);
+        dst[len..].fill(0);
+        buf
+    }
+
+    /// Once a write of `bytes[..len]` is issued: keep only its partial last page, which the
+    /// next write rewrites (or steps over, while this one is in flight).
+    fn keep_partial_page(&mut self, len: usize) {
+        let full = len / ALIGN * ALIGN;
+        self.bytes.drain(..full);
+        self.base += full as u64;
+        self.issued = len - full;
+    }
 }
 
 struct State {
@@ -478,22 +496,16 @@ impl Wal {
             if len == 0 {
                 return Ok(());
             }
-            let aligned = len.div_ceil(ALIGN) * ALIGN;
-            let mut buf = file.alloc_dma_buffer(aligned);
-            let dst = buf.as_bytes_mut();
-            dst[..len].copy_from_slice(&t.bytes);
-            dst[len..].fill(0);
+            let buf = t.page_buffer(&file, len);
             let base = t.base;
-            // The buffer holds the records now: keep only the partial last page.
-            let full = len / ALIGN * ALIGN;
-            t.bytes.drain(..full);
-            t.base += full as u64;
-            t.issued = len - full;
+            // The buffer holds the records now.
+            t.keep_partial_page(len);
             let segment = t.segment;
             st.issued = target;
             st.writes.push_back((target, false));
             st.peak_writes = st.peak_writes.max(st.writes.len());
-            (buf, base, base + aligned as u64, target, segment)
+            let end = base + buf.len() as u64;
+            (buf, base, end, target, segment)
         };
         let result = self
             .write_at(&file, zero.as_ref(), buf, base, end, segment)
@@ -506,10 +518,7 @@ impl Wal {
             }
             while st.writes.front().is_some_and(|w| w.1) {
                 let (done, _) = st.writes.pop_front().expect("checked");
-                self.inner.written.set(self.inner.written.get().max(done));
-                if self.dsync() {
-                    self.inner.synced.set(self.inner.synced.get().max(done));
-                }
+                self.mark_written(done);
             }
         }
         if let Err(e) = &result {
@@ -567,16 +576,12 @@ impl Wal {
             };
             let (file, zero) = self.file_for(segment).await?;
             if len > 0 {
-                let aligned = len.div_ceil(ALIGN) * ALIGN;
-                let mut buf = file.alloc_dma_buffer(aligned);
-                {
+                let buf = {
                     let st = self.inner.state.borrow();
                     let t = st.tails.front().expect("WAL always has a tail");
-                    let dst = buf.as_bytes_mut();
-                    dst[..len].copy_from_slice(&t.bytes[..len]);
-                    dst[len..].fill(0);
-                }
-                let end = base + aligned as u64;
+                    t.page_buffer(&file, len)
+                };
+                let end = base + buf.len() as u64;
                 self.write_at(&file, zero.as_ref(), buf, base, end, segment)
                     .await?;
             }
@@ -588,21 +593,24 @@ impl Wal {
                 st.file = None;
                 continue;
             }
-            // Keep only the partial last page in memory.
             let mut st = self.inner.state.borrow_mut();
-            let t = st.tails.front_mut().expect("WAL always has a tail");
-            let full = len / ALIGN * ALIGN;
-            t.bytes.drain(..full);
-            t.base += full as u64;
-            t.issued = len - full;
+            st.tails
+                .front_mut()
+                .expect("WAL always has a tail")
+                .keep_partial_page(len);
             st.issued = st.issued.max(target);
             break;
         }
-        self.inner.written.set(self.inner.written.get().max(target));
-        if self.dsync() {
-            self.inner.synced.set(self.inner.synced.get().max(target));
-        }
+        self.mark_written(target);
         Ok(())
+    }
+
+    /// Everything before `lsn` is in the segment files (and durable, under `Always`).
+    fn mark_written(&self, lsn: u64) {
+        self.inner.written.set(self.inner.written.get().max(lsn));
+        if self.dsync() {
+            self.inner.synced.set(self.inner.synced.get().max(lsn));
+        }
     }
 
     async fn sync_file(&self, file: &DmaFile, segment: u32) -> Result<(), WalError> {
