@@ -177,6 +177,22 @@ pub fn render(snaps: &[MetricsSnapshot]) -> String {
     per_core(
         &mut out,
         snaps,
+        "sluice_head_chunks_memory_bytes",
+        "gauge",
+        "Bytes of closed head chunks held in memory (the pages being filled), by core.",
+        |s| s.head_chunk_bytes_memory,
+    );
+    per_core(
+        &mut out,
+        snaps,
+        "sluice_head_chunks_spilled_bytes",
+        "gauge",
+        "Bytes of closed head chunks written to the cores' spill files and read back through a map, by core.",
+        |s| s.head_chunk_bytes_spilled,
+    );
+    per_core(
+        &mut out,
+        snaps,
         "sluice_wal_bytes_written_total",
         "counter",
         "Bytes written to WAL segments (page-aligned DMA writes), by core.",

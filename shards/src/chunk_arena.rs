@@ -1,25 +1,41 @@
-//! The closed chunks of one head, packed back to back in large pages instead of one heap
-//! allocation each, and chained per series.
+//! The closed chunks of one head, packed back to back in pages instead of one heap
+//! allocation each, chained per series — and, once a page is full, written out to a spill
+//! file and read back through a memory map, as Prometheus keeps its full head chunks in
+//! m-mapped `chunks_head` files.
 //!
 //! A head holds one closed chunk of ~300 bytes per series every 30 minutes of a 15s scrape.
-//! As a `Vec` of boxed chunks per series, each chunk cost a 32-byte descriptor, the `Vec`'s
-//! own allocation and the allocator's header on the data: ~90 bytes beside 300, and 24 bytes
-//! in every series for the `Vec`. Here a chunk is a 26-byte record header followed by its
-//! data, and a series keeps only the [`ChunkRef`] of its oldest chunk; each record links to
-//! the series' next one.
+//! Kept in the heap, they were most of a series' memory after an hour (a 100k-series flood
+//! at 212 samples per series: 1,210 B of RSS per series, 310 of them in one closed chunk)
+//! and grew with every chunk. Spilled, a series costs its labels, index entries and open
+//! chunk, whatever its age: the closed chunks are page cache the kernel may drop, and are
+//! read (mapped) only by queries and by the cut that persists them. The file is unnamed
+//! (`O_TMPFILE`): the WAL, not this file, is what a restart replays, so it need not survive
+//! one.
+//!
+//! A chunk is a 34-byte record header followed by its data. A series keeps only the
+//! [`ChunkRef`] of its newest chunk; each record links to the one before it, so a record
+//! is never written again once its page is full (the file is append-only per page).
 //!
 //! Chunks never span a block range, and every page holds chunks of one range only, so a cut
-//! frees whole pages of the range it persisted: no copying, no fragmentation.
+//! frees whole pages of the range it persisted: no copying, no fragmentation. A record
+//! whose predecessor lies in a freed range ends its chain.
 //!
-//! Owns the page layout, the record format and page reuse. Must not know about series,
-//! labels or cutting policy: the head links the records and decides what is unreachable.
+//! Owns the page layout, the record format, the spill file and page reuse. Must not know
+//! about series, labels or cutting policy: the head links the records and decides what is
+//! unreachable.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+
+use memmap2::{Mmap, MmapOptions};
 
 /// Where a chunk record lives: page index (high 32 bits) and byte offset in the page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChunkRef(u64);
 
 impl ChunkRef {
-    /// No chunk: the end of a chain, or a series without closed chunks.
+    /// No chunk: the start of a chain, or a series without closed chunks.
     pub const NONE: ChunkRef = ChunkRef(u64::MAX);
 
     fn new(page: usize, offset: usize) -> Self {
@@ -40,21 +56,31 @@ impl ChunkRef {
     }
 }
 
-/// A record: next (u64), min_t (i64), max_t (i64), data length (u16), all little-endian,
-/// then the data.
-const HEADER: usize = 8 + 8 + 8 + 2;
-const NEXT: usize = 0;
-const MIN_T: usize = 8;
-const MAX_T: usize = 16;
-const LEN: usize = 24;
+/// A record: prev (u64), prev's block range (i64), min_t (i64), max_t (i64), data length
+/// (u16), all little-endian, then the data. Keeping the predecessor's range in the record
+/// lets a chain end at a freed range without reading the (freed, maybe reused) predecessor.
+const HEADER: usize = 8 + 8 + 8 + 8 + 2;
+const PREV: usize = 0;
+const PREV_RANGE: usize = 8;
+const MIN_T: usize = 16;
+const MAX_T: usize = 24;
+const LEN: usize = 32;
 
-/// Bytes per page. Small on purpose: a page comes from the allocator's free space, and
-/// when every series closes a chunk at once (senders scrape in step), that free space is the
-/// open chunks' buffers just released, in pieces of a few hundred bytes that coalesce. Pages
-/// of 4 KiB fill those holes as they form; 64 KiB or 1 MiB pages took fresh memory and left
-/// the holes resident (RSS per series at 100k series, 158 samples: 887 B here, 994 B with
-/// 64 KiB, 1,135 B with 1 MiB).
+/// Bytes of a page kept in the heap. Small on purpose: a page comes from the allocator's
+/// free space, and when every series closes a chunk at once (senders scrape in step), that
+/// free space is the open chunks' buffers just released, in pieces of a few hundred bytes
+/// that coalesce. Pages of 4 KiB fill those holes as they form; 64 KiB or 1 MiB pages took
+/// fresh memory and left the holes resident (RSS per series at 100k series, 158 samples:
+/// 887 B here, 994 B with 64 KiB, 1,135 B with 1 MiB).
 const PAGE: usize = 4 << 10;
+
+/// Bytes of a spilled page: a page that spills grows (by doubling from [`PAGE`]) up to this
+/// before it is written, so that a flood closing ~10k chunks a second writes ~50 times a
+/// second, not ~900.
+const SLOT: usize = 64 << 10;
+
+/// Slots per mapping of the spill file (16 MiB): the file grows a mapping at a time.
+const SLOTS_PER_MAP: usize = 256;
 
 /// A closed chunk, read from its record.
 #[derive(Clone, Copy, Debug)]
@@ -63,43 +89,104 @@ pub struct Chunk<'a> {
     pub max_t: i64,
     /// XOR chunk data (2-byte sample count + bitstream).
     pub data: &'a [u8],
-    next: ChunkRef,
+    prev: ChunkRef,
+    prev_range: i64,
+}
+
+enum Bytes {
+    /// Records back to back, in the heap. Records are addressed by offset, so the buffer
+    /// may grow.
+    Resident(Vec<u8>),
+    /// Written to the page's slot of the spill file (slot = page index); `len` bytes of
+    /// records.
+    Spilled { len: u32 },
+    /// Freed, for reuse.
+    Free,
 }
 
 struct Page {
-    /// Records back to back; the capacity is fixed when the page is made, so records never
-    /// move.
-    bytes: Vec<u8>,
+    bytes: Bytes,
     /// The block range (index) every chunk of the page lies in.
     range: i64,
 }
 
+/// The unnamed file full pages are written to, and its mappings.
+struct Spill {
+    file: File,
+    maps: Vec<Mmap>,
+    /// A write failed (disk full): pages stay in the heap from then on. Logged once.
+    failed: bool,
+}
+
 /// Closed chunks of one head.
-#[derive(Default)]
 pub struct ChunkArena {
     /// Indexed by [`ChunkRef::page`]; a freed page is left empty for reuse.
     pages: Vec<Page>,
     free: Vec<u32>,
     /// The page being filled for each block range that has one (rarely more than two).
     filling: Vec<u32>,
-    /// Capacity of the live pages.
-    capacity: usize,
+    /// Capacity of the pages held in the heap.
+    resident: usize,
+    /// Bytes of records in spilled pages.
+    spilled: usize,
+    /// Pages of ranges below this have been freed.
+    live_from: i64,
+    spill: Option<Spill>,
+}
+
+impl Default for ChunkArena {
+    fn default() -> Self {
+        ChunkArena {
+            pages: Vec::new(),
+            free: Vec::new(),
+            filling: Vec::new(),
+            resident: 0,
+            spilled: 0,
+            live_from: i64::MIN,
+            spill: None,
+        }
+    }
 }
 
 impl ChunkArena {
-    /// Stores a closed chunk of block range `range` (its index, `min_t / range_ms`), as the
-    /// end of a chain. Link it with [`set_next`](Self::set_next).
+    /// From now on, writes each full page to `file` (an empty file, best unnamed: see
+    /// `tempfile::tempfile_in`) and frees its memory; reads go through a map of the file.
+    pub fn spill_to(&mut self, file: File) {
+        self.spill = Some(Spill {
+            file,
+            maps: Vec::new(),
+            failed: false,
+        });
+    }
+
+    /// Stores a closed chunk of block range `range` (its index, `min_t / range_ms`) after
+    /// `prev`, the newest chunk of its series (`NONE` for the first), which must be live.
     ///
     /// # Panics
     /// If `data` is longer than `u16::MAX` bytes (an XOR chunk of 120 samples is at most
     /// ~2.3 KiB).
-    pub fn push(&mut self, range: i64, min_t: i64, max_t: i64, data: &[u8]) -> ChunkRef {
+    pub fn push(
+        &mut self,
+        range: i64,
+        min_t: i64,
+        max_t: i64,
+        data: &[u8],
+        prev: ChunkRef,
+    ) -> ChunkRef {
         let len = u16::try_from(data.len()).expect("chunk longer than 64 KiB");
+        let prev_range = if prev.is_none() {
+            i64::MIN
+        } else {
+            self.pages[prev.page()].range
+        };
         let need = HEADER + data.len();
         let page = self.page_for(range, need);
-        let bytes = &mut self.pages[page].bytes;
+        let Bytes::Resident(bytes) = &mut self.pages[page].bytes else {
+            unreachable!("a filling page is in the heap");
+        };
         let offset = bytes.len();
-        bytes.extend_from_slice(&ChunkRef::NONE.0.to_le_bytes());
+        bytes.extend_from_slice(&prev.0.to_le_bytes());
+        bytes.extend_from_slice(&prev_range.to_le_bytes());
         bytes.extend_from_slice(&min_t.to_le_bytes());
         bytes.extend_from_slice(&max_t.to_le_bytes());
         bytes.extend_from_slice(&len.to_le_bytes());
@@ -107,24 +194,42 @@ impl ChunkArena {
         ChunkRef::new(page, offset)
     }
 
+    fn spilling(&self) -> bool {
+        self.spill.as_ref().is_some_and(|s| !s.failed)
+    }
+
     /// A page of `range` with room for `need` bytes.
     fn page_for(&mut self, range: i64, need: usize) -> usize {
+        let spilling = self.spilling();
         let filling = self
             .filling
             .iter()
             .position(|p| self.pages[*p as usize].range == range);
         if let Some(i) = filling {
-            let page = &self.pages[self.filling[i] as usize].bytes;
-            if page.capacity() - page.len() >= need {
-                return self.filling[i] as usize;
+            let index = self.filling[i] as usize;
+            let Bytes::Resident(bytes) = &mut self.pages[index].bytes else {
+                unreachable!("a filling page is in the heap");
+            };
+            if bytes.capacity() - bytes.len() >= need {
+                return index;
+            }
+            if spilling && bytes.len() + need <= SLOT {
+                let target = (bytes.capacity() * 2).max(bytes.len() + need).min(SLOT);
+                let before = bytes.capacity();
+                bytes.reserve_exact(target - bytes.len());
+                self.resident += bytes.capacity() - before;
+                return index;
             }
             // The page is full (its last few bytes stay unused).
             self.filling.swap_remove(i);
+            if spilling {
+                self.spill_page(index);
+            }
         }
         let size = PAGE.max(need);
-        self.capacity += size;
+        self.resident += size;
         let page = Page {
-            bytes: Vec::with_capacity(size),
+            bytes: Bytes::Resident(Vec::with_capacity(size)),
             range,
         };
         let index = match self.free.pop() {
@@ -141,9 +246,64 @@ impl ChunkArena {
         index
     }
 
+    /// Writes full page `index` to its slot of the spill file and frees its memory. On an
+    /// error the page stays in the heap, and so do all later ones: nothing is lost, memory
+    /// just grows as it did without a spill file.
+    fn spill_page(&mut self, index: usize) {
+        let (
+            Some(spill),
+            Page {
+                bytes: Bytes::Resident(bytes),
+                ..
+            },
+        ) = (self.spill.as_mut(), &mut self.pages[index])
+        else {
+            return;
+        };
+        if bytes.len() > SLOT {
+            return;
+        }
+        let written = spill
+            .map_slot(index)
+            .and_then(|()| spill.file.write_all_at(bytes, (index * SLOT) as u64));
+        match written {
+            Ok(()) => {
+                self.resident -= bytes.capacity();
+                self.spilled += bytes.len();
+                let len = bytes.len() as u32;
+                self.pages[index].bytes = Bytes::Spilled { len };
+            }
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    "cannot write closed head chunks to their spill file; keeping them in memory"
+                );
+                spill.failed = true;
+            }
+        }
+    }
+
+    /// The bytes of the record at `r` (which must be live) and everything after it in its
+    /// page.
+    fn record(&self, r: ChunkRef) -> &[u8] {
+        let at = r.offset();
+        match &self.pages[r.page()].bytes {
+            Bytes::Resident(bytes) => &bytes[at..],
+            Bytes::Spilled { len } => {
+                let spill = self
+                    .spill
+                    .as_ref()
+                    .expect("a spilled page has a spill file");
+                let (map, start) = Spill::slot_position(r.page());
+                &spill.maps[map][start + at..start + *len as usize]
+            }
+            Bytes::Free => panic!("chunk {r:?} is in a freed page"),
+        }
+    }
+
     /// The chunk at `r` (which must be a live record).
     pub fn get(&self, r: ChunkRef) -> Chunk<'_> {
-        let bytes = &self.pages[r.page()].bytes[r.offset()..];
+        let bytes = self.record(r);
         let u64_at =
             |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8-byte field"));
         let len = u16::from_le_bytes([bytes[LEN], bytes[LEN + 1]]) as usize;
@@ -151,70 +311,122 @@ impl ChunkArena {
             min_t: u64_at(MIN_T) as i64,
             max_t: u64_at(MAX_T) as i64,
             data: &bytes[HEADER..HEADER + len],
-            next: ChunkRef(u64_at(NEXT)),
+            prev: ChunkRef(u64_at(PREV)),
+            prev_range: u64_at(PREV_RANGE) as i64,
         }
     }
 
-    /// Makes `next` follow `r` in its chain.
-    pub fn set_next(&mut self, r: ChunkRef, next: ChunkRef) {
-        let bytes = &mut self.pages[r.page()].bytes[r.offset()..];
-        bytes[NEXT..NEXT + 8].copy_from_slice(&next.0.to_le_bytes());
-    }
-
-    /// The chain that starts at `first`, in order.
-    pub fn chain(&self, first: ChunkRef) -> Chain<'_> {
-        Chain {
-            arena: self,
-            next: first,
+    /// The chunk before `c` in its chain, unless it lies in a freed range.
+    fn prev_of(&self, c: &Chunk<'_>) -> ChunkRef {
+        if c.prev_range < self.live_from {
+            ChunkRef::NONE
+        } else {
+            c.prev
         }
     }
 
-    /// The last record of the chain that starts at `first` (`NONE` for an empty chain).
-    pub fn last_ref(&self, first: ChunkRef) -> ChunkRef {
-        let mut at = first;
+    /// The chain that ends at `newest`, oldest first.
+    pub fn chain(&self, newest: ChunkRef) -> Chain<'_> {
+        let mut refs = Vec::new();
+        let mut at = newest;
         while !at.is_none() {
-            let next = self.get(at).next;
-            if next.is_none() {
-                break;
-            }
-            at = next;
+            refs.push(at);
+            at = self.prev_of(&self.get(at));
         }
-        at
+        Chain { arena: self, refs }
     }
 
-    /// The first record of the chain at `first` whose chunk ends at or after `before`
-    /// (`NONE` if there is none): what remains of a chain once older chunks are dropped.
-    pub fn first_from(&self, first: ChunkRef, before: i64) -> ChunkRef {
-        let mut at = first;
+    /// The oldest chunk of the chain that ends at `newest`, if any.
+    pub fn oldest(&self, newest: ChunkRef) -> Option<Chunk<'_>> {
+        let mut at = newest;
+        let mut oldest = None;
         while !at.is_none() {
             let c = self.get(at);
-            if c.max_t >= before {
-                break;
-            }
-            at = c.next;
+            at = self.prev_of(&c);
+            oldest = Some(c);
         }
-        at
+        oldest
     }
 
-    /// Frees the pages of every block range below `range`. The caller has unlinked all
-    /// their records (chains only ever drop a prefix, and a range's chunks end before the
-    /// next range starts).
+    /// Frees the pages of every block range below `range`; chains end where they reach
+    /// one. The caller no longer refers to any of their records (a series whose chunks all
+    /// lie below `range` has dropped its chain).
     pub fn release_ranges_below(&mut self, range: i64) {
+        self.live_from = self.live_from.max(range);
         for (i, page) in self.pages.iter_mut().enumerate() {
-            if page.range < range && page.bytes.capacity() > 0 {
-                self.capacity -= page.bytes.capacity();
-                page.bytes = Vec::new();
-                self.free.push(i as u32);
+            if page.range >= range {
+                continue;
             }
+            match std::mem::replace(&mut page.bytes, Bytes::Free) {
+                Bytes::Resident(bytes) => self.resident -= bytes.capacity(),
+                Bytes::Spilled { len } => {
+                    self.spilled -= len as usize;
+                    if let Some(spill) = &self.spill {
+                        spill.punch(i);
+                    }
+                }
+                Bytes::Free => continue,
+            }
+            self.free.push(i as u32);
         }
         let pages = &self.pages;
         self.filling
-            .retain(|p| pages[*p as usize].bytes.capacity() > 0);
+            .retain(|p| !matches!(pages[*p as usize].bytes, Bytes::Free));
     }
 
-    /// Bytes the pages hold (used or not).
-    pub fn capacity(&self) -> usize {
-        self.capacity
+    /// Bytes the pages in the heap hold (used or not).
+    pub fn resident(&self) -> usize {
+        self.resident
+    }
+
+    /// Bytes of chunk records in the spill file (not freed).
+    pub fn spilled(&self) -> usize {
+        self.spilled
+    }
+}
+
+impl Spill {
+    /// Which map holds the slot of page `index`, and where in it.
+    fn slot_position(index: usize) -> (usize, usize) {
+        (index / SLOTS_PER_MAP, (index % SLOTS_PER_MAP) * SLOT)
+    }
+
+    /// Grows the file and its maps to cover the slot of page `index`.
+    fn map_slot(&mut self, index: usize) -> std::io::Result<()> {
+        let span = SLOTS_PER_MAP * SLOT;
+        while self.maps.len() <= index / SLOTS_PER_MAP {
+            let start = self.maps.len() * span;
+            if self.file.metadata()?.len() < (start + span) as u64 {
+                // Sparse: only written slots take disk space.
+                self.file.set_len((start + span) as u64)?;
+            }
+            // SAFETY: the file is this arena's own, unnamed; its bytes change only by
+            // `spill_page` writing the slot of a page that no record refers to yet (a new
+            // page, or a freed one being reused), and no borrow of a slot outlives the
+            // `&self` it came from, which a write (`&mut self`) cannot overlap.
+            let map = unsafe {
+                MmapOptions::new()
+                    .offset(start as u64)
+                    .len(span)
+                    .map(&self.file)?
+            };
+            self.maps.push(map);
+        }
+        Ok(())
+    }
+
+    /// Gives the disk space and the page cache of page `index`'s slot back (best effort: a
+    /// file system that cannot punch holes keeps them until the slot is reused).
+    fn punch(&self, index: usize) {
+        // SAFETY: plain fallocate on a file descriptor we own; no memory is passed.
+        unsafe {
+            libc::fallocate(
+                self.file.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                (index * SLOT) as libc::off_t,
+                SLOT as libc::off_t,
+            );
+        }
     }
 }
 
@@ -222,19 +434,15 @@ impl ChunkArena {
 #[derive(Clone)]
 pub struct Chain<'a> {
     arena: &'a ChunkArena,
-    next: ChunkRef,
+    /// Newest first: the iterator pops from the end.
+    refs: Vec<ChunkRef>,
 }
 
 impl<'a> Iterator for Chain<'a> {
     type Item = Chunk<'a>;
 
     fn next(&mut self) -> Option<Chunk<'a>> {
-        if self.next.is_none() {
-            return None;
-        }
-        let c = self.arena.get(self.next);
-        self.next = c.next;
-        Some(c)
+        self.refs.pop().map(|r| self.arena.get(r))
     }
 }
 
@@ -242,72 +450,137 @@ impl<'a> Iterator for Chain<'a> {
 mod tests {
     use super::*;
 
-    fn chain(a: &ChunkArena, first: ChunkRef) -> Vec<(i64, i64, Vec<u8>)> {
-        a.chain(first)
+    fn chain(a: &ChunkArena, newest: ChunkRef) -> Vec<(i64, i64, Vec<u8>)> {
+        a.chain(newest)
             .map(|c| (c.min_t, c.max_t, c.data.to_vec()))
             .collect()
     }
 
-    #[test]
-    fn chains_link_records_across_pages_and_ranges() {
+    fn spilling() -> ChunkArena {
         let mut a = ChunkArena::default();
-        // Two interleaved chains, with chunks big enough to fill several pages.
-        let (mut first, mut last) = ([ChunkRef::NONE; 2], [ChunkRef::NONE; 2]);
+        a.spill_to(tempfile::tempfile().unwrap());
+        a
+    }
+
+    /// Two interleaved chains of 200 chunks over four ranges, big enough to fill several
+    /// pages; then ranges 0 and 1 are freed.
+    fn link_and_release(mut a: ChunkArena) -> ChunkArena {
+        let mut newest = [ChunkRef::NONE; 2];
         let mut want: [Vec<(i64, i64, Vec<u8>)>; 2] = Default::default();
         for i in 0..200i64 {
             let s = (i % 2) as usize;
             let data = vec![i as u8; 100 + i as usize * 7];
-            let r = a.push(i / 50, i * 10, i * 10 + 9, &data);
-            if first[s].is_none() {
-                first[s] = r;
-            } else {
-                a.set_next(last[s], r);
-            }
-            last[s] = r;
+            newest[s] = a.push(i / 50, i * 10, i * 10 + 9, &data, newest[s]);
             want[s].push((i * 10, i * 10 + 9, data));
         }
         for s in 0..2 {
-            assert_eq!(chain(&a, first[s]), want[s]);
-            assert_eq!(a.last_ref(first[s]), last[s]);
+            assert_eq!(chain(&a, newest[s]), want[s]);
+            assert_eq!(a.oldest(newest[s]).unwrap().min_t, want[s][0].0);
         }
         assert!(a.pages.len() > 4, "the chunks spread over several pages");
-        assert!(a.pages.iter().all(|p| p.bytes.len() <= p.bytes.capacity()));
 
         // Dropping ranges 0 and 1 (chunks 0..100) keeps the rest of each chain readable.
-        let rest: Vec<ChunkRef> = first.iter().map(|f| a.first_from(*f, 1000)).collect();
-        let before = a.capacity();
+        let before = a.resident();
         a.release_ranges_below(2);
-        assert!(a.capacity() < before);
+        assert!(a.resident() <= before);
         for s in 0..2 {
-            assert_eq!(chain(&a, rest[s]), want[s][50..]);
+            assert_eq!(chain(&a, newest[s]), want[s][50..]);
+            assert_eq!(a.oldest(newest[s]).unwrap().min_t, want[s][50].0);
         }
-        // Freed pages are reused.
+        // Freed pages are reused, and a new chain does not run into the old ones.
         let pages = a.pages.len();
-        let r = a.push(9, 5, 6, &[1, 2, 3]);
+        let r = a.push(9, 5, 6, &[1, 2, 3], ChunkRef::NONE);
         assert_eq!(a.pages.len(), pages);
         assert_eq!(chain(&a, r), vec![(5, 6, vec![1, 2, 3])]);
+        for s in 0..2 {
+            assert_eq!(chain(&a, newest[s]), want[s][50..]);
+        }
+        a
+    }
+
+    #[test]
+    fn chains_link_records_across_pages_and_ranges() {
+        let a = link_and_release(ChunkArena::default());
+        assert_eq!(a.spilled(), 0);
+        assert!(a.pages.iter().all(|p| match &p.bytes {
+            Bytes::Resident(b) => b.capacity() <= PAGE,
+            _ => true,
+        }));
+    }
+
+    #[test]
+    fn full_pages_are_spilled_and_read_back_from_the_file() {
+        let a = link_and_release(spilling());
+        assert!(a.spilled() > 0, "full pages went to the file");
+        // Only the page being filled per range stays in the heap.
+        assert!(a.resident() <= 3 * SLOT, "{} bytes resident", a.resident());
+    }
+
+    #[test]
+    fn a_spilled_arena_keeps_memory_flat_while_chunks_pile_up() {
+        let mut a = spilling();
+        let mut newest = vec![ChunkRef::NONE; 1000];
+        let data = [7u8; 300];
+        for round in 0..20i64 {
+            for (s, n) in newest.iter_mut().enumerate() {
+                *n = a.push(0, round * 100 + s as i64, round * 100 + s as i64, &data, *n);
+            }
+        }
+        // 20,000 chunks of ~334 bytes: 6.7 MB, of which one page is in the heap.
+        assert!(a.resident() <= SLOT, "{} bytes resident", a.resident());
+        assert!(a.spilled() >= 100 * SLOT * 9 / 10);
+        for (s, n) in newest.iter().enumerate() {
+            let got: Vec<i64> = a.chain(*n).map(|c| c.min_t).collect();
+            let want: Vec<i64> = (0..20).map(|round| round * 100 + s as i64).collect();
+            assert_eq!(got, want);
+            assert!(a.chain(*n).all(|c| c.data == data));
+        }
+    }
+
+    #[test]
+    fn a_failing_spill_file_keeps_the_chunks_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ro");
+        std::fs::write(&path, b"").unwrap();
+        let mut a = ChunkArena::default();
+        // Read-only: growing and writing it fail.
+        a.spill_to(File::open(&path).unwrap());
+        let mut newest = ChunkRef::NONE;
+        for i in 0..100i64 {
+            newest = a.push(0, i, i, &[i as u8; 500], newest);
+        }
+        assert_eq!(a.spilled(), 0);
+        let got: Vec<(i64, Vec<u8>)> = a
+            .chain(newest)
+            .map(|c| (c.min_t, c.data.to_vec()))
+            .collect();
+        let want: Vec<(i64, Vec<u8>)> = (0..100).map(|i| (i, vec![i as u8; 500])).collect();
+        assert_eq!(got, want);
     }
 
     #[test]
     fn a_record_larger_than_a_page_gets_a_page_of_its_own() {
-        let mut a = ChunkArena::default();
-        let big = vec![7u8; PAGE * 2];
-        let r = a.push(0, 1, 2, &big);
-        assert_eq!(a.get(r).data, &big[..]);
-        let small = a.push(0, 3, 4, &[1]);
-        assert_eq!(a.get(small).data, &[1]);
+        for mut a in [ChunkArena::default(), spilling()] {
+            let big = vec![7u8; u16::MAX as usize];
+            let r = a.push(0, 1, 2, &big, ChunkRef::NONE);
+            assert_eq!(a.get(r).data, &big[..]);
+            let small = a.push(0, 3, 4, &[1], r);
+            assert_eq!(a.get(small).data, &[1]);
+            let after = a.push(0, 5, 6, &[2; 3000], small);
+            assert_eq!(chain(&a, after).len(), 3);
+        }
     }
 
     #[test]
-    fn the_first_record_at_or_after_a_time() {
+    fn a_chain_ends_at_a_freed_range() {
         let mut a = ChunkArena::default();
-        let r1 = a.push(0, 0, 9, &[1]);
-        let r2 = a.push(0, 10, 19, &[2]);
-        a.set_next(r1, r2);
-        assert_eq!(a.first_from(r1, 0), r1);
-        assert_eq!(a.first_from(r1, 9), r1);
-        assert_eq!(a.first_from(r1, 10), r2);
-        assert_eq!(a.first_from(r1, 20), ChunkRef::NONE);
-        assert_eq!(a.first_from(ChunkRef::NONE, 0), ChunkRef::NONE);
+        let r1 = a.push(0, 0, 9, &[1], ChunkRef::NONE);
+        let r2 = a.push(1, 10, 19, &[2], r1);
+        assert_eq!(a.oldest(r2).unwrap().min_t, 0);
+        a.release_ranges_below(1);
+        assert_eq!(chain(&a, r2), vec![(10, 19, vec![2])]);
+        // The freed page is reused by a later range; the chain still ends.
+        let r3 = a.push(2, 20, 29, &[3], r2);
+        assert_eq!(chain(&a, r3), vec![(10, 19, vec![2]), (20, 29, vec![3])]);
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! Owns series identity (portable hash → id, ids dense and equal to the WAL's), the
 //! append rules (in-order, idempotent repeats, 409-worthy conflicts), chunk cutting, the
-//! symbol table and the inverted index used by queries. Must not do I/O or know about other
-//! cores: the shard logs what the head accepted.
+//! symbol table and the inverted index used by queries. Must not do I/O (beyond its chunk
+//! arena spilling closed chunks to the file it is given) or know about other cores: the
+//! shard logs what the head accepted.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -79,7 +80,7 @@ pub struct Series {
     labels: Labels,
     hash: u64,
     check: u64,
-    /// The oldest closed chunk, in the head's [`ChunkArena`]; each links to the next.
+    /// The newest closed chunk, in the head's [`ChunkArena`]; each links to the one before.
     closed: ChunkRef,
     open: XorChunk,
 }
@@ -89,9 +90,8 @@ impl Series {
     fn last(&self, chunks: &ChunkArena) -> Option<(i64, f64)> {
         self.open.last().or_else(|| {
             // Only a series whose open chunk a cut has just closed gets here.
-            let last = chunks.last_ref(self.closed);
-            (!last.is_none())
-                .then(|| XorIter::new(chunks.get(last).data).last())
+            (!self.closed.is_none())
+                .then(|| XorIter::new(chunks.get(self.closed).data).last())
                 .flatten()
         })
     }
@@ -102,10 +102,9 @@ impl Series {
 
     /// The oldest sample's timestamp, if any.
     fn min_t(&self, chunks: &ChunkArena) -> Option<i64> {
-        if self.closed.is_none() {
-            self.open.first_time()
-        } else {
-            Some(chunks.get(self.closed).min_t)
+        match chunks.oldest(self.closed) {
+            Some(c) => Some(c.min_t),
+            None => self.open.first_time(),
         }
     }
 
@@ -184,6 +183,17 @@ impl Head {
             min_valid_t: i64::MIN,
             ..Default::default()
         }
+    }
+
+    /// From now on, full pages of closed chunks are written to `file` and read back
+    /// through a map of it (see [`ChunkArena::spill_to`]).
+    pub fn spill_chunks_to(&mut self, file: std::fs::File) {
+        self.chunks.spill_to(file);
+    }
+
+    /// Bytes of closed chunks in the heap, and in the spill file.
+    pub fn chunk_bytes(&self) -> (usize, usize) {
+        (self.chunks.resident(), self.chunks.spilled())
     }
 
     /// Number of live series.
@@ -417,7 +427,11 @@ impl Head {
             if s.open.first_time().is_some_and(|f| f < before) {
                 close_open(s, &mut self.chunks, self.block_range_ms);
             }
-            if !s.closed.is_none() && self.chunks.get(s.closed).max_t < before {
+            if self
+                .chunks
+                .oldest(s.closed)
+                .is_some_and(|c| c.max_t < before)
+            {
                 ids.push(id as u32);
             }
         }
@@ -444,13 +458,21 @@ impl Head {
     /// Returns how many series were collected.
     pub fn truncate(&mut self, before: i64) -> usize {
         self.set_min_valid(before);
+        // A chain wholly before `before` is dropped here; older chunks of the others drop
+        // out of their chains as their ranges are released.
+        for s in &mut self.series {
+            if !s.closed.is_none() && self.chunks.get(s.closed).max_t < before {
+                s.closed = ChunkRef::NONE;
+            }
+        }
+        self.chunks
+            .release_ranges_below(before.div_euclid(self.block_range_ms));
         let mut dead: Vec<u32> = Vec::new();
         let (mut min_t, mut max_t) = (i64::MAX, i64::MIN);
-        for (id, s) in self.series.iter_mut().enumerate() {
+        for (id, s) in self.series.iter().enumerate() {
             if s.labels.is_none() {
                 continue;
             }
-            s.closed = self.chunks.first_from(s.closed, before);
             match (s.min_t(&self.chunks), s.max_t(&self.chunks)) {
                 (Some(first), Some(last)) => {
                     min_t = min_t.min(first);
@@ -459,10 +481,6 @@ impl Head {
                 _ => dead.push(id as u32),
             }
         }
-        // Every chain now starts at or after `before`, so no record of an older range is
-        // reachable.
-        self.chunks
-            .release_ranges_below(before.div_euclid(self.block_range_ms));
         self.min_t = min_t;
         self.max_t = max_t;
         if !dead.is_empty() {
@@ -620,13 +638,8 @@ impl Head {
 fn close_open(s: &mut Series, chunks: &mut ChunkArena, block_range_ms: i64) {
     let full = std::mem::take(&mut s.open);
     if let (Some(min_t), Some((max_t, _))) = (full.first_time(), full.last()) {
-        let r = chunks.push(min_t.div_euclid(block_range_ms), min_t, max_t, full.bytes());
-        let last = chunks.last_ref(s.closed);
-        if last.is_none() {
-            s.closed = r;
-        } else {
-            chunks.set_next(last, r);
-        }
+        let range = min_t.div_euclid(block_range_ms);
+        s.closed = chunks.push(range, min_t, max_t, full.bytes(), s.closed);
     }
 }
 
@@ -734,6 +747,54 @@ mod tests {
         let mut window = Vec::new();
         h.samples(0, 10_000, 12_000, |t, _| window.push(t));
         assert_eq!(window, vec![10_000, 11_000, 12_000]);
+    }
+
+    #[test]
+    fn a_spilling_head_reads_its_chunks_back_across_a_cut() {
+        let hour = 3_600_000;
+        let mut h = Head::with_block_range(hour);
+        h.spill_chunks_to(tempfile::tempfile().unwrap());
+        let ids: Vec<u32> = (0..500)
+            .map(|i| {
+                let v = i.to_string();
+                let l = [("__name__", "up"), ("i", v.as_str())];
+                h.create(series_hash("t", l), &key(&l))
+            })
+            .collect();
+        let value = |id: u32, t: i64| f64::from(id) * 1e6 + (t / 15_000) as f64;
+        // Two and a half hours of a 15s scrape, cutting the first hour after 90 minutes.
+        for round in 0..600i64 {
+            let t = round * 15_000;
+            for id in &ids {
+                h.append(*id, t, value(*id, t)).unwrap();
+            }
+            if t == 90 * 60_000 {
+                assert_eq!(h.prepare_cut(hour).len(), ids.len());
+                for id in &ids {
+                    let n: u16 = h
+                        .chunks_before(*id, hour)
+                        .map(|c| u16::from_be_bytes([c.data[0], c.data[1]]))
+                        .sum();
+                    assert_eq!(n, 240, "the first hour of series {id}");
+                }
+                assert_eq!(h.truncate(hour), 0);
+            }
+        }
+        assert!(h.chunks.spilled() > 0, "full pages left the heap");
+        assert!(
+            h.chunks.resident() <= 3 * (64 << 10),
+            "{} bytes of chunks in the heap",
+            h.chunks.resident()
+        );
+        for id in &ids {
+            let mut got = Vec::new();
+            h.samples(*id, i64::MIN, i64::MAX, |t, v| got.push((t, v)));
+            let want: Vec<(i64, f64)> = (240..600)
+                .map(|r| (r * 15_000, value(*id, r * 15_000)))
+                .collect();
+            assert_eq!(got, want, "series {id}");
+        }
+        assert_eq!(h.time_range(), Some((hour, 599 * 15_000)));
     }
 
     #[test]
@@ -853,14 +914,14 @@ mod tests {
             h.append(is, 9_000, 1.0),
             Err(Rejected::OutOfBounds { min_t: 10_000 })
         );
-        let pages_before = h.chunks.capacity();
+        let pages_before = h.chunks.resident();
         assert_eq!(
             h.truncate(10_000),
             1,
             "the series with only old samples is collected"
         );
         assert!(
-            h.chunks.capacity() < pages_before,
+            h.chunks.resident() < pages_before,
             "the persisted range's chunk pages are freed"
         );
         assert_eq!(h.num_series(), 2);
@@ -883,7 +944,7 @@ mod tests {
     #[test]
     fn a_series_stays_small() {
         // Paid by every active series (100k series: 100 bytes here are 10% of the RSS
-        // target): labels 8, hashes 16, closed chain 8, open chunk 56.
+        // target): labels 8, hashes 16, newest closed chunk 8, open chunk 56.
         assert!(std::mem::size_of::<Series>() <= 88);
     }
 
@@ -907,7 +968,7 @@ mod tests {
                 "labels of collected series are dropped"
             );
             assert!(
-                h.chunks.capacity() <= 4 * 4096,
+                h.chunks.resident() <= 4 * 4096,
                 "chunk pages of persisted ranges are freed"
             );
         }

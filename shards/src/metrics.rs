@@ -173,6 +173,9 @@ pub struct MetricsSnapshot {
     pub wal_replay_corrupt_records: u64,
     pub head_series: u64,
     pub head_samples: u64,
+    /// Bytes of closed head chunks in memory, and written out to spill files.
+    pub head_chunk_bytes_memory: u64,
+    pub head_chunk_bytes_spilled: u64,
     /// Jobs this core sent to other cores that have not been answered yet.
     pub cross_core_in_flight: u64,
     pub wal_checkpoints: u64,
@@ -198,6 +201,8 @@ impl Default for MetricsSnapshot {
             wal_replay_corrupt_records: 0,
             head_series: 0,
             head_samples: 0,
+            head_chunk_bytes_memory: 0,
+            head_chunk_bytes_spilled: 0,
             cross_core_in_flight: 0,
             wal_checkpoints: 0,
             rpc: RpcCounters::default(),

@@ -157,6 +157,17 @@ impl Shard {
         let min_valid = self.min_valid.get(name).copied().unwrap_or(i64::MIN);
         let mut head = Head::with_block_range(self.cfg.block_range_ms);
         head.set_min_valid(min_valid);
+        // Full chunks leave the heap for an unnamed file next to the tenant's WAL (Prometheus'
+        // `chunks_head`, minus the name: the WAL is what a restart replays). Without one the
+        // head keeps them in memory, which only costs memory.
+        match tempfile::tempfile_in(&tenant_dir) {
+            Ok(file) => head.spill_chunks_to(file),
+            Err(e) => tracing::warn!(
+                tenant = name,
+                error = %e,
+                "cannot create the head chunk spill file; closed chunks stay in memory"
+            ),
+        }
         let mut replay = HeadReplay {
             hasher: TenantHasher::new(name.as_bytes()),
             head,
@@ -330,6 +341,9 @@ impl Shard {
             let head = t.head.borrow();
             s.head_series += head.num_series() as u64;
             s.head_samples += head.num_samples();
+            let (memory, spilled) = head.chunk_bytes();
+            s.head_chunk_bytes_memory += memory as u64;
+            s.head_chunk_bytes_spilled += spilled as u64;
         }
         s
     }

@@ -261,6 +261,51 @@ fn head_is_cut_into_blocks_that_promtool_and_prometheus_read_exactly() {
     );
 }
 
+/// Sum of a per-core gauge over a server's cores.
+fn gauge(s: &Server, name: &str) -> u64 {
+    s.metrics()
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
+        .sum()
+}
+
+#[test]
+fn closed_chunks_leave_memory_for_the_spill_file_and_are_cut_from_it() {
+    // Enough series that one core's closed chunks of a range fill many spill pages (64 KiB).
+    let series = simple_series("spill_test", 1500);
+    let s = Server::start(1, &[]);
+    // 2h48m: every series closed its chunk of the first range at the boundary.
+    send(&s, &series, T0, T0 + 7 * HOUR2 / 5);
+    let spilled = gauge(&s, "sluice_head_chunks_spilled_bytes");
+    let memory = gauge(&s, "sluice_head_chunks_memory_bytes");
+    assert!(
+        spilled > 4 * 65_536,
+        "{spilled} bytes of closed chunks spilled"
+    );
+    assert!(
+        memory <= 2 * 65_536,
+        "{memory} bytes of closed chunks kept in memory"
+    );
+    let all = |s: &Server| dump(s, r#"{__name__="spill_test"}"#, T0 + 7 * HOUR2 / 4, "6h");
+    assert_eq!(all(&s), expected(&series, T0, T0 + 7 * HOUR2 / 5));
+
+    // The cut writes the block from the spilled chunks, then frees them.
+    send(&s, &series, T0 + 7 * HOUR2 / 5, T0 + 7 * HOUR2 / 4);
+    let cut = wait_for_blocks(&s, 1);
+    assert_eq!(meta(&cut[0])["stats"]["numSamples"], 1500 * 120);
+    assert_eq!(promtool_dump(&[&cut[0]]), expected(&series, T0, T0 + HOUR2));
+    assert_eq!(all(&s), expected(&series, T0, T0 + 7 * HOUR2 / 4));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while gauge(&s, "sluice_head_chunks_spilled_bytes") >= spilled {
+        assert!(
+            Instant::now() < deadline,
+            "the persisted range's spilled chunks are not freed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn wal_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
