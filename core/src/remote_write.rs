@@ -263,7 +263,7 @@ impl WriteRequestRef {
                 KEY_1_LEN => {
                     let ts = r.message("WriteRequest.timeseries")?;
                     match known {
-                        Some((known, seed)) => self.scan_series(ts, known, seed)?,
+                        Some((_, seed)) => self.scan_series(ts, seed)?,
                         None => {
                             let samples = self.samples.len() as u32;
                             let labels = self.decode_series(ts, index, true)?;
@@ -288,15 +288,11 @@ impl WriteRequestRef {
     }
 
     /// First pass of [`decode_known`](Self::decode_known) over one `TimeSeries`: decodes its
-    /// samples, skips its labels but fingerprints their bytes, and prefetches the
-    /// fingerprint's slot, which [`resolve_labels`](Self::resolve_labels) reads once every
-    /// series is scanned.
-    fn scan_series(
-        &mut self,
-        mut r: Reader<'_>,
-        known: &KnownSeries,
-        seed: u64,
-    ) -> Result<(), DecodeError> {
+    /// samples, skips its labels but fingerprints their bytes, which
+    /// [`resolve_labels`](Self::resolve_labels) looks up once every series is scanned.
+    /// (Prefetching the slot here was too early: by the lookup, the rest of a large request
+    /// had evicted it again.)
+    fn scan_series(&mut self, mut r: Reader<'_>, seed: u64) -> Result<(), DecodeError> {
         let message = (r.pos as u32, r.buf.len() as u32);
         let sample_start = self.samples.len();
         let mut run = (0usize, 0usize);
@@ -324,11 +320,8 @@ impl WriteRequestRef {
                 _ => r.skip_other(key, at, "TimeSeries", TIME_SERIES_FIELDS)?,
             }
         }
-        let fingerprint = (runs == 1 && !has_histogram).then(|| {
-            let fp = KnownSeries::fingerprint(seed, &r.buf[run.0..run.1]);
-            known.prefetch(fp);
-            fp
-        });
+        let fingerprint = (runs == 1 && !has_histogram)
+            .then(|| KnownSeries::fingerprint(seed, &r.buf[run.0..run.1]));
         self.series.push(SeriesRef {
             labels: 0..0,
             samples: sample_start as u32..self.samples.len() as u32,
@@ -347,6 +340,14 @@ impl WriteRequestRef {
     /// parsed and validated.
     fn resolve_labels(&mut self, buf: &[u8], known: &KnownSeries) -> Result<(), DecodeError> {
         for i in 0..self.series.len() {
+            // Fetch the slot a few series ahead, so that the table's cache misses overlap.
+            if let Some(fp) = self
+                .label_fields
+                .get(i + RESOLVE_AHEAD)
+                .and_then(|f| f.fingerprint)
+            {
+                known.prefetch(fp);
+            }
             let fields = &mut self.label_fields[i];
             if let Some(id) = fields.fingerprint.and_then(|fp| known.get(fp)) {
                 fields.known = Some(id);
@@ -503,6 +504,10 @@ const KEY_2_VARINT: u64 = (2 << 3) | WT_VARINT as u64;
 const KEY_2_LEN: u64 = (2 << 3) | WT_LEN as u64;
 const KEY_3_LEN: u64 = (3 << 3) | WT_LEN as u64;
 const KEY_4_LEN: u64 = (4 << 3) | WT_LEN as u64;
+
+/// How many series ahead of its lookup [`WriteRequestRef::resolve_labels`] fetches a
+/// fingerprint's slot.
+const RESOLVE_AHEAD: usize = 16;
 
 /// A field a message knows: number, name for errors, expected wire type. A known field that
 /// arrives with another wire type is an error, not an unknown field to skip: it means the

@@ -275,6 +275,24 @@ impl Head {
         }
     }
 
+    /// Hints the CPU to fetch what an append to series `id` reads first: the series, both
+    /// cache lines it may straddle. Called a few series ahead of the appends.
+    #[inline]
+    pub fn prefetch_append(&self, id: u32) {
+        if let Some(s) = self.series.get(id as usize) {
+            sluice_core::prefetch::prefetch_ends(s);
+        }
+    }
+
+    /// Hints the CPU to fetch what an append to series `id` writes: its open chunk's next
+    /// byte (the series was prefetched earlier, so reading where that is is cheap).
+    #[inline]
+    pub fn prefetch_chunk_write(&self, id: u32) {
+        if let Some(s) = self.series.get(id as usize) {
+            prefetch(s.open.write_position());
+        }
+    }
+
     /// Whether series `id` has exactly the labels of `key` (debug checks and tests).
     pub fn key_matches(&self, id: u32, key: &[u8]) -> bool {
         self.labels(id)

@@ -289,7 +289,17 @@ impl Shard {
             .map(|w| now_ms().saturating_add(w));
         t.wal.append(RecordType::Samples, |buf| {
             let mut base: Option<i64> = None;
-            for (i, id) in ids.iter().enumerate() {
+            // The series were read in pass 1, but with 100k+ series they and their open
+            // chunks' buffers are out of cache again: fetch the series PREFETCH_AHEAD ahead
+            // and, half-way there, the byte its chunk writes next.
+            for i in 0..ids.len() {
+                if let Some(ahead) = ids.get(i + PREFETCH_AHEAD) {
+                    head.prefetch_append(*ahead);
+                }
+                if let Some(ahead) = ids.get(i + PREFETCH_AHEAD / 2) {
+                    head.prefetch_chunk_write(*ahead);
+                }
+                let id = &ids[i];
                 for s in batch.samples(i) {
                     let appended = match future_limit {
                         Some(max_t) if s.timestamp > max_t => {
