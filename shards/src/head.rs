@@ -474,6 +474,11 @@ impl Head {
     /// Drops everything before `before` (a block now holds it) and garbage-collects series
     /// left without samples; their ids are never reused (the WAL may still name them).
     /// Returns how many series were collected.
+    ///
+    /// Chunks are dropped by whole block ranges, so `before` should be a range boundary
+    /// (the cutter's always is; replay's `min_valid` precedes every replayed chunk): with one
+    /// inside a range, the chunks of that range that end before it stay readable until the
+    /// next truncate, though appends before it are refused at once.
     pub fn truncate(&mut self, before: i64) -> usize {
         self.set_min_valid(before);
         // A chain wholly before `before` is dropped here; older chunks of the others drop
