@@ -325,27 +325,38 @@ impl ChunkArena {
         }
     }
 
+    /// The chain that ends at `newest`, newest first, with each record's reference.
+    ///
+    /// Every step must go back in time: a record that does not (only a damaged spill page,
+    /// read back as zeros or garbage, could hold one) ends the walk instead of looping or
+    /// wandering into other series' chunks.
+    fn walk_back(&self, newest: ChunkRef) -> impl Iterator<Item = (ChunkRef, Chunk<'_>)> + '_ {
+        let mut at = newest;
+        let mut before = i64::MAX;
+        std::iter::from_fn(move || {
+            if at.is_none() {
+                return None;
+            }
+            let c = self.get(at);
+            if c.max_t >= before {
+                return None;
+            }
+            let here = at;
+            before = c.min_t;
+            at = self.prev_of(&c);
+            Some((here, c))
+        })
+    }
+
     /// The chain that ends at `newest`, oldest first.
     pub fn chain(&self, newest: ChunkRef) -> Chain<'_> {
-        let mut refs = Vec::new();
-        let mut at = newest;
-        while !at.is_none() {
-            refs.push(at);
-            at = self.prev_of(&self.get(at));
-        }
+        let refs = self.walk_back(newest).map(|(r, _)| r).collect();
         Chain { arena: self, refs }
     }
 
     /// The oldest chunk of the chain that ends at `newest`, if any.
     pub fn oldest(&self, newest: ChunkRef) -> Option<Chunk<'_>> {
-        let mut at = newest;
-        let mut oldest = None;
-        while !at.is_none() {
-            let c = self.get(at);
-            at = self.prev_of(&c);
-            oldest = Some(c);
-        }
-        oldest
+        self.walk_back(newest).last().map(|(_, c)| c)
     }
 
     /// Frees the pages of every block range below `range`; chains end where they reach
@@ -569,6 +580,20 @@ mod tests {
             let after = a.push(0, 5, 6, &[2; 3000], small);
             assert_eq!(chain(&a, after).len(), 3);
         }
+    }
+
+    #[test]
+    fn a_record_that_does_not_go_back_in_time_ends_the_walk() {
+        let mut a = ChunkArena::default();
+        let r1 = a.push(0, 0, 9, &[1], ChunkRef::NONE);
+        let r2 = a.push(0, 10, 19, &[2], r1);
+        // Overlaps the chunk it links to.
+        let r3 = a.push(0, 5, 25, &[3], r2);
+        assert_eq!(chain(&a, r2).len(), 2);
+        assert_eq!(chain(&a, r3), vec![(5, 25, vec![3])]);
+        // A zeroed record links to page 0's first record, which need not be older.
+        let looped = a.push(0, 0, 9, &[4], ChunkRef::new(0, 0));
+        assert_eq!(a.oldest(looped).unwrap().data, &[4]);
     }
 
     #[test]
