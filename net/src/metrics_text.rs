@@ -193,6 +193,14 @@ pub fn render(snaps: &[MetricsSnapshot]) -> String {
     per_core(
         &mut out,
         snaps,
+        "sluice_head_chunks_corrupt_reads_total",
+        "counter",
+        "Reads of spilled head chunks that failed their checksum (a damaged spill file; block cuts stop until a restart rebuilds the head from the WAL), by core.",
+        |s| s.head_chunk_corrupt_reads,
+    );
+    per_core(
+        &mut out,
+        snaps,
         "sluice_wal_bytes_written_total",
         "counter",
         "Bytes written to WAL segments (page-aligned DMA writes), by core.",

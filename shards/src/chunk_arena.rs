@@ -24,6 +24,7 @@
 //! about series, labels or cutting policy: the head links the records and decides what is
 //! unreachable.
 
+use std::cell::Cell;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
@@ -57,14 +58,17 @@ impl ChunkRef {
 }
 
 /// A record: prev (u64), prev's block range (i64), min_t (i64), max_t (i64), data length
-/// (u16), all little-endian, then the data. Keeping the predecessor's range in the record
-/// lets a chain end at a freed range without reading the (freed, maybe reused) predecessor.
-const HEADER: usize = 8 + 8 + 8 + 8 + 2;
+/// (u16), CRC32C (u32) of everything before it and the data, all little-endian, then the
+/// data. Keeping the predecessor's range in the record lets a chain end at a freed range
+/// without reading the (freed, maybe reused) predecessor. The CRC is checked when a record
+/// is read from the spill file: a page lost to a writeback error reads back as zeros.
+const HEADER: usize = 8 + 8 + 8 + 8 + 2 + 4;
 const PREV: usize = 0;
 const PREV_RANGE: usize = 8;
 const MIN_T: usize = 16;
 const MAX_T: usize = 24;
 const LEN: usize = 32;
+const CRC: usize = 34;
 
 /// Bytes of a page kept in the heap. Small on purpose: a page comes from the allocator's
 /// free space, and when every series closes a chunk at once (senders scrape in step), that
@@ -129,6 +133,8 @@ pub struct ChunkArena {
     resident: usize,
     /// Bytes of records in spilled pages.
     spilled: usize,
+    /// Spilled records that failed their CRC (each read counts).
+    corrupt: Cell<u64>,
     /// Pages of ranges below this have been freed.
     live_from: i64,
     spill: Option<Spill>,
@@ -142,6 +148,7 @@ impl Default for ChunkArena {
             filling: Vec::new(),
             resident: 0,
             spilled: 0,
+            corrupt: Cell::new(0),
             live_from: i64::MIN,
             spill: None,
         }
@@ -190,6 +197,8 @@ impl ChunkArena {
         bytes.extend_from_slice(&min_t.to_le_bytes());
         bytes.extend_from_slice(&max_t.to_le_bytes());
         bytes.extend_from_slice(&len.to_le_bytes());
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&bytes[offset..]), data);
+        bytes.extend_from_slice(&crc.to_le_bytes());
         bytes.extend_from_slice(data);
         ChunkRef::new(page, offset)
     }
@@ -284,36 +293,39 @@ impl ChunkArena {
     }
 
     /// The bytes of the record at `r` (which must be live) and everything after it in its
-    /// page.
-    fn record(&self, r: ChunkRef) -> &[u8] {
+    /// page, and whether they come from the spill file.
+    fn record(&self, r: ChunkRef) -> (&[u8], bool) {
         let at = r.offset();
         match &self.pages[r.page()].bytes {
-            Bytes::Resident(bytes) => &bytes[at..],
+            Bytes::Resident(bytes) => (&bytes[at..], false),
             Bytes::Spilled { len } => {
                 let spill = self
                     .spill
                     .as_ref()
                     .expect("a spilled page has a spill file");
                 let (map, start) = Spill::slot_position(r.page());
-                &spill.maps[map][start + at..start + *len as usize]
+                let slot = &spill.maps[map][start..start + *len as usize];
+                (slot.get(at..).unwrap_or(&[]), true)
             }
             Bytes::Free => panic!("chunk {r:?} is in a freed page"),
         }
     }
 
-    /// The chunk at `r` (which must be a live record).
-    pub fn get(&self, r: ChunkRef) -> Chunk<'_> {
-        let bytes = self.record(r);
-        let u64_at =
-            |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8-byte field"));
-        let len = u16::from_le_bytes([bytes[LEN], bytes[LEN + 1]]) as usize;
-        Chunk {
-            min_t: u64_at(MIN_T) as i64,
-            max_t: u64_at(MAX_T) as i64,
-            data: &bytes[HEADER..HEADER + len],
-            prev: ChunkRef(u64_at(PREV)),
-            prev_range: u64_at(PREV_RANGE) as i64,
+    /// The chunk at `r` (which must be a live record), or `None` if it was spilled and does
+    /// not read back as it was written (counted in [`corrupt`](Self::corrupt)).
+    pub fn get(&self, r: ChunkRef) -> Option<Chunk<'_>> {
+        let (bytes, spilled) = self.record(r);
+        let chunk = parse_record(bytes, spilled);
+        if chunk.is_none() {
+            self.corrupt.set(self.corrupt.get() + 1);
         }
+        chunk
+    }
+
+    /// Spilled records that failed their check when read: a damaged spill file. Their series'
+    /// older chunks are unreadable; the WAL still holds them.
+    pub fn corrupt(&self) -> u64 {
+        self.corrupt.get()
     }
 
     /// The chunk before `c` in its chain, unless it lies in a freed range.
@@ -325,38 +337,38 @@ impl ChunkArena {
         }
     }
 
-    /// The chain that ends at `newest`, newest first, with each record's reference.
+    /// The chain that ends at `newest`, newest first.
     ///
     /// Every step must go back in time: a record that does not (only a damaged spill page,
     /// read back as zeros or garbage, could hold one) ends the walk instead of looping or
     /// wandering into other series' chunks.
-    fn walk_back(&self, newest: ChunkRef) -> impl Iterator<Item = (ChunkRef, Chunk<'_>)> + '_ {
+    fn walk_back(&self, newest: ChunkRef) -> impl Iterator<Item = Chunk<'_>> + '_ {
         let mut at = newest;
         let mut before = i64::MAX;
         std::iter::from_fn(move || {
             if at.is_none() {
                 return None;
             }
-            let c = self.get(at);
+            let c = self.get(at)?;
             if c.max_t >= before {
                 return None;
             }
-            let here = at;
             before = c.min_t;
             at = self.prev_of(&c);
-            Some((here, c))
+            Some(c)
         })
     }
 
     /// The chain that ends at `newest`, oldest first.
     pub fn chain(&self, newest: ChunkRef) -> Chain<'_> {
-        let refs = self.walk_back(newest).map(|(r, _)| r).collect();
-        Chain { arena: self, refs }
+        Chain {
+            chunks: self.walk_back(newest).collect(),
+        }
     }
 
     /// The oldest chunk of the chain that ends at `newest`, if any.
     pub fn oldest(&self, newest: ChunkRef) -> Option<Chunk<'_>> {
-        self.walk_back(newest).last().map(|(_, c)| c)
+        self.walk_back(newest).last()
     }
 
     /// Frees the pages of every block range below `range`; chains end where they reach
@@ -394,6 +406,29 @@ impl ChunkArena {
     pub fn spilled(&self) -> usize {
         self.spilled
     }
+}
+
+/// A record's chunk, from the record's bytes onwards; `checked` verifies its length and CRC
+/// (`None` if either is wrong).
+fn parse_record(bytes: &[u8], checked: bool) -> Option<Chunk<'_>> {
+    let header = bytes.get(..HEADER)?;
+    let u64_at =
+        |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().expect("8-byte field"));
+    let len = u16::from_le_bytes([header[LEN], header[LEN + 1]]) as usize;
+    let data = bytes.get(HEADER..HEADER + len)?;
+    if checked {
+        let stored = u32::from_le_bytes(header[CRC..CRC + 4].try_into().expect("4-byte field"));
+        if crc32c::crc32c_append(crc32c::crc32c(&header[..CRC]), data) != stored {
+            return None;
+        }
+    }
+    Some(Chunk {
+        min_t: u64_at(MIN_T) as i64,
+        max_t: u64_at(MAX_T) as i64,
+        data,
+        prev: ChunkRef(u64_at(PREV)),
+        prev_range: u64_at(PREV_RANGE) as i64,
+    })
 }
 
 impl Spill {
@@ -444,16 +479,15 @@ impl Spill {
 /// Iterator over a chain of chunks, oldest first.
 #[derive(Clone)]
 pub struct Chain<'a> {
-    arena: &'a ChunkArena,
     /// Newest first: the iterator pops from the end.
-    refs: Vec<ChunkRef>,
+    chunks: Vec<Chunk<'a>>,
 }
 
 impl<'a> Iterator for Chain<'a> {
     type Item = Chunk<'a>;
 
     fn next(&mut self) -> Option<Chunk<'a>> {
-        self.refs.pop().map(|r| self.arena.get(r))
+        self.chunks.pop()
     }
 }
 
@@ -549,6 +583,44 @@ mod tests {
     }
 
     #[test]
+    fn a_damaged_spill_page_is_detected_not_read() {
+        let file = tempfile::tempfile().unwrap();
+        let writer = file.try_clone().unwrap();
+        let mut a = ChunkArena::default();
+        a.spill_to(file);
+        let data = [7u8; 300];
+        let mut newest = [ChunkRef::NONE; 2];
+        for i in 0..600i64 {
+            let s = (i % 2) as usize;
+            newest[s] = a.push(0, i, i, &data, newest[s]);
+        }
+        let Bytes::Spilled { len } = a.pages[0].bytes else {
+            panic!("page 0 is spilled");
+        };
+        assert_eq!(a.chain(newest[0]).count(), 300);
+        assert_eq!(a.corrupt(), 0);
+
+        // A writeback error loses page 0: it reads back as zeros. Hole punching does that.
+        Spill::punch(a.spill.as_ref().unwrap(), 0);
+        // Page 1 gets one flipped byte in its first record's data.
+        let (_, start) = Spill::slot_position(1);
+        writer
+            .write_all_at(&[0xff], (start + HEADER + 5) as u64)
+            .unwrap();
+        assert!(len > 0);
+
+        // Each chain now ends at its first damaged record, newest side intact.
+        for (s, n) in newest.iter().enumerate() {
+            let got: Vec<i64> = a.chain(*n).map(|c| c.min_t).collect();
+            assert!(!got.is_empty() && got.len() < 300, "{} chunks", got.len());
+            assert!(got.windows(2).all(|w| w[0] < w[1]));
+            assert_eq!(*got.last().unwrap(), 598 + s as i64);
+            assert!(a.chain(*n).all(|c| c.data == data));
+        }
+        assert!(a.corrupt() >= 2, "{} damaged reads counted", a.corrupt());
+    }
+
+    #[test]
     fn a_failing_spill_file_keeps_the_chunks_in_memory() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ro");
@@ -574,9 +646,9 @@ mod tests {
         for mut a in [ChunkArena::default(), spilling()] {
             let big = vec![7u8; u16::MAX as usize];
             let r = a.push(0, 1, 2, &big, ChunkRef::NONE);
-            assert_eq!(a.get(r).data, &big[..]);
+            assert_eq!(a.get(r).unwrap().data, &big[..]);
             let small = a.push(0, 3, 4, &[1], r);
-            assert_eq!(a.get(small).data, &[1]);
+            assert_eq!(a.get(small).unwrap().data, &[1]);
             let after = a.push(0, 5, 6, &[2; 3000], small);
             assert_eq!(chain(&a, after).len(), 3);
         }

@@ -134,6 +134,17 @@ impl Shard {
                 num_samples,
             });
         }
+        // A chain cut short by a damaged spill page would leave its older chunks out of the
+        // block, and the WAL behind them would then go: refuse the cut instead, so that
+        // the WAL keeps everything until a restart rebuilds the head from it.
+        if t.head.borrow().corrupt_chunk_reads() > 0 {
+            return Err(format!(
+                "{} reads of spilled head chunks failed their checksum on core {}; the WAL \
+                 still holds the samples: restart to rebuild the head from it",
+                t.head.borrow().corrupt_chunk_reads(),
+                self.id
+            ));
+        }
         let files = w.finish().await.map_err(|e| e.to_string())?;
         Ok(PartOutput { series, files })
     }

@@ -91,8 +91,9 @@ impl Series {
         self.open.last().or_else(|| {
             // Only a series whose open chunk a cut has just closed gets here.
             (!self.closed.is_none())
-                .then(|| XorIter::new(chunks.get(self.closed).data).last())
+                .then(|| chunks.get(self.closed))
                 .flatten()
+                .and_then(|c| XorIter::new(c.data).last())
         })
     }
 
@@ -194,6 +195,11 @@ impl Head {
     /// Bytes of closed chunks in the heap, and in the spill file.
     pub fn chunk_bytes(&self) -> (usize, usize) {
         (self.chunks.resident(), self.chunks.spilled())
+    }
+
+    /// Reads of spilled chunks that failed their check (see [`ChunkArena::corrupt`]).
+    pub fn corrupt_chunk_reads(&self) -> u64 {
+        self.chunks.corrupt()
     }
 
     /// Number of live series.
@@ -484,7 +490,8 @@ impl Head {
         // A chain wholly before `before` is dropped here; older chunks of the others drop
         // out of their chains as their ranges are released.
         for s in &mut self.series {
-            if !s.closed.is_none() && self.chunks.get(s.closed).max_t < before {
+            // (A chain whose newest chunk does not read back is unreadable, so dropped too.)
+            if !s.closed.is_none() && self.chunks.get(s.closed).is_none_or(|c| c.max_t < before) {
                 s.closed = ChunkRef::NONE;
             }
         }

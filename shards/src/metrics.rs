@@ -176,6 +176,8 @@ pub struct MetricsSnapshot {
     /// Bytes of closed head chunks in memory, and written out to spill files.
     pub head_chunk_bytes_memory: u64,
     pub head_chunk_bytes_spilled: u64,
+    /// Reads of spilled head chunks that failed their checksum.
+    pub head_chunk_corrupt_reads: u64,
     /// Jobs this core sent to other cores that have not been answered yet.
     pub cross_core_in_flight: u64,
     pub wal_checkpoints: u64,
@@ -203,6 +205,7 @@ impl Default for MetricsSnapshot {
             head_samples: 0,
             head_chunk_bytes_memory: 0,
             head_chunk_bytes_spilled: 0,
+            head_chunk_corrupt_reads: 0,
             cross_core_in_flight: 0,
             wal_checkpoints: 0,
             rpc: RpcCounters::default(),

@@ -354,6 +354,7 @@ impl Shard {
             let (memory, spilled) = head.chunk_bytes();
             s.head_chunk_bytes_memory += memory as u64;
             s.head_chunk_bytes_spilled += spilled as u64;
+            s.head_chunk_corrupt_reads += head.corrupt_chunk_reads();
         }
         s
     }
