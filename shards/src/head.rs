@@ -717,6 +717,17 @@ mod tests {
         k
     }
 
+    /// Creates `n` series `up{i="0"}`, `up{i="1"}`, … and returns their ids.
+    fn up_series(h: &mut Head, n: u32) -> Vec<u32> {
+        (0..n)
+            .map(|i| {
+                let v = i.to_string();
+                let l = [("__name__", "up"), ("i", v.as_str())];
+                h.create(series_hash("t", l), &key(&l))
+            })
+            .collect()
+    }
+
     fn head_with(series: &[&[(&str, &str)]]) -> Head {
         let mut h = Head::new();
         for l in series {
@@ -784,13 +795,7 @@ mod tests {
         let hour = 3_600_000;
         let mut h = Head::with_block_range(hour);
         h.spill_chunks_to(tempfile::tempfile().unwrap());
-        let ids: Vec<u32> = (0..500)
-            .map(|i| {
-                let v = i.to_string();
-                let l = [("__name__", "up"), ("i", v.as_str())];
-                h.create(series_hash("t", l), &key(&l))
-            })
-            .collect();
+        let ids = up_series(&mut h, 500);
         let value = |id: u32, t: i64| f64::from(id) * 1e6 + (t / 15_000) as f64;
         // Two and a half hours of a 15s scrape, cutting the first hour after 90 minutes.
         for round in 0..600i64 {
@@ -1016,13 +1021,7 @@ mod tests {
     #[test]
     fn series_scraped_in_step_cut_their_chunks_in_different_rounds() {
         let mut h = Head::new();
-        let ids: Vec<u32> = (0..1000)
-            .map(|i| {
-                let v = i.to_string();
-                let l = [("__name__", "up"), ("i", v.as_str())];
-                h.create(series_hash("t", l), &key(&l))
-            })
-            .collect();
+        let ids = up_series(&mut h, 1000);
         let mut most = 0;
         for round in 0..480i64 {
             let before: Vec<usize> = ids.iter().map(|id| h.chunks_of(*id).count()).collect();

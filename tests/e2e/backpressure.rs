@@ -122,12 +122,8 @@ fn a_flood_over_the_memory_budget_gets_429_and_every_acked_sample_is_stored() {
     assert!(acked > 0, "nothing got through");
     assert!(refused > 0, "32 writers never met the budget");
     assert!(peak <= budget, "peak RSS {peak} over the budget {budget}");
+    let stored = s.metric_sum("sluice_samples_appended_total");
     let m = s.metrics();
-    let stored: u64 = m
-        .lines()
-        .filter(|l| l.starts_with("sluice_samples_appended_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum();
     assert_eq!(
         stored, acked,
         "every acknowledged sample is stored, nothing else"

@@ -261,15 +261,6 @@ fn head_is_cut_into_blocks_that_promtool_and_prometheus_read_exactly() {
     );
 }
 
-/// Sum of a per-core gauge over a server's cores.
-fn gauge(s: &Server, name: &str) -> u64 {
-    s.metrics()
-        .lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
-        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
-        .sum()
-}
-
 #[test]
 fn closed_chunks_leave_memory_for_the_spill_file_and_are_cut_from_it() {
     // Enough series that one core's closed chunks of a range fill many spill pages (64 KiB).
@@ -277,8 +268,8 @@ fn closed_chunks_leave_memory_for_the_spill_file_and_are_cut_from_it() {
     let s = Server::start(1, &[]);
     // 2h48m: every series closed its chunk of the first range at the boundary.
     send(&s, &series, T0, T0 + 7 * HOUR2 / 5);
-    let spilled = gauge(&s, "sluice_head_chunks_spilled_bytes");
-    let memory = gauge(&s, "sluice_head_chunks_memory_bytes");
+    let spilled = s.metric_sum("sluice_head_chunks_spilled_bytes");
+    let memory = s.metric_sum("sluice_head_chunks_memory_bytes");
     assert!(
         spilled > 4 * 65_536,
         "{spilled} bytes of closed chunks spilled"
@@ -297,7 +288,7 @@ fn closed_chunks_leave_memory_for_the_spill_file_and_are_cut_from_it() {
     assert_eq!(promtool_dump(&[&cut[0]]), expected(&series, T0, T0 + HOUR2));
     assert_eq!(all(&s), expected(&series, T0, T0 + 7 * HOUR2 / 4));
     let deadline = Instant::now() + Duration::from_secs(30);
-    while gauge(&s, "sluice_head_chunks_spilled_bytes") >= spilled {
+    while s.metric_sum("sluice_head_chunks_spilled_bytes") >= spilled {
         assert!(
             Instant::now() < deadline,
             "the persisted range's spilled chunks are not freed"

@@ -115,11 +115,7 @@ fn signal(s: &Server, sig: &str) {
 
 /// Sum of `sluice_head_series` over a node's cores.
 fn head_series(s: &Server) -> u64 {
-    s.metrics()
-        .lines()
-        .filter(|l| l.starts_with("sluice_head_series{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
+    s.metric_sum("sluice_head_series")
 }
 
 /// Series of a node matching `selector` (any time), as label maps.

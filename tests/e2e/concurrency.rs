@@ -94,11 +94,6 @@ fn two_clients_store_everything(s: &Server, metric: &str, per_client: i64) {
             .collect();
         assert_eq!(got[&sorted(l)], want, "series {k}");
     }
-    let m = s.metrics();
-    let total: u64 = m
-        .lines()
-        .filter(|l| l.starts_with("sluice_samples_appended_total{"))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
-        .sum();
+    let total = s.metric_sum("sluice_samples_appended_total");
     assert_eq!(total, 2 * per_client as u64 * 5);
 }

@@ -223,6 +223,23 @@ impl Server {
         assert_eq!(code, 200);
         body
     }
+
+    /// The sum of metric `name` over all its series (per core, per tenant, ...) in
+    /// `/metrics`; 0 if it has none.
+    pub fn metric_sum(&self, name: &str) -> u64 {
+        self.metrics()
+            .lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+            })
+            .map(|l| {
+                let v = l.rsplit(' ').next().unwrap_or_default();
+                v.parse::<u64>()
+                    .unwrap_or_else(|_| panic!("{name}: {v:?} is not a count"))
+            })
+            .sum()
+    }
 }
 
 impl Drop for Server {

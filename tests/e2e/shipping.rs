@@ -88,14 +88,6 @@ fn send_hours(s: &Server, name: &str, quarters_of_2h: i64) {
     }
 }
 
-fn metric(s: &Server, name: &str) -> f64 {
-    s.metrics()
-        .lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 fn wait(what: &str, s: &Server, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(90);
     while !f() {
@@ -121,16 +113,16 @@ fn blocks_reach_s3_once_even_when_the_server_is_down_at_first() {
         sealed_blocks(&s.data_dir, "default-tenant").len() == 2
     });
     wait("failed uploads", &s, || {
-        metric(&s, "sluice_shipper_failures_total") >= 1.0
+        s.metric_sum("sluice_shipper_failures_total") >= 1
     });
-    assert_eq!(metric(&s, "sluice_shipper_uploaded_blocks_total"), 0.0);
+    assert_eq!(s.metric_sum("sluice_shipper_uploaded_blocks_total"), 0);
 
     let _moto = Moto::start(port);
     ureq::put(&format!("http://127.0.0.1:{port}/{BUCKET}"))
         .call()
         .expect("creating the bucket");
     wait("uploads after the server came up", &s, || {
-        metric(&s, "sluice_shipper_uploaded_blocks_total") == 2.0
+        s.metric_sum("sluice_shipper_uploaded_blocks_total") == 2
     });
     let objects = list(port);
     for block in sealed_blocks(&s.data_dir, "default-tenant") {
@@ -150,8 +142,8 @@ fn blocks_reach_s3_once_even_when_the_server_is_down_at_first() {
     // Exactly the blocks' files, each once (2 blocks × (2 segments, index, tombstones, meta)).
     assert_eq!(objects.len(), 10, "{objects:?}");
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(metric(&s, "sluice_shipper_uploaded_blocks_total"), 2.0);
-    assert_eq!(metric(&s, "sluice_shipper_pending_blocks"), 0.0);
+    assert_eq!(s.metric_sum("sluice_shipper_uploaded_blocks_total"), 2);
+    assert_eq!(s.metric_sum("sluice_shipper_pending_blocks"), 0);
 }
 
 #[test]
