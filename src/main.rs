@@ -135,6 +135,66 @@ struct Cli {
     )]
     inflight_budget: String,
 
+    /// Longest a query may run, waiting for a slot included (Prometheus syntax).
+    #[arg(long = "query.timeout", env = "SLUICE_QUERY_TIMEOUT", default_value = "2m", value_parser = parse_positive_duration)]
+    query_timeout: std::time::Duration,
+
+    /// Most samples a query may load into memory at once; over it the query fails (422), as
+    /// Prometheus'.
+    #[arg(
+        long = "query.max-samples",
+        env = "SLUICE_QUERY_MAX_SAMPLES",
+        default_value_t = 50_000_000
+    )]
+    query_max_samples: u64,
+
+    /// How far back an instant selector looks for a sample (Prometheus syntax).
+    #[arg(long = "query.lookback-delta", env = "SLUICE_QUERY_LOOKBACK_DELTA", default_value = "5m", value_parser = parse_positive_duration)]
+    query_lookback_delta: std::time::Duration,
+
+    /// Queries evaluated at once; more wait in line for a slot (until their timeout).
+    #[arg(
+        long = "query.max-concurrent",
+        env = "SLUICE_QUERY_MAX_CONCURRENT",
+        default_value_t = 20
+    )]
+    query_max_concurrent: usize,
+
+    /// Scope every read (PromQL, series and labels APIs, remote read) to the tenant of the
+    /// tenant header (the default tenant when the header is absent), as Thanos Query does.
+    #[arg(long = "query.enforce-tenancy", env = "SLUICE_QUERY_ENFORCE_TENANCY", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    query_enforce_tenancy: bool,
+
+    /// Most samples one remote read may return (0: no limit); over it the read gets 400.
+    #[arg(
+        long = "storage.remote.read-sample-limit",
+        env = "SLUICE_STORAGE_REMOTE_READ_SAMPLE_LIMIT",
+        default_value_t = 50_000_000
+    )]
+    remote_read_sample_limit: u64,
+
+    /// Remote reads answered at once; more wait for a slot.
+    #[arg(
+        long = "storage.remote.read-concurrent-limit",
+        env = "SLUICE_STORAGE_REMOTE_READ_CONCURRENT_LIMIT",
+        default_value_t = 10
+    )]
+    remote_read_concurrent_limit: usize,
+
+    /// Largest frame of a streamed remote-read answer, in bytes (a series larger than this
+    /// goes out over several frames).
+    #[arg(
+        long = "storage.remote.read-max-bytes-in-frame",
+        env = "SLUICE_STORAGE_REMOTE_READ_MAX_BYTES_IN_FRAME",
+        default_value_t = 1_048_576
+    )]
+    remote_read_max_bytes_in_frame: usize,
+
+    /// Test hook: a read whose query contains `sluice_debug_panic_<eval|select|answer>`
+    /// panics there.
+    #[arg(long = "debug.panics", hide = true)]
+    debug_panics: bool,
+
     #[command(flatten)]
     files: check::ConfigFiles,
 
@@ -228,6 +288,14 @@ fn main() -> anyhow::Result<()> {
     // refuses records over 1 GiB as corrupt.
     if cli.max_decompressed_bytes > 512 << 20 {
         bail!("--max-decompressed-bytes may be at most 512 MiB (536870912)");
+    }
+    if cli.query_max_concurrent == 0 || cli.remote_read_concurrent_limit == 0 {
+        bail!(
+            "--query.max-concurrent and --storage.remote.read-concurrent-limit must be at least 1"
+        );
+    }
+    if cli.remote_read_max_bytes_in_frame < 1024 {
+        bail!("--storage.remote.read-max-bytes-in-frame must be at least 1024");
     }
     if !sluice_shards::is_valid_tenant(&cli.default_tenant) {
         bail!(
@@ -352,6 +420,17 @@ fn main() -> anyhow::Result<()> {
         // A frame carries what one request carried, re-encoded: allow twice the payload.
         max_rpc_frame_bytes: 2 * cli.max_decompressed_bytes + (1 << 20),
         budget,
+        read: sluice_net::ReadConfig {
+            query_timeout: cli.query_timeout,
+            max_samples: cli.query_max_samples,
+            lookback_delta_ms: cli.query_lookback_delta.as_millis() as i64,
+            query_gate: sluice_net::api::Gate::new(cli.query_max_concurrent),
+            remote_read_sample_limit: cli.remote_read_sample_limit,
+            remote_read_gate: sluice_net::api::Gate::new(cli.remote_read_concurrent_limit),
+            remote_read_max_bytes_in_frame: cli.remote_read_max_bytes_in_frame,
+            enforce_tenancy: cli.query_enforce_tenancy,
+            debug_panics: cli.debug_panics,
+        },
     });
     reload::spawn(
         reload::Followed { ring, limits },
@@ -414,17 +493,29 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A panic anywhere ends the process. glommio does not catch a panicking task: its core's
-/// thread ends alone, and the process would go on with that core's listener closed, its
-/// hashring partition unserved and the other cores waiting for it at shutdown. Aborting lets
-/// the supervisor restart the receiver, and the WAL replay keeps every acknowledged sample.
+/// A panic in a read (a query, the series and labels APIs, remote read, `/metrics`) fails
+/// that request with 500 and the process goes on: reads leave a core's state as it was, and
+/// the read's zone turns the unwind into an error (`sluice_shards::panics`). Any other panic
+/// ends the process. A panic on the write path may leave a core's head and WAL tail
+/// disagreeing, and such a core must not acknowledge another write; a panicking task would
+/// also end its core's thread alone (glommio does not catch it), leaving its listener closed
+/// and its hashring partition unserved. Aborting lets the supervisor restart the receiver, and
+/// the WAL replay keeps every acknowledged sample.
 fn abort_on_panic() {
     let report = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         report(info);
         let thread = std::thread::current();
+        let thread = thread.name().unwrap_or("unnamed");
+        if sluice_shards::panics::in_read_zone() {
+            tracing::error!(
+                thread,
+                "panic in a read: {info}; that request fails, the process goes on"
+            );
+            return;
+        }
         tracing::error!(
-            thread = thread.name().unwrap_or("unnamed"),
+            thread,
             "panic: {info}; aborting (a restart replays the WAL)"
         );
         std::process::abort();

@@ -2,11 +2,18 @@
 //! `/api/v1/label/<name>/values`, `/api/v1/query`, `/api/v1/query_range` and
 //! `/api/v1/status/buildinfo`, with Prometheus' parameters, JSON shapes and error envelope.
 //!
-//! Owns parameter parsing and routing; PromQL requests are answered in [`query`].
-//! Must not read storage directly (fans out through `sluice-shards`).
+//! Owns parameter parsing, routing, the tenant scope of reads (`--query.enforce-tenancy`)
+//! and the deadline of the series and label APIs; PromQL requests are answered in [`query`]
+//! (limits and threads in [`engine`]), remote read in [`remote_read`]. Must not read storage
+//! directly (fans out through `sluice-shards`).
 
+mod answer;
+mod engine;
+mod gate;
 mod query;
 mod remote_read;
+
+pub use gate::Gate;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -15,10 +22,16 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use promql_parser::label::MatchOp as PMatchOp;
 use promql_parser::parser::{self, Expr, VectorSelector};
-use sluice_shards::{label_names_all, label_values_all, select_all, MatchOp, Matcher, Selection};
+use sluice_shards::{
+    label_names_all, label_values_all, select_all, MatchOp, Matcher, ReadLimits, Selection,
+};
 
 use crate::response::{json_error, json_success, push_quoted, Body};
 use crate::server::CoreState;
+
+/// Deepest a `match[]` selector may nest: a series selector does not nest at all, so
+/// anything deeper is refused before the parser recurses over it.
+const MAX_SELECTOR_DEPTH: usize = 8;
 
 /// Largest form body the read API accepts.
 const MAX_FORM_BYTES: usize = 1 << 20;
@@ -69,25 +82,29 @@ pub async fn handle(st: &CoreState, req: Request<Incoming>) -> Response<Body> {
             &format!("method {} not allowed", req.method()),
         );
     }
+    let tenant = match read_tenant(st, req.headers()) {
+        Ok(t) => t,
+        Err(BadData(e)) => return json_error(StatusCode::BAD_REQUEST, "bad_data", &e),
+    };
     // Remote read's body is a snappy protobuf, not a form.
     if path == "/api/v1/read" && req.method() == Method::POST {
-        return remote_read::handle(st, req).await;
+        return remote_read::handle(st, req, tenant).await;
     }
     let p = match params(req).await {
         Ok(p) => p,
         Err(BadData(e)) => return json_error(StatusCode::BAD_REQUEST, "bad_data", &e),
     };
     let result = match path.as_str() {
-        "/api/v1/series" => series(st, &p).await,
-        "/api/v1/labels" => labels(st, &p).await,
-        "/api/v1/query" => query::instant(st, &p).await,
-        "/api/v1/query_range" => query::range(st, &p).await,
-        "/api/v1/status/buildinfo" => Ok(query::buildinfo()),
+        "/api/v1/series" => series(st, &p, tenant).await,
+        "/api/v1/labels" => labels(st, &p, tenant).await.map(Answer::Json),
+        "/api/v1/query" => query::instant(st, &p, tenant).await,
+        "/api/v1/query_range" => query::range(st, &p, tenant).await,
+        "/api/v1/status/buildinfo" => Ok(Answer::Json(query::buildinfo())),
         _ => match path
             .strip_prefix("/api/v1/label/")
             .and_then(|r| r.strip_suffix("/values"))
         {
-            Some(name) => label_values(st, name, &p).await,
+            Some(name) => label_values(st, name, &p, tenant).await.map(Answer::Json),
             None => {
                 return json_error(
                     StatusCode::NOT_FOUND,
@@ -98,13 +115,38 @@ pub async fn handle(st: &CoreState, req: Request<Incoming>) -> Response<Body> {
         },
     };
     match result {
-        Ok(data) => json_success(&data),
-        Err(ApiError::BadData(e)) => json_error(StatusCode::BAD_REQUEST, "bad_data", &e),
-        Err(ApiError::Execution(e)) => {
-            json_error(StatusCode::UNPROCESSABLE_ENTITY, "execution", &e)
-        }
-        Err(ApiError::Timeout(e)) => json_error(StatusCode::SERVICE_UNAVAILABLE, "timeout", &e),
-        Err(ApiError::Internal(e)) => json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", &e),
+        Ok(Answer::Json(data)) => json_success(&data),
+        Ok(Answer::Streamed(body)) => Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "application/json")
+            .body(body)
+            .expect("static response parts are valid"),
+        Err(e) => e.response(),
+    }
+}
+
+/// A successful answer: `data` as one string, or the whole envelope produced piece by piece.
+enum Answer {
+    Json(String),
+    Streamed(Body),
+}
+
+/// The tenant every read of this request is scoped to: with `--query.enforce-tenancy`, the
+/// tenant header's (the default tenant without one), as Thanos Query enforces it.
+fn read_tenant(st: &CoreState, headers: &hyper::HeaderMap) -> Result<Option<String>, BadData> {
+    if !st.cfg.read.enforce_tenancy {
+        return Ok(None);
+    }
+    match headers.get(st.cfg.tenant_header.as_str()) {
+        None => Ok(Some(st.cfg.default_tenant.clone())),
+        Some(v) => match v.to_str() {
+            Ok(t) if sluice_shards::is_valid_tenant(t) => Ok(Some(t.to_string())),
+            _ => Err(BadData(format!(
+                "invalid tenant in header {}: {:?}",
+                st.cfg.tenant_header,
+                String::from_utf8_lossy(v.as_bytes())
+            ))),
+        },
     }
 }
 
@@ -126,9 +168,30 @@ impl From<BadData> for ApiError {
     }
 }
 
+impl ApiError {
+    /// Prometheus' error envelope with this error's status and `errorType`.
+    fn response(&self) -> Response<Body> {
+        match self {
+            ApiError::BadData(e) => json_error(StatusCode::BAD_REQUEST, "bad_data", e),
+            ApiError::Execution(e) => json_error(StatusCode::UNPROCESSABLE_ENTITY, "execution", e),
+            ApiError::Timeout(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, "timeout", e),
+            ApiError::Internal(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e),
+        }
+    }
+}
+
 impl From<sluice_shards::QueryError> for ApiError {
     fn from(e: sluice_shards::QueryError) -> Self {
-        ApiError::Internal(e.to_string())
+        use sluice_shards::QueryError as Q;
+        match e {
+            // Prometheus' words for its own limits.
+            Q::TooManySamples { .. } => ApiError::Execution(
+                "query processing would load too many samples into memory in query execution"
+                    .into(),
+            ),
+            Q::Timeout => ApiError::Timeout("query timed out in query execution".into()),
+            other => ApiError::Internal(other.to_string()),
+        }
     }
 }
 
@@ -189,10 +252,19 @@ fn matchers_of(vs: &VectorSelector) -> Result<Vec<Matcher>, BadData> {
 /// Matcher sets from `match[]` parameters (each a series selector).
 fn match_params(p: &Params) -> Result<Vec<Vec<Matcher>>, BadData> {
     p.all("match[]")
-        .map(|s| match parser::parse(s) {
-            Ok(Expr::VectorSelector(vs)) => matchers_of(&vs),
-            Ok(_) => Err(BadData(format!("match[] {s:?} is not a series selector"))),
-            Err(e) => Err(BadData(format!("invalid match[] {s:?}: {e}"))),
+        .map(|s| {
+            // The parser recurses over what it reads: a selector does not nest, so a deep
+            // one is refused before it is parsed (on this core's stack).
+            if sluice_promql::depth::text_depth(s) > MAX_SELECTOR_DEPTH {
+                return Err(BadData(format!(
+                    "invalid match[] {s:?}: not a series selector (nested more than {MAX_SELECTOR_DEPTH} levels)"
+                )));
+            }
+            match parser::parse(s) {
+                Ok(Expr::VectorSelector(vs)) => matchers_of(&vs),
+                Ok(_) => Err(BadData(format!("match[] {s:?} is not a series selector"))),
+                Err(e) => Err(BadData(format!("invalid match[] {s:?}: {e}"))),
+            }
         })
         .collect()
 }
@@ -208,43 +280,49 @@ fn range_params(p: &Params) -> Result<(i64, i64), BadData> {
     Ok((start, end))
 }
 
-async fn series(st: &CoreState, p: &Params) -> Result<String, ApiError> {
-    let sel = selection(p)?;
+/// The limits of a series or label read: the query timeout; they load no samples.
+fn metadata_limits(st: &CoreState) -> ReadLimits {
+    ReadLimits::new(0, std::time::Instant::now() + st.cfg.read.query_timeout)
+}
+
+async fn series(st: &CoreState, p: &Params, tenant: Option<String>) -> Result<Answer, ApiError> {
+    let sel = selection(p, tenant)?;
     if sel.matcher_sets.is_empty() {
         return Err(BadData("no match[] parameter provided".into()).into());
     }
-    let found = select_all(&st.ctx, sel, false).await?;
-    let mut out = String::from("[");
-    for (i, s) in found.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        push_labels(&mut out, &s.labels);
-    }
-    out.push(']');
-    Ok(out)
+    let found = select_all(&st.ctx, sel, false, &metadata_limits(st)).await?;
+    Ok(Answer::Streamed(Body::pieces(answer::SeriesList::new(
+        found,
+    ))))
 }
 
 /// `match[]`, `start` and `end` as a selection.
-fn selection(p: &Params) -> Result<Selection, BadData> {
+fn selection(p: &Params, tenant: Option<String>) -> Result<Selection, BadData> {
     let (mint, maxt) = range_params(p)?;
     Ok(Selection {
         matcher_sets: match_params(p)?,
         mint,
         maxt,
+        tenant,
     })
 }
 
-async fn labels(st: &CoreState, p: &Params) -> Result<String, ApiError> {
-    let names = label_names_all(&st.ctx, selection(p)?).await?;
+async fn labels(st: &CoreState, p: &Params, tenant: Option<String>) -> Result<String, ApiError> {
+    let names = label_names_all(&st.ctx, selection(p, tenant)?, &metadata_limits(st)).await?;
     Ok(string_array(&names))
 }
 
-async fn label_values(st: &CoreState, name: &str, p: &Params) -> Result<String, ApiError> {
+async fn label_values(
+    st: &CoreState,
+    name: &str,
+    p: &Params,
+    tenant: Option<String>,
+) -> Result<String, ApiError> {
     if !sluice_core::labels::is_valid_label_name(name.as_bytes()) {
         return Err(BadData(format!("invalid label name: {name:?}")).into());
     }
-    let values = label_values_all(&st.ctx, name.to_string(), selection(p)?).await?;
+    let sel = selection(p, tenant)?;
+    let values = label_values_all(&st.ctx, name.to_string(), sel, &metadata_limits(st)).await?;
     Ok(string_array(&values))
 }
 

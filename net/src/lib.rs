@@ -3,7 +3,7 @@
 //! Owns HTTP framing (hyper over glommio), the remote-write endpoint, the read API and
 //! `/metrics`. Must not touch storage directly: writes and reads go through `sluice-shards`.
 
-mod api;
+pub mod api;
 pub mod budget;
 pub mod cluster;
 mod io;
@@ -51,4 +51,56 @@ pub struct NetConfig {
     pub max_rpc_frame_bytes: usize,
     /// Memory admission of remote-write requests.
     pub budget: Arc<budget::MemoryBudget>,
+    /// Limits and settings of the read API and remote read.
+    pub read: ReadConfig,
+}
+
+/// How reads are bounded (Prometheus' flags and defaults) and scoped.
+#[derive(Debug, Clone)]
+pub struct ReadConfig {
+    /// Longest a query may take, queueing included (`--query.timeout`).
+    pub query_timeout: std::time::Duration,
+    /// Most samples a query may load (`--query.max-samples`).
+    pub max_samples: u64,
+    /// How far back an instant selector looks (`--query.lookback-delta`), in ms.
+    pub lookback_delta_ms: i64,
+    /// Queries running at once (`--query.max-concurrent`); more wait.
+    pub query_gate: Arc<api::Gate>,
+    /// Most samples one remote read may return (`--storage.remote.read-sample-limit`;
+    /// 0: none).
+    pub remote_read_sample_limit: u64,
+    /// Remote reads running at once (`--storage.remote.read-concurrent-limit`); more wait.
+    pub remote_read_gate: Arc<api::Gate>,
+    /// Largest frame of a streamed remote-read answer
+    /// (`--storage.remote.read-max-bytes-in-frame`).
+    pub remote_read_max_bytes_in_frame: usize,
+    /// Every read is scoped to the tenant of its tenant header (the default tenant when
+    /// absent), as Thanos Query's `--query.enforce-tenancy`.
+    pub enforce_tenancy: bool,
+    /// Test hook (`--debug.panics`): a read whose query (or remote-read matcher value)
+    /// contains `sluice_debug_panic_<site>` panics there ([`ReadConfig::debug_panic_at`]).
+    pub debug_panics: bool,
+}
+
+/// Where the test hook makes a marked read panic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DebugPanic {
+    /// On the query's evaluation thread (`sluice_debug_panic_eval`).
+    Eval,
+    /// On every core, while reading the heads (`sluice_debug_panic_select`).
+    Select,
+    /// While writing the answer (`sluice_debug_panic_answer`).
+    Answer,
+}
+
+impl ReadConfig {
+    /// Whether the test hook makes a read of `text` panic at `site`.
+    pub fn debug_panic_at(&self, text: &str, site: DebugPanic) -> bool {
+        let marker = match site {
+            DebugPanic::Eval => "sluice_debug_panic_eval",
+            DebugPanic::Select => "sluice_debug_panic_select",
+            DebugPanic::Answer => "sluice_debug_panic_answer",
+        };
+        self.debug_panics && text.contains(marker)
+    }
 }

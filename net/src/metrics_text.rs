@@ -397,3 +397,30 @@ pub fn render_budget(out: &mut String, b: &crate::budget::MemoryBudget) {
         let _ = writeln!(out, "{name} {v}");
     }
 }
+
+/// How reads fared: panics survived, reads waiting for or holding a slot.
+pub fn render_reads(out: &mut String, read: &crate::ReadConfig) {
+    for (name, kind, help, v) in [
+        (
+            "sluice_http_panics_total",
+            "counter",
+            "Panics while answering a read (query, series, labels, remote read, /metrics): each answered 500, the process went on.",
+            sluice_shards::panics::caught(),
+        ),
+        (
+            "sluice_queries_running",
+            "gauge",
+            "PromQL queries holding a --query.max-concurrent slot (running or sending their answer).",
+            read.query_gate.active() as u64,
+        ),
+        (
+            "sluice_remote_reads_running",
+            "gauge",
+            "Remote reads holding a --storage.remote.read-concurrent-limit slot.",
+            read.remote_read_gate.active() as u64,
+        ),
+    ] {
+        header(out, name, kind, help);
+        let _ = writeln!(out, "{name} {v}");
+    }
+}

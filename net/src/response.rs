@@ -1,11 +1,119 @@
 //! Building HTTP responses: plain-text errors for writers, Prometheus' JSON envelope for
-//! readers. Owns the exact byte formats clients parse; must not decide status codes.
+//! readers, and bodies produced piece by piece for large answers. Owns the exact byte formats
+//! clients parse and the response body type; must not decide status codes.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http_body_util::Full;
+use hyper::body::Frame;
 use hyper::{Response, StatusCode};
 
-pub type Body = Full<Bytes>;
+/// Bytes a streamed body produces per piece: large enough that a piece costs far more than
+/// the task switch after it, small enough that a core is never held for long.
+pub const PIECE_BYTES: usize = 64 * 1024;
+
+/// Produces a large answer a piece at a time, as the client takes it: the answer's bytes
+/// never exist in memory all at once, and producing them never holds the core for long.
+pub trait Pieces {
+    /// Appends about `target` bytes (more if one item is larger) to `out`; returns whether
+    /// the answer is complete after them.
+    fn fill(&mut self, out: &mut Vec<u8>, target: usize) -> bool;
+}
+
+/// A response body: whole, or produced piece by piece ([`Pieces`]).
+pub enum Body {
+    Full(Option<Bytes>),
+    Pieces {
+        source: Box<dyn Pieces>,
+        /// Whether the last poll yielded to the core's other tasks (every other poll does).
+        yielded: bool,
+        done: bool,
+    },
+}
+
+impl Body {
+    /// A body of these bytes.
+    pub fn full(bytes: impl Into<Bytes>) -> Body {
+        Body::Full(Some(bytes.into()))
+    }
+
+    /// A body produced by `source`.
+    pub fn pieces(source: impl Pieces + 'static) -> Body {
+        Body::Pieces {
+            source: Box::new(source),
+            yielded: false,
+            done: false,
+        }
+    }
+}
+
+/// A piece could not be produced (its producer panicked): the connection is cut, so the
+/// client sees a truncated answer rather than a wrong one.
+#[derive(Debug, thiserror::Error)]
+#[error("producing the response failed: {0}")]
+pub struct BodyError(String);
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Body::Pieces {
+                source,
+                yielded,
+                done,
+            } => {
+                if *done {
+                    return Poll::Ready(None);
+                }
+                // hyper asks for the next piece as soon as the last is written: give the
+                // core's other tasks (ingestion) a turn between pieces.
+                if !*yielded {
+                    *yielded = true;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                *yielded = false;
+                let mut out = Vec::with_capacity(PIECE_BYTES + PIECE_BYTES / 4);
+                match sluice_shards::panics::catch(|| source.fill(&mut out, PIECE_BYTES)) {
+                    Ok(finished) => {
+                        *done = finished;
+                        if out.is_empty() && finished {
+                            return Poll::Ready(None);
+                        }
+                        Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))))
+                    }
+                    Err(p) => {
+                        *done = true;
+                        tracing::error!("panic while writing a response: {}", p.0);
+                        Poll::Ready(Some(Err(BodyError(p.0))))
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Full(b) => b.is_none(),
+            Body::Pieces { done, .. } => *done,
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            Body::Full(Some(b)) => hyper::body::SizeHint::with_exact(b.len() as u64),
+            Body::Full(None) => hyper::body::SizeHint::with_exact(0),
+            Body::Pieces { .. } => hyper::body::SizeHint::default(),
+        }
+    }
+}
 
 /// A response with a plain-text body (one line, newline-terminated).
 pub fn text(status: StatusCode, msg: impl Into<String>) -> Response<Body> {
@@ -16,7 +124,7 @@ pub fn text(status: StatusCode, msg: impl Into<String>) -> Response<Body> {
     Response::builder()
         .status(status)
         .header("content-type", "text/plain; charset=utf-8")
-        .body(Full::new(Bytes::from(msg)))
+        .body(Body::full(msg))
         .expect("static response parts are valid")
 }
 
@@ -24,7 +132,7 @@ pub fn text(status: StatusCode, msg: impl Into<String>) -> Response<Body> {
 pub fn empty(status: StatusCode) -> Response<Body> {
     Response::builder()
         .status(status)
-        .body(Full::new(Bytes::new()))
+        .body(Body::Full(None))
         .expect("static response parts are valid")
 }
 
@@ -51,7 +159,7 @@ fn json(status: StatusCode, body: String) -> Response<Body> {
     Response::builder()
         .status(status)
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
+        .body(Body::full(body))
         .expect("static response parts are valid")
 }
 

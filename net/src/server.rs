@@ -43,6 +43,9 @@ impl CoreState {
 /// How long shutdown waits for in-flight requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Longest a write to a client may wait for the client to read.
+const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Size of each connection's receive buffer.
 const RX_BUFFER: usize = 64 * 1024;
 
@@ -102,6 +105,9 @@ pub(crate) async fn wait_for_shutdown(ctx: &Ctx) {
 
 async fn connection(st: Rc<CoreState>, stream: glommio::net::TcpStream) {
     let _ = stream.set_nodelay(true);
+    // A client that stops reading an answer fails the write after this long, which ends the
+    // connection and frees what its answer holds (a query slot, the result).
+    let _ = stream.set_write_timeout(Some(WRITE_STALL_TIMEOUT));
     let io = HyperIo(stream.buffered_with(Preallocated::new(RX_BUFFER)));
     let header_timeout = st.cfg.header_read_timeout;
     let svc = service_fn(move |req| {
@@ -127,7 +133,42 @@ async fn route(st: &CoreState, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let path = req.uri().path();
     let (handler, resp) = match path {
+        // The write path is not a read zone: a panic there aborts the process (see
+        // `sluice_shards::panics`).
         "/api/v1/receive" | "/api/v1/write" => ("receive", crate::receive::handle(st, req).await),
+        _ => read_route(st, req).await,
+    };
+    let latency = (handler == "receive").then(|| started.elapsed().as_micros() as u64);
+    st.ctx
+        .shard
+        .metrics
+        .count_request(handler, resp.status().as_u16(), latency);
+    resp
+}
+
+/// Every other endpoint only reads: a panic in one answers that request 500 (logged with the
+/// request, counted in `sluice_http_panics_total`) and the process goes on.
+async fn read_route(st: &CoreState, req: Request<Incoming>) -> (&'static str, Response<Body>) {
+    let what = format!("{} {}", req.method(), req.uri());
+    match sluice_shards::panics::CatchPanic::new(reads(st, req)).await {
+        Ok(answer) => answer,
+        Err(p) => {
+            tracing::error!(request = %what, "panic while answering a read: {}", p.0);
+            (
+                "panic",
+                crate::response::json_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    &p.to_string(),
+                ),
+            )
+        }
+    }
+}
+
+async fn reads(st: &CoreState, req: Request<Incoming>) -> (&'static str, Response<Body>) {
+    let path = req.uri().path();
+    match path {
         "/-/healthy" => ("healthy", text(StatusCode::OK, "Sluice is Healthy.")),
         "/-/ready" => (
             "ready",
@@ -148,19 +189,13 @@ async fn route(st: &CoreState, req: Request<Incoming>) -> Response<Body> {
             "other",
             text(StatusCode::NOT_FOUND, format!("no handler for {path}")),
         ),
-    };
-    let latency = (handler == "receive").then(|| started.elapsed().as_micros() as u64);
-    st.ctx
-        .shard
-        .metrics
-        .count_request(handler, resp.status().as_u16(), latency);
-    resp
+    }
 }
 
 async fn metrics(st: &CoreState) -> Response<Body> {
     let snaps: Vec<_> = st
         .ctx
-        .on_all(|shard| Box::pin(async move { shard.snapshot() }))
+        .read_all(|shard| Box::pin(async move { shard.snapshot() }))
         .await
         .into_iter()
         .filter_map(Result::ok)
@@ -168,9 +203,10 @@ async fn metrics(st: &CoreState) -> Response<Body> {
     let mut body = crate::metrics_text::render(&snaps);
     crate::metrics_text::render_blocks(&mut body, &st.ctx.global);
     crate::metrics_text::render_budget(&mut body, &st.cfg.budget);
+    crate::metrics_text::render_reads(&mut body, &st.cfg.read);
     Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
-        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .body(Body::full(body))
         .expect("static response parts are valid")
 }

@@ -13,7 +13,7 @@ use promql_parser::parser::{self, Expr, MatrixSelector, SubqueryExpr, VectorSele
 use crate::error::{exec, Error};
 use crate::plan::{self, at_ms, key_of, ms, offset_ms, Fetched, SelectorRequest, TimeCtx};
 use crate::types::{compare_labels, is_stale, Labels, QueryValue, RangeSeries, Sample};
-use crate::{aggregate, binary, functions};
+use crate::{aggregate, binary, depth, functions};
 
 /// Engine settings; the defaults are Prometheus'.
 #[derive(Debug, Clone)]
@@ -26,6 +26,9 @@ pub struct EngineOptions {
     pub timeout: Duration,
     /// Step of a subquery written without one (Prometheus: the global evaluation interval).
     pub default_subquery_step_ms: i64,
+    /// When the query started, if before evaluation (the caller queued it and read its data
+    /// first): the timeout counts from here. `None`: from the start of evaluation.
+    pub started: Option<Instant>,
 }
 
 impl Default for EngineOptions {
@@ -35,6 +38,7 @@ impl Default for EngineOptions {
             max_samples: 50_000_000,
             timeout: Duration::from_secs(120),
             default_subquery_step_ms: 60_000,
+            started: None,
         }
     }
 }
@@ -110,7 +114,10 @@ impl Query {
         opts: EngineOptions,
     ) -> Result<Query, Error> {
         register_functions();
+        // Bounded before the parser recurses over it, and again once parsed (see `depth`).
+        depth::check_text(text)?;
         let expr = parser::parse(text).map_err(|e| Error::BadData(e.to_string()))?;
+        depth::check_tree(&expr)?;
         if step > 0 {
             let ty = expr.value_type();
             if ty != ValueType::Vector && ty != ValueType::Scalar {
@@ -155,7 +162,7 @@ impl Query {
             q: self.time_ctx(),
             lookback: self.opts.lookback_ms,
             sub_step: self.opts.default_subquery_step_ms.max(1),
-            deadline: Instant::now() + self.opts.timeout,
+            deadline: self.opts.started.unwrap_or_else(Instant::now) + self.opts.timeout,
             max_samples: self.opts.max_samples,
             loaded: 0,
             retained: 0,

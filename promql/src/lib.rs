@@ -7,6 +7,7 @@
 
 mod aggregate;
 mod binary;
+pub mod depth;
 mod error;
 mod eval;
 mod functions;

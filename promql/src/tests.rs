@@ -503,3 +503,78 @@ fn range_queries_agree_with_instant_queries_at_each_step() {
         }
     }
 }
+
+/// Runs `f` on a thread with the stack the server gives evaluation threads
+/// ([`depth::EVAL_STACK_BYTES`]); `SLUICE_TEST_EVAL_STACK` overrides it, to measure how much
+/// is really needed.
+fn on_eval_stack<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    let stack = std::env::var("SLUICE_TEST_EVAL_STACK")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(depth::EVAL_STACK_BYTES);
+    std::thread::Builder::new()
+        .stack_size(stack)
+        .spawn(f)
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+/// Queries of exactly the maximum depth, of every shape that recurses, are parsed, planned
+/// and evaluated on an evaluation thread's stack (a stack overflow would abort this test
+/// binary); one level more is refused as `bad_data` naming the limit.
+#[test]
+fn queries_at_the_depth_limit_fit_the_evaluation_stack() {
+    let n = depth::MAX_DEPTH;
+    let nest = |open: &str, leaf: &str, close: &str, levels: usize| {
+        format!("{}{leaf}{}", open.repeat(levels), close.repeat(levels))
+    };
+    let shapes: Vec<(String, String)> = vec![
+        (nest("(", "g", ")", n - 1), nest("(", "g", ")", n)),
+        (
+            format!("g{}", " + g".repeat(n - 1)),
+            format!("g{}", " + g".repeat(n)),
+        ),
+        (
+            format!("{}1", "-".repeat(n - 1)),
+            format!("{}1", "-".repeat(n)),
+        ),
+        (nest("sum(", "g", ")", n - 1), nest("sum(", "g", ")", n)),
+        (nest("abs(", "g", ")", n - 1), nest("abs(", "g", ")", n)),
+        (
+            nest("-(", "1", ")", (n - 1) / 2),
+            nest("-(", "1", ")", n / 2 + 1),
+        ),
+    ];
+    on_eval_stack(move || {
+        let db = vec![series(&[("__name__", "g")], &[(0, 1.0), (10_000, 2.0)])];
+        for (ok, deeper) in &shapes {
+            let q = Query::range(ok, 0, 20_000, 10_000, EngineOptions::default())
+                .unwrap_or_else(|e| panic!("{}…: {e}", &ok[..20]));
+            q.exec(&fetch(&q, &db)).unwrap();
+            let e = Query::instant(deeper, 0, EngineOptions::default()).err();
+            assert!(
+                matches!(&e, Some(Error::BadData(m)) if m.contains("maximum depth of 1000")),
+                "{}…: {e:?}",
+                &deeper[..20]
+            );
+        }
+    });
+}
+
+/// The query-of-death forms are refused before they are parsed, on an ordinary thread.
+#[test]
+fn the_query_of_death_forms_are_refused_cheaply() {
+    for q in [
+        format!("{}1{}", "(".repeat(30_000), ")".repeat(30_000)),
+        format!("{}x{}", "sum(".repeat(20_000), ")".repeat(20_000)),
+        format!("{}1", "-".repeat(300_000)),
+        format!("1{}", "+1".repeat(100_000)),
+    ] {
+        let e = Query::instant(&q, 0, EngineOptions::default()).err();
+        assert!(
+            matches!(&e, Some(Error::BadData(m)) if m.contains("maximum depth")),
+            "{e:?}"
+        );
+    }
+}

@@ -1,5 +1,6 @@
 //! Reading persisted local blocks for queries: series selection with Prometheus matcher
-//! semantics over a block's postings, and samples from its chunks.
+//! semantics over a block's postings, and samples from its chunks, a slice of series at a
+//! time so the caller can yield to its core's other work between slices.
 //!
 //! Owns matching against one block (the head has its own, `Head::select`). Must not touch the
 //! heads or merge results: `query.rs` combines blocks and heads.
@@ -40,55 +41,97 @@ fn select_refs(b: &BlockReader, matchers: &[Matcher]) -> Result<Vec<u32>, BlockR
     }
 }
 
-/// Calls `f(labels, samples)` for every series of `b` that matches `matchers` and has a sample
-/// in `[mint, maxt]`; samples are only decoded when `with_samples`.
-pub fn for_each_series(
-    b: &BlockReader,
-    matchers: &[Matcher],
+/// The series of one block that match a selection, read a slice at a time.
+pub struct SeriesCursor<'b> {
+    b: &'b BlockReader,
+    matchers: &'b [Matcher],
     mint: i64,
     maxt: i64,
     with_samples: bool,
-    mut f: impl FnMut(&[(&str, &str)], Vec<(i64, f64)>),
-) -> Result<(), BlockReadError> {
-    let meta = b.meta();
-    if meta.max_time <= mint || meta.min_time > maxt {
-        return Ok(());
+    refs: Vec<u32>,
+    next: usize,
+    chunks: Vec<ChunkMeta>,
+}
+
+impl<'b> SeriesCursor<'b> {
+    /// The series of `b` that match `matchers` and have a sample in `[mint, maxt]`; their
+    /// samples are decoded only `with_samples`.
+    pub fn new(
+        b: &'b BlockReader,
+        matchers: &'b [Matcher],
+        mint: i64,
+        maxt: i64,
+        with_samples: bool,
+    ) -> Result<Self, BlockReadError> {
+        let meta = b.meta();
+        let refs = if meta.max_time <= mint || meta.min_time > maxt {
+            Vec::new()
+        } else {
+            select_refs(b, matchers)?
+        };
+        Ok(SeriesCursor {
+            b,
+            matchers,
+            mint,
+            maxt,
+            with_samples,
+            refs,
+            next: 0,
+            chunks: Vec::new(),
+        })
     }
-    let mut labels: Vec<(&str, &str)> = Vec::new();
-    let mut chunks: Vec<ChunkMeta> = Vec::new();
-    for r in select_refs(b, matchers)? {
-        b.series(r, &mut labels, &mut chunks)?;
-        let matches = matchers.iter().all(|m| {
-            let v = labels
-                .iter()
-                .find(|(n, _)| *n == m.name)
-                .map_or("", |(_, v)| *v);
-            m.matches(v)
-        });
-        if !matches {
-            continue;
-        }
-        let mut overlapping = chunks
-            .iter()
-            .filter(|c| c.max_time >= mint && c.min_time <= maxt)
-            .peekable();
-        if overlapping.peek().is_none() {
-            continue;
-        }
-        let mut samples = Vec::new();
-        if with_samples {
-            for c in overlapping {
-                for (t, v) in XorIter::new(b.chunk(c.chunk_ref)?) {
-                    if t >= mint && t <= maxt {
-                        samples.push((t, v));
-                    }
-                }
-            }
-            if samples.is_empty() {
+
+    /// Whether every candidate series has been read.
+    pub fn done(&self) -> bool {
+        self.next >= self.refs.len()
+    }
+
+    /// Reads up to `max` more candidate series, calling `f(labels, samples)` for each one
+    /// that matches (samples in time order, empty unless asked for).
+    pub fn next_slice(
+        &mut self,
+        max: usize,
+        mut f: impl FnMut(&[(&str, &str)], Vec<(i64, f64)>),
+    ) -> Result<(), BlockReadError> {
+        let (mint, maxt) = (self.mint, self.maxt);
+        let end = (self.next + max).min(self.refs.len());
+        let mut labels: Vec<(&str, &str)> = Vec::new();
+        for i in self.next..end {
+            self.b.series(self.refs[i], &mut labels, &mut self.chunks)?;
+            let matches = self.matchers.iter().all(|m| {
+                let v = labels
+                    .iter()
+                    .find(|(n, _)| *n == m.name)
+                    .map_or("", |(_, v)| *v);
+                m.matches(v)
+            });
+            if !matches {
                 continue;
             }
+            let mut overlapping = self
+                .chunks
+                .iter()
+                .filter(|c| c.max_time >= mint && c.min_time <= maxt)
+                .peekable();
+            if overlapping.peek().is_none() {
+                continue;
+            }
+            let mut samples = Vec::new();
+            if self.with_samples {
+                for c in overlapping {
+                    for (t, v) in XorIter::new(self.b.chunk(c.chunk_ref)?) {
+                        if t >= mint && t <= maxt {
+                            samples.push((t, v));
+                        }
+                    }
+                }
+                if samples.is_empty() {
+                    continue;
+                }
+            }
+            f(&labels, samples);
         }
-        f(&labels, samples);
+        self.next = end;
+        Ok(())
     }
-    Ok(())
 }

@@ -16,6 +16,7 @@ pub mod label_store;
 pub mod matcher;
 pub mod mesh;
 pub mod metrics;
+pub mod panics;
 pub mod query;
 pub mod runtime;
 pub mod series_index;
@@ -29,7 +30,9 @@ pub use cut::CutConfig;
 pub use ingest::{ingest, ingest_batch, IngestScratch, SeriesKeys};
 pub use matcher::{MatchOp, Matcher};
 pub use mesh::Unreachable;
-pub use query::{label_names_all, label_values_all, select_all, QueryError, Selection, SeriesData};
-pub use runtime::{run, Ctx, Global, RuntimeConfig};
+pub use query::{
+    label_names_all, label_values_all, select_all, QueryError, ReadLimits, Selection, SeriesData,
+};
+pub use runtime::{run, Ctx, Global, ReadFailed, RuntimeConfig};
 pub use shard::{is_valid_tenant, ApplyOutcome, Shard, ShardConfig};
 pub use shipping::Shippers;

@@ -18,6 +18,7 @@ use sluice_storage::wal::{self, FsyncPolicy, WalError};
 use crate::blocks::LocalBlocks;
 use crate::cut::{run_cutter, CutConfig};
 use crate::mesh::{Job, Mesh, MeshBuilders, Reply, Unreachable};
+use crate::panics::{CatchPanic, Panicked};
 use crate::shard::{existing_tenants, Shard, ShardConfig};
 use crate::shipping::Shippers;
 use crate::watchdog::Watchdog;
@@ -128,6 +129,38 @@ impl Ctx {
         let calls = (0..self.cores()).map(|k| self.on_core(k, f.clone()));
         futures::future::join_all(calls).await
     }
+
+    /// Runs the read `f` on every core concurrently, each part in a read zone
+    /// ([`crate::panics`]): a panic fails that part, not the process. Results in core order.
+    pub async fn read_all<R, F>(&self, f: F) -> Vec<Result<R, ReadFailed>>
+    where
+        R: Send + 'static,
+        F: Fn(Rc<Shard>) -> LocalBoxFuture<'static, R> + Send + Clone + 'static,
+    {
+        let parts = self
+            .on_all(move |shard: Rc<Shard>| {
+                let part = f(shard);
+                Box::pin(CatchPanic::new(part)) as LocalBoxFuture<'static, _>
+            })
+            .await;
+        parts
+            .into_iter()
+            .map(|r| match r {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(p)) => Err(ReadFailed::Panicked(p)),
+                Err(u) => Err(ReadFailed::Unreachable(u)),
+            })
+            .collect()
+    }
+}
+
+/// Why one core's part of a read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadFailed {
+    #[error(transparent)]
+    Unreachable(#[from] Unreachable),
+    #[error(transparent)]
+    Panicked(#[from] Panicked),
 }
 
 /// How to place and size the executors.

@@ -12,6 +12,7 @@ mod concurrency;
 mod crash;
 mod malformed;
 mod promql;
+mod read_limits;
 mod remote_read;
 mod rw2;
 mod shipping;

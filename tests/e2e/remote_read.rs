@@ -9,67 +9,67 @@ use crate::harness::Server;
 use crate::promql::{dataset, diff, get, requests, secs, MIN, SPAN, T0};
 
 #[derive(Clone, PartialEq, prost::Message)]
-struct ReadRequest {
+pub(crate) struct ReadRequest {
     #[prost(message, repeated, tag = "1")]
-    queries: Vec<QueryMsg>,
+    pub(crate) queries: Vec<QueryMsg>,
     #[prost(int32, repeated, tag = "2")]
-    accepted_response_types: Vec<i32>,
+    pub(crate) accepted_response_types: Vec<i32>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-struct QueryMsg {
+pub(crate) struct QueryMsg {
     #[prost(int64, tag = "1")]
-    start_timestamp_ms: i64,
+    pub(crate) start_timestamp_ms: i64,
     #[prost(int64, tag = "2")]
-    end_timestamp_ms: i64,
+    pub(crate) end_timestamp_ms: i64,
     #[prost(message, repeated, tag = "3")]
-    matchers: Vec<LabelMatcher>,
+    pub(crate) matchers: Vec<LabelMatcher>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-struct LabelMatcher {
+pub(crate) struct LabelMatcher {
     #[prost(int32, tag = "1")]
-    r#type: i32,
+    pub(crate) r#type: i32,
     #[prost(string, tag = "2")]
-    name: String,
+    pub(crate) name: String,
     #[prost(string, tag = "3")]
-    value: String,
+    pub(crate) value: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-struct ChunkedReadResponse {
+pub(crate) struct ChunkedReadResponse {
     #[prost(message, repeated, tag = "1")]
-    chunked_series: Vec<ChunkedSeries>,
+    pub(crate) chunked_series: Vec<ChunkedSeries>,
     #[prost(int64, tag = "2")]
-    query_index: i64,
+    pub(crate) query_index: i64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-struct ChunkedSeries {
+pub(crate) struct ChunkedSeries {
     #[prost(message, repeated, tag = "1")]
-    labels: Vec<Label>,
+    pub(crate) labels: Vec<Label>,
     #[prost(message, repeated, tag = "2")]
-    chunks: Vec<Chunk>,
+    pub(crate) chunks: Vec<Chunk>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-struct Label {
+pub(crate) struct Label {
     #[prost(string, tag = "1")]
-    name: String,
+    pub(crate) name: String,
     #[prost(string, tag = "2")]
-    value: String,
+    pub(crate) value: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-struct Chunk {
+pub(crate) struct Chunk {
     #[prost(int64, tag = "1")]
-    min_time_ms: i64,
+    pub(crate) min_time_ms: i64,
     #[prost(int64, tag = "2")]
-    max_time_ms: i64,
+    pub(crate) max_time_ms: i64,
     #[prost(int32, tag = "3")]
-    r#type: i32,
+    pub(crate) r#type: i32,
     #[prost(bytes = "vec", tag = "4")]
-    data: Vec<u8>,
+    pub(crate) data: Vec<u8>,
 }
 
 fn load(s: &Server) {

@@ -1,22 +1,15 @@
 //! PromQL over HTTP: `/api/v1/query`, `/api/v1/query_range` and `/api/v1/status/buildinfo`.
 //!
-//! Owns the query parameters (`time`, `start`, `end`, `step`, `timeout`), fetching what a
-//! query reads from every core (heads and blocks, through `select_all`), running the pure
-//! evaluation off the reactor, and Prometheus' JSON for each result type.
+//! Owns the query parameters (`time`, `start`, `end`, `step`, `timeout`) and their errors;
+//! running the query is [`super::engine`]'s, writing its answer [`super::answer`]'s.
 
 use std::time::Duration;
 
-use sluice_promql::{EngineOptions, Fetched, Labels, Query, QueryValue, Series};
-use sluice_shards::{select_all, MatchOp, Matcher, Selection};
-
-use super::{now_ms, push_labels, time_param, ApiError, BadData, Params};
-use crate::response::{format_value, push_quoted, push_timestamp, quote};
-
-/// Prometheus' `--query.timeout` default.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Prometheus' `--query.max-samples` default.
-const MAX_SAMPLES: usize = 50_000_000;
+use super::answer::QueryAnswer;
+use super::engine::{self, Kind};
+use super::{now_ms, time_param, Answer, ApiError, BadData, Params};
+use crate::response::{quote, Body};
+use crate::DebugPanic;
 
 /// Most points per series a range query may ask for (Prometheus' limit).
 const MAX_POINTS: i64 = 11_000;
@@ -80,25 +73,22 @@ fn parse_prom_duration(s: &str) -> Option<i64> {
     Some(total)
 }
 
-fn options(p: &Params) -> Result<EngineOptions, ApiError> {
-    let mut timeout = DEFAULT_TIMEOUT;
+/// The query's timeout: `--query.timeout`, or less when the request asks for less.
+fn timeout(st: &crate::server::CoreState, p: &Params) -> Result<Duration, ApiError> {
+    let mut timeout = st.cfg.read.query_timeout;
     if let Some(t) = p.get("timeout").filter(|t| !t.is_empty()) {
         let ms = parse_duration(t)
             .map_err(|e| BadData(format!("invalid parameter \"timeout\": {e}")))?;
         timeout = timeout.min(Duration::from_millis(ms.max(0) as u64));
     }
-    Ok(EngineOptions {
-        timeout,
-        max_samples: MAX_SAMPLES,
-        ..EngineOptions::default()
-    })
+    Ok(timeout)
 }
 
 fn query_text(p: &Params) -> &str {
     p.get("query").unwrap_or("")
 }
 
-fn bad_query(e: sluice_promql::Error) -> ApiError {
+pub(super) fn bad_query(e: sluice_promql::Error) -> ApiError {
     match e {
         sluice_promql::Error::BadData(m) => {
             ApiError::BadData(format!("invalid parameter \"query\": {m}"))
@@ -107,15 +97,21 @@ fn bad_query(e: sluice_promql::Error) -> ApiError {
     }
 }
 
-pub(super) async fn instant(st: &crate::server::CoreState, p: &Params) -> Result<String, ApiError> {
+pub(super) async fn instant(
+    st: &crate::server::CoreState,
+    p: &Params,
+    tenant: Option<String>,
+) -> Result<Answer, ApiError> {
     let t = time_param(p, "time", now_ms())
         .map_err(|e| BadData(format!("invalid parameter \"time\": {}", e.0)))?;
-    let q = Query::instant(query_text(p), t, options(p)?).map_err(bad_query)?;
-    let v = run(st, q).await?;
-    Ok(result_json(&v))
+    answer(st, p, Kind::Instant { t }, tenant).await
 }
 
-pub(super) async fn range(st: &crate::server::CoreState, p: &Params) -> Result<String, ApiError> {
+pub(super) async fn range(
+    st: &crate::server::CoreState,
+    p: &Params,
+    tenant: Option<String>,
+) -> Result<Answer, ApiError> {
     let start = time_param_required(p, "start")?;
     let end = time_param_required(p, "end")?;
     if end < start {
@@ -138,9 +134,24 @@ pub(super) async fn range(st: &crate::server::CoreState, p: &Params) -> Result<S
         )
         .into());
     }
-    let q = Query::range(query_text(p), start, end, step, options(p)?).map_err(bad_query)?;
-    let v = run(st, q).await?;
-    Ok(result_json(&v))
+    answer(st, p, Kind::Range { start, end, step }, tenant).await
+}
+
+/// Runs the query and streams its answer.
+async fn answer(
+    st: &crate::server::CoreState,
+    p: &Params,
+    kind: Kind,
+    tenant: Option<String>,
+) -> Result<Answer, ApiError> {
+    let text = query_text(p);
+    let answered = engine::run(st, text, kind, timeout(st, p)?, tenant).await?;
+    let debug_panic = st.cfg.read.debug_panic_at(text, DebugPanic::Answer);
+    Ok(Answer::Streamed(Body::pieces(QueryAnswer::new(
+        answered.value,
+        Some(answered.slot),
+        debug_panic,
+    ))))
 }
 
 fn time_param_required(p: &Params, k: &str) -> Result<i64, ApiError> {
@@ -156,150 +167,6 @@ fn time_param_required(p: &Params, k: &str) -> Result<i64, ApiError> {
         .map_err(|e| BadData(format!("invalid parameter \"{k}\": {}", e.0)).into())
 }
 
-/// Fetches every selector's series, then evaluates on a blocking thread so a heavy query
-/// does not stall this core's ingestion.
-async fn run(st: &crate::server::CoreState, q: Query) -> Result<QueryValue, ApiError> {
-    let reqs = q.requests()?;
-    let mut fetches = Vec::with_capacity(reqs.len());
-    for r in &reqs {
-        let mut set = Vec::with_capacity(r.matchers.len());
-        for m in &r.matchers {
-            let op = match m.op {
-                sluice_promql::MatchOp::Equal => MatchOp::Equal,
-                sluice_promql::MatchOp::NotEqual => MatchOp::NotEqual,
-                sluice_promql::MatchOp::Regex => MatchOp::Regex,
-                sluice_promql::MatchOp::NotRegex => MatchOp::NotRegex,
-            };
-            set.push(Matcher::new(&m.name, op, &m.value).map_err(|e| BadData(e.to_string()))?);
-        }
-        let sel = Selection {
-            matcher_sets: vec![set],
-            mint: r.mint,
-            maxt: r.maxt,
-        };
-        let key = r.key;
-        fetches.push(async move { select_all(&st.ctx, sel, true).await.map(|s| (key, s)) });
-    }
-    let results = futures::future::try_join_all(fetches).await?;
-    let mut fetched = Fetched::new();
-    for (key, series) in results {
-        fetched.insert(
-            key,
-            series
-                .into_iter()
-                .map(|s| Series {
-                    labels: Labels::new(s.labels),
-                    samples: s.samples,
-                })
-                .collect(),
-        );
-    }
-    let v = glommio::executor()
-        .spawn_blocking(move || q.exec(&fetched))
-        .await?;
-    Ok(v)
-}
-
-/// A sample's value as Prometheus writes points: Go's `FormatFloat(v, 'f', -1)`, switching to
-/// `'e'` (`1.5e-07`, `1e+21`) below 1e-6 and from 1e21 in magnitude.
-fn point_value(v: f64) -> String {
-    let a = v.abs();
-    if v.is_finite() && a != 0.0 && !(1e-6..1e21).contains(&a) {
-        // Rust writes `1.5e-7`; Go writes at least two exponent digits with a sign.
-        let s = format!("{v:e}");
-        if let Some((mant, exp)) = s.split_once('e') {
-            let (sign, digits) = match exp.strip_prefix('-') {
-                Some(d) => ('-', d),
-                None => ('+', exp),
-            };
-            return format!("{mant}e{sign}{digits:0>2}");
-        }
-        return s;
-    }
-    format_value(v)
-}
-
-/// A scalar's or string's time: Go's JSON encoding of the seconds as a float64.
-fn push_float_seconds(out: &mut String, t_ms: i64) {
-    use std::fmt::Write;
-    let _ = write!(out, "{}", t_ms as f64 / 1000.0);
-}
-
-fn push_point(out: &mut String, t: i64, v: f64) {
-    out.push('[');
-    push_timestamp(out, t);
-    // Formatted in place: number text never needs JSON escaping.
-    out.push_str(",\"");
-    let a = v.abs();
-    if v.is_finite() && (a == 0.0 || (1e-6..1e21).contains(&a)) {
-        use std::fmt::Write;
-        let _ = write!(out, "{v}");
-    } else {
-        out.push_str(&point_value(v));
-    }
-    out.push_str("\"]");
-}
-
-/// `data` of a query answer in Prometheus' JSON.
-fn result_json(v: &QueryValue) -> String {
-    let mut out = String::new();
-    match v {
-        QueryValue::Scalar { t, v } => {
-            // Scalars go through Go's JSON encoder in Prometheus: float seconds, 'f' value.
-            out.push_str(r#"{"resultType":"scalar","result":["#);
-            push_float_seconds(&mut out, *t);
-            out.push(',');
-            out.push_str(&quote(&format_value(*v)));
-            out.push_str("]}");
-        }
-        QueryValue::String { t, v } => {
-            out.push_str(r#"{"resultType":"string","result":["#);
-            push_float_seconds(&mut out, *t);
-            out.push(',');
-            push_quoted(&mut out, v);
-            out.push_str("]}");
-        }
-        QueryValue::Vector { t, samples } => {
-            out.push_str(r#"{"resultType":"vector","result":["#);
-            for (i, s) in samples.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(r#"{"metric":"#);
-                push_labels(&mut out, s.labels.as_slice());
-                out.push_str(r#","value":"#);
-                push_point(&mut out, *t, s.v);
-                out.push('}');
-            }
-            out.push_str("]}");
-        }
-        QueryValue::Matrix(series) => {
-            // A large range answer is tens of MB: size the buffer once instead of growing
-            // (and copying) it a dozen times.
-            let points: usize = series.iter().map(|s| s.points.len()).sum();
-            out.reserve(points * 32 + series.len() * 128);
-            out.push_str(r#"{"resultType":"matrix","result":["#);
-            for (i, s) in series.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(r#"{"metric":"#);
-                push_labels(&mut out, s.labels.as_slice());
-                out.push_str(r#","values":["#);
-                for (j, (t, v)) in s.points.iter().enumerate() {
-                    if j > 0 {
-                        out.push(',');
-                    }
-                    push_point(&mut out, *t, *v);
-                }
-                out.push_str("]}");
-            }
-            out.push_str("]}");
-        }
-    }
-    out
-}
-
 /// `/api/v1/status/buildinfo`: the fields Prometheus reports, for clients that probe them.
 pub(super) fn buildinfo() -> String {
     format!(
@@ -311,26 +178,6 @@ pub(super) fn buildinfo() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn points_are_written_like_prometheus() {
-        let mut s = String::new();
-        push_point(&mut s, 1_500, 1234567.5);
-        assert_eq!(s, r#"[1.500,"1234567.5"]"#);
-        s.clear();
-        push_point(&mut s, -1_050, 1.5e-7);
-        assert_eq!(s, r#"[-1.050,"1.5e-07"]"#);
-        s.clear();
-        push_point(&mut s, 2_000, 3.163289085967226e26);
-        assert_eq!(s, r#"[2,"3.163289085967226e+26"]"#);
-        assert_eq!(point_value(1e21), "1e+21");
-        assert_eq!(point_value(-0.000001), "-0.000001");
-        assert_eq!(point_value(0.0), "0");
-        assert_eq!(point_value(f64::NEG_INFINITY), "-Inf");
-        let mut s = String::new();
-        push_float_seconds(&mut s, 1_050);
-        assert_eq!(s, "1.05");
-    }
 
     #[test]
     fn durations_parse_like_prometheus() {

@@ -1,19 +1,26 @@
 //! Remote read, `POST /api/v1/read`: Prometheus' `ReadRequest` (snappy protobuf) answered
 //! with raw samples (`SAMPLES`) or with XOR chunks in length-prefixed, CRC-checked frames
-//! (`STREAMED_XOR_CHUNKS`), as a Prometheus server or Thanos sidecar answers it.
+//! (`STREAMED_XOR_CHUNKS`), as a Prometheus server or Thanos sidecar answers it, within
+//! Prometheus' limits: `--storage.remote.read-concurrent-limit` reads at once (more wait for a
+//! slot), `--storage.remote.read-sample-limit` samples per request (400 `exceeded sample limit
+//! (N)`, applied while reading), frames of at most `--storage.remote.read-max-bytes-in-frame`
+//! bytes, produced as the client takes them.
 //!
 //! Owns the read protocol's messages and framing. Reads through `select_all` like every
-//! other query.
+//! other query. A query whose matchers all match the empty string would select every series
+//! of every tenant: refused (400) with the words PromQL uses for such a selector. Differs
+//! from Prometheus in one way: the sample limit also bounds streamed answers, because the
+//! samples are read before the first frame goes out (Prometheus streams from its storage
+//! lazily and applies no sample limit there).
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use prost::Message;
-use sluice_shards::{select_all, MatchOp, Matcher, Selection, SeriesData};
+use sluice_shards::{select_all, MatchOp, Matcher, QueryError, ReadLimits, Selection, SeriesData};
 use sluice_storage::xor::XorChunk;
 
-use crate::response::{text, Body};
+use crate::response::{text, Body, Pieces};
 use crate::server::CoreState;
 
 /// Largest compressed request accepted.
@@ -128,10 +135,23 @@ struct Chunk {
 }
 
 /// Answers one remote-read request.
-pub(super) async fn handle(st: &CoreState, req: Request<Incoming>) -> Response<Body> {
-    match answer(st, req).await {
+pub(super) async fn handle(
+    st: &CoreState,
+    req: Request<Incoming>,
+    tenant: Option<String>,
+) -> Response<Body> {
+    match answer(st, req, tenant).await {
         Ok(r) => r,
-        Err((status, msg)) => text(status, msg),
+        Err((status, msg)) => {
+            let mut resp = text(status, msg);
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                resp.headers_mut().insert(
+                    hyper::header::RETRY_AFTER,
+                    hyper::header::HeaderValue::from_static("1"),
+                );
+            }
+            resp
+        }
     }
 }
 
@@ -141,7 +161,53 @@ fn bad(msg: impl Into<String>) -> Failure {
     (StatusCode::BAD_REQUEST, msg.into())
 }
 
-async fn answer(st: &CoreState, req: Request<Incoming>) -> Result<Response<Body>, Failure> {
+/// The request's queries as selections (checked before anything is read).
+fn selections(rr: &ReadRequest, tenant: &Option<String>) -> Result<Vec<Selection>, Failure> {
+    let mut out = Vec::with_capacity(rr.queries.len());
+    for q in &rr.queries {
+        let mut set = Vec::with_capacity(q.matchers.len());
+        for m in &q.matchers {
+            let op = match m.r#type {
+                0 => MatchOp::Equal,
+                1 => MatchOp::NotEqual,
+                2 => MatchOp::Regex,
+                3 => MatchOp::NotRegex,
+                t => return Err(bad(format!("unknown matcher type {t}"))),
+            };
+            set.push(Matcher::new(&m.name, op, &m.value).map_err(|e| bad(e.to_string()))?);
+        }
+        if set.iter().all(|m| m.matches("")) {
+            return Err(bad(
+                "vector selector must contain at least one non-empty matcher",
+            ));
+        }
+        out.push(Selection {
+            matcher_sets: vec![set],
+            mint: q.start_timestamp_ms,
+            maxt: q.end_timestamp_ms,
+            tenant: tenant.clone(),
+        });
+    }
+    Ok(out)
+}
+
+async fn answer(
+    st: &CoreState,
+    req: Request<Incoming>,
+    tenant: Option<String>,
+) -> Result<Response<Body>, Failure> {
+    let read = &st.cfg.read;
+    let deadline = std::time::Instant::now() + read.query_timeout;
+    // As Prometheus: a read over the limit waits for a slot (here: until the query timeout).
+    let slot = read.remote_read_gate.enter(deadline).await.map_err(|_| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "remote read: no slot free within {:?} (--storage.remote.read-concurrent-limit)",
+                read.query_timeout
+            ),
+        )
+    })?;
     let body = http_body_util::Limited::new(req.into_body(), MAX_REQUEST_BYTES)
         .collect()
         .await
@@ -168,32 +234,47 @@ async fn answer(st: &CoreState, req: Request<Incoming>) -> Result<Response<Body>
             Err(_) => None,
         })
         .unwrap_or(false);
-    let mut results = Vec::with_capacity(rr.queries.len());
-    for q in &rr.queries {
-        let mut set = Vec::with_capacity(q.matchers.len());
-        for m in &q.matchers {
-            let op = match m.r#type {
-                0 => MatchOp::Equal,
-                1 => MatchOp::NotEqual,
-                2 => MatchOp::Regex,
-                3 => MatchOp::NotRegex,
-                t => return Err(bad(format!("unknown matcher type {t}"))),
-            };
-            set.push(Matcher::new(&m.name, op, &m.value).map_err(|e| bad(e.to_string()))?);
-        }
-        let sel = Selection {
-            matcher_sets: vec![set],
-            mint: q.start_timestamp_ms,
-            maxt: q.end_timestamp_ms,
-        };
-        let mut found = select_all(&st.ctx, sel, true)
+    let sels = selections(&rr, &tenant)?;
+    let marked = rr.queries.iter().any(|q| {
+        q.matchers
+            .iter()
+            .any(|m| read.debug_panic_at(&m.value, crate::DebugPanic::Select))
+    });
+    // One limit for the whole request, as Prometheus counts it.
+    let mut limits = ReadLimits::new(read.remote_read_sample_limit, deadline);
+    limits.debug_panic = marked;
+    let mut results = Vec::with_capacity(sels.len());
+    for sel in sels {
+        let found = select_all(&st.ctx, sel, true, &limits)
             .await
-            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        found.retain(|s| !s.samples.is_empty());
+            .map_err(|e| match e {
+                QueryError::TooManySamples { limit } => {
+                    bad(format!("exceeded sample limit ({limit})"))
+                }
+                QueryError::Timeout => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "remote read timed out (--query.timeout)".to_string(),
+                ),
+                other => {
+                    tracing::error!("remote read failed: {other}");
+                    (StatusCode::INTERNAL_SERVER_ERROR, other.to_string())
+                }
+            })?;
         results.push(found);
     }
     if streamed {
-        return Ok(streamed_response(&results));
+        return Ok(Response::builder()
+            .status(StatusCode::OK)
+            .header(
+                "content-type",
+                "application/x-streamed-protobuf; proto=prometheus.ChunkedReadResponse",
+            )
+            .body(Body::pieces(Frames::new(
+                results,
+                read.remote_read_max_bytes_in_frame,
+                slot,
+            )))
+            .expect("static response parts are valid"));
     }
     let resp = ReadResponse {
         results: results
@@ -223,8 +304,29 @@ async fn answer(st: &CoreState, req: Request<Incoming>) -> Result<Response<Body>
         .status(StatusCode::OK)
         .header("content-type", "application/x-protobuf")
         .header("content-encoding", "snappy")
-        .body(Full::new(Bytes::from(compressed)))
+        .body(Body::pieces(Whole {
+            bytes: compressed,
+            at: 0,
+            _slot: slot,
+        }))
         .expect("static response parts are valid"))
+}
+
+/// A `SAMPLES` answer (one snappy block, built whole), sent in pieces while it holds its
+/// slot: the memory of answers being sent stays bounded by the concurrency limit.
+struct Whole {
+    bytes: Vec<u8>,
+    at: usize,
+    _slot: super::gate::Slot,
+}
+
+impl Pieces for Whole {
+    fn fill(&mut self, out: &mut Vec<u8>, target: usize) -> bool {
+        let end = (self.at + target).min(self.bytes.len());
+        out.extend_from_slice(&self.bytes[self.at..end]);
+        self.at = end;
+        end == self.bytes.len()
+    }
 }
 
 fn labels_of(s: &SeriesData) -> Vec<Label> {
@@ -237,46 +339,90 @@ fn labels_of(s: &SeriesData) -> Vec<Label> {
         .collect()
 }
 
-/// One frame per series: uvarint length, CRC32C (big endian) of the message, the message.
-fn streamed_response(results: &[Vec<SeriesData>]) -> Response<Body> {
-    let mut out = Vec::new();
-    for (qi, series) in results.iter().enumerate() {
-        for s in series {
-            let chunks = s
-                .samples
-                .chunks(SAMPLES_PER_CHUNK)
-                .map(|part| {
-                    let mut c = XorChunk::new();
-                    for (t, v) in part {
-                        c.append(*t, *v);
-                    }
-                    Chunk {
-                        min_time_ms: part.first().map_or(0, |p| p.0),
-                        max_time_ms: part.last().map_or(0, |p| p.0),
-                        r#type: 1,
-                        data: c.bytes().to_vec(),
-                    }
-                })
-                .collect();
-            let msg = ChunkedReadResponse {
-                chunked_series: vec![ChunkedSeries {
-                    labels: labels_of(s),
-                    chunks,
-                }],
-                query_index: qi as i64,
-            }
-            .encode_to_vec();
-            prost::encoding::encode_varint(msg.len() as u64, &mut out);
-            out.extend_from_slice(&crc32c::crc32c(&msg).to_be_bytes());
-            out.extend_from_slice(&msg);
+/// The frames of a streamed answer, produced as the client takes them: per series, its
+/// samples as XOR chunks, as many chunks per frame as fit in the frame size limit (a series
+/// whose chunks do not fit in one frame continues in the next, as Prometheus splits them).
+/// Each frame is a uvarint length, the CRC32C (big endian) of the message, the message.
+struct Frames {
+    results: Vec<Vec<SeriesData>>,
+    /// Next query, and next series within it.
+    at: (usize, usize),
+    max_frame: usize,
+    _slot: super::gate::Slot,
+}
+
+impl Frames {
+    fn new(results: Vec<Vec<SeriesData>>, max_frame: usize, slot: super::gate::Slot) -> Self {
+        Frames {
+            results,
+            at: (0, 0),
+            max_frame,
+            _slot: slot,
         }
     }
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(
-            "content-type",
-            "application/x-streamed-protobuf; proto=prometheus.ChunkedReadResponse",
-        )
-        .body(Full::new(Bytes::from(out)))
-        .expect("static response parts are valid")
+}
+
+/// Appends one frame holding `chunks` of a series.
+fn put_frame(out: &mut Vec<u8>, labels: Vec<Label>, chunks: Vec<Chunk>, query_index: usize) {
+    let msg = ChunkedReadResponse {
+        chunked_series: vec![ChunkedSeries { labels, chunks }],
+        query_index: query_index as i64,
+    }
+    .encode_to_vec();
+    prost::encoding::encode_varint(msg.len() as u64, out);
+    out.extend_from_slice(&crc32c::crc32c(&msg).to_be_bytes());
+    out.extend_from_slice(&msg);
+}
+
+/// A series' samples as XOR chunks of [`SAMPLES_PER_CHUNK`].
+fn chunks_of(s: &SeriesData) -> impl Iterator<Item = Chunk> + '_ {
+    s.samples.chunks(SAMPLES_PER_CHUNK).map(|part| {
+        let mut c = XorChunk::new();
+        for (t, v) in part {
+            c.append(*t, *v);
+        }
+        Chunk {
+            min_time_ms: part.first().map_or(0, |p| p.0),
+            max_time_ms: part.last().map_or(0, |p| p.0),
+            r#type: 1,
+            data: c.bytes().to_vec(),
+        }
+    })
+}
+
+impl Pieces for Frames {
+    fn fill(&mut self, out: &mut Vec<u8>, target: usize) -> bool {
+        let (mut qi, mut si) = self.at;
+        while qi < self.results.len() && out.len() < target {
+            let Some(s) = self.results[qi].get_mut(si) else {
+                qi += 1;
+                si = 0;
+                continue;
+            };
+            let labels = labels_of(s);
+            let label_bytes: usize = labels.iter().map(|l| l.encoded_len() + 2).sum();
+            let mut chunks = Vec::new();
+            let mut bytes = label_bytes;
+            for c in chunks_of(s) {
+                let size = c.encoded_len() + 4;
+                if !chunks.is_empty() && bytes + size > self.max_frame {
+                    put_frame(out, labels.clone(), std::mem::take(&mut chunks), qi);
+                    bytes = label_bytes;
+                }
+                bytes += size;
+                chunks.push(c);
+            }
+            if !chunks.is_empty() {
+                put_frame(out, labels, chunks, qi);
+            }
+            // Sent: its samples need not stay in memory.
+            *s = SeriesData {
+                labels: Vec::new(),
+                samples: Vec::new(),
+            };
+            si += 1;
+        }
+        self.at = (qi, si);
+        qi >= self.results.len()
+    }
 }
