@@ -10,6 +10,8 @@
 
 pub mod checkpoint;
 pub mod layout;
+#[cfg(test)]
+mod powercut;
 pub mod reader;
 pub mod record;
 pub mod writer;
