@@ -97,7 +97,9 @@ struct IdRules {
     next: u64,
     /// Whether the log's start is known — an empty history, or a checkpoint that states its
     /// next id — so that an id can be judged too far ahead. A checkpoint written before next
-    /// ids were logged leaves every id below `u32::MAX` acceptable, as it always was.
+    /// ids were logged leaves every id below `u32::MAX` acceptable, as it always was: its
+    /// series may have been followed by ids far past them (collected ones it no longer names),
+    /// and rejecting those would drop a whole tenant's log once, at the upgrade.
     bounded: bool,
 }
 

@@ -15,7 +15,8 @@
 //! the sync, which it only does once the task running (another request's decoding) yields.
 //! The other policies sync with `fdatasync` ([`Wal::sync`]). The last partial page stays in
 //! memory and is rewritten (padded with zeros) by the next flush. Single-threaded by design (one per core, `Rc`, no locks); must
-//! not be shared across executors.
+//! not be shared across executors. Test builds report every write and sync to the power-loss
+//! journal (`powercut.rs`); other builds have no such hook.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
