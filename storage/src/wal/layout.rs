@@ -453,7 +453,8 @@ mod tests {
 
     /// A log written before ids were never reused: series `m180`'s record was lost, its
     /// samples followed, and after a restart id 180 went to `m_new`. Re-routing must not send
-    /// `m180`'s samples to `m_new`.
+    /// `m180`'s samples to `m_new` (the Router already judged ids as it read them; the reader
+    /// now does it for every replayer, and this keeps the Router on that rule).
     #[test]
     fn rerouting_never_gives_a_lost_series_samples_to_a_reused_id() {
         let dir = tempfile::tempdir().unwrap();
@@ -498,6 +499,31 @@ mod tests {
         let mut all: Vec<(String, i64)> = replay_all(&t, 2).into_iter().flatten().collect();
         all.sort();
         assert_eq!(all, [("m0".to_string(), 1), ("m_new".to_string(), 2)]);
+    }
+
+    /// An id bound twice to different labels (a foreign or buggy log): the Router used to
+    /// route the second series' samples to the first one's new id. They are dropped instead.
+    #[test]
+    fn rerouting_drops_the_samples_of_an_ambiguous_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path().join("x");
+        let core = core_dir(&t, 0);
+        std::fs::create_dir_all(&core).unwrap();
+        let mut seg = Vec::new();
+        for (name, ts) in [("m_first", 1), ("m_second", 2)] {
+            let s = begin_record(&mut seg, RecordType::Series);
+            put_series(&mut seg, 5, [("__name__", name)]);
+            end_record(&mut seg, s);
+            let s = begin_record(&mut seg, RecordType::Samples);
+            put_samples_base(&mut seg, ts);
+            put_sample(&mut seg, ts, 5, ts, 1.0);
+            end_record(&mut seg, s);
+        }
+        std::fs::write(core.join("00000000"), &seg).unwrap();
+        std::fs::write(t.join("wal").join(CORES_FILE), "1\n").unwrap();
+        prepare_layout(&t, "x", 2).unwrap();
+        let all: Vec<(String, i64)> = replay_all(&t, 2).into_iter().flatten().collect();
+        assert_eq!(all, [("m_first".to_string(), 1)]);
     }
 
     #[test]
