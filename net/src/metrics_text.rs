@@ -219,8 +219,24 @@ pub fn render(snaps: &[MetricsSnapshot]) -> String {
         snaps,
         "sluice_wal_replay_corrupt_records_total",
         "counter",
-        "WAL records skipped during replay (corrupt or orphaned), by core.",
+        "WAL records skipped during replay as unreadable or malformed (a damaged stretch counts once), by core.",
         |s| s.wal_replay_corrupt_records,
+    );
+    per_core(
+        &mut out,
+        snaps,
+        "sluice_wal_corruptions_total",
+        "counter",
+        "Damaged WAL regions found by replay (each unreadable stretch skipped, each torn tail cut), by core.",
+        |s| s.wal_corruptions,
+    );
+    per_core(
+        &mut out,
+        snaps,
+        "sluice_wal_replay_unknown_series_samples_total",
+        "counter",
+        "Replayed WAL samples dropped because no series record before them named their series id (it was lost to damage), by core.",
+        |s| s.wal_replay_unknown_series_samples,
     );
     per_core(
         &mut out,

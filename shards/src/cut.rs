@@ -163,7 +163,8 @@ impl Shard {
         if let Some(n) = obsolete {
             let bytes = {
                 let head = t.head.borrow();
-                let mut cp = CheckpointBuilder::new(before);
+                // The limit, not the highest live id: collected ids stay taken.
+                let mut cp = CheckpointBuilder::new(before, head.id_limit());
                 for id in (0..head.id_limit()).filter(|id| head.is_live(*id)) {
                     cp.add_series(id, head.labels(id));
                 }

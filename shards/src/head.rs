@@ -327,14 +327,18 @@ impl Head {
 
     /// Creates a series with a given id during WAL replay. Ids are dense: a gap (a series record
     /// lost to corruption) is filled with empty placeholder series so ids stay aligned with the
-    /// log; an id that already exists is ignored.
+    /// log, and a later record may bind a placeholder (a log from before ids were never reused:
+    /// the replay dropped the samples logged for its lost first owner). An id that is live is
+    /// left alone. The caller bounds `id` (the WAL reader's id ceiling).
     pub fn create_with_id(&mut self, id: u32, hash: u64, key: &[u8]) -> bool {
-        if (id as usize) < self.series.len() {
+        if self
+            .series
+            .get(id as usize)
+            .is_some_and(|s| !s.labels.is_none())
+        {
             return false;
         }
-        while (self.series.len() as u32) < id {
-            self.series.push(Series::placeholder());
-        }
+        self.reserve_ids(id);
         self.insert(
             id,
             Identity {
@@ -346,6 +350,16 @@ impl Head {
         true
     }
 
+    /// Makes the next new series get an id of at least `next` (ids a replayed log still names
+    /// must not be handed out again): fills the ids up to it with placeholders.
+    pub fn reserve_ids(&mut self, next: u32) {
+        if let Some(more) = (next as usize).checked_sub(self.series.len()) {
+            self.series.reserve(more);
+            self.series.resize_with(next as usize, Series::placeholder);
+        }
+    }
+
+    /// Adds series `id`: the next id, or (replay) a placeholder's.
     fn insert(&mut self, id: u32, Identity { hash, check }: Identity, key: &[u8]) {
         let Head {
             symbols,
@@ -361,7 +375,14 @@ impl Head {
             if list.is_empty() {
                 values.entry(n).or_default().push(v);
             }
-            list.push(id);
+            // Postings stay sorted: only a placeholder bound during replay lands before the end.
+            match list.last() {
+                Some(last) if *last > id => {
+                    let at = list.partition_point(|x| *x < id);
+                    list.insert(at, id);
+                }
+                _ => list.push(id),
+            }
             (n, v)
         }));
         if self.by_hash.get(hash).is_none() {
@@ -369,13 +390,17 @@ impl Head {
         } else {
             self.collisions.entry(hash).or_default().push(id);
         }
-        self.series.push(Series {
+        let series = Series {
             labels,
             hash,
             check,
             closed: ChunkRef::NONE,
             open: XorChunk::new(),
-        });
+        };
+        match self.series.get_mut(id as usize) {
+            Some(slot) => *slot = series,
+            None => self.series.push(series),
+        }
         self.live += 1;
     }
 
@@ -974,6 +999,48 @@ mod tests {
         let again = h.create(series_hash("t", old), &key(&old));
         assert_eq!(again, 3);
         assert_eq!(h.find(series_hash("t", old), &key(&old)), Some(3));
+    }
+
+    /// Replay binds ids as the log names them: gaps become placeholders, a placeholder may be
+    /// bound later (postings stay sorted), a live id is left alone, and reserved ids are never
+    /// handed out.
+    #[test]
+    fn replay_binds_placeholders_and_reserved_ids_stay_taken() {
+        let mut h = Head::new();
+        let l = |i: u32| {
+            let v = i.to_string();
+            let l = [("__name__", "up"), ("i", v.as_str())];
+            (series_hash("t", l), key(&l))
+        };
+        let (h2, k2) = l(2);
+        assert!(h.create_with_id(2, h2, &k2));
+        assert_eq!((h.id_limit(), h.num_series()), (3, 1));
+        assert!(!h.is_live(0) && !h.is_live(1));
+        let (h0, k0) = l(0);
+        assert!(h.create_with_id(0, h0, &k0));
+        let (h9, k9) = l(9);
+        assert!(!h.create_with_id(2, h9, &k9), "a live id keeps its series");
+        assert!(h.key_matches(2, &k2));
+        h.reserve_ids(10);
+        assert_eq!(h.id_limit(), 10);
+        let (h5, k5) = l(5);
+        assert_eq!(h.create(h5, &k5), 10);
+        let m = |n: &str, op, v: &str| Matcher::new(n, op, v).unwrap();
+        assert_eq!(
+            h.select(&[m("__name__", MatchOp::Equal, "up")]),
+            vec![0, 2, 10]
+        );
+        assert_eq!(
+            h.select(&[
+                m("__name__", MatchOp::Equal, "up"),
+                m("i", MatchOp::Regex, "0|5")
+            ]),
+            vec![0, 10]
+        );
+        assert_eq!(h.find(h0, &k0), Some(0));
+        // Reserving below the limit changes nothing.
+        h.reserve_ids(4);
+        assert_eq!(h.id_limit(), 11);
     }
 
     #[test]

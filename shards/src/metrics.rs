@@ -170,7 +170,12 @@ pub struct MetricsSnapshot {
     pub wal_fsync_latency: Histogram<u64>,
     pub wal_bytes_written: u64,
     pub wal_fsyncs: u64,
+    /// WAL records replay skipped as unreadable or malformed.
     pub wal_replay_corrupt_records: u64,
+    /// Damaged WAL regions replay found (stretches skipped, torn tails cut).
+    pub wal_corruptions: u64,
+    /// Replayed samples dropped because no series record before them named their id.
+    pub wal_replay_unknown_series_samples: u64,
     pub head_series: u64,
     pub head_samples: u64,
     /// Bytes of closed head chunks in memory, and written out to spill files.
@@ -201,6 +206,8 @@ impl Default for MetricsSnapshot {
             wal_bytes_written: 0,
             wal_fsyncs: 0,
             wal_replay_corrupt_records: 0,
+            wal_corruptions: 0,
+            wal_replay_unknown_series_samples: 0,
             head_series: 0,
             head_samples: 0,
             head_chunk_bytes_memory: 0,

@@ -107,7 +107,8 @@ pub struct Shard {
     /// The label bytes this core has decoded before, of every tenant (see
     /// [`KnownSeries`]): the decoder and the ingest path of this core share it.
     pub known: RefCell<KnownSeries>,
-    replay_corrupt: Cell<u64>,
+    /// What WAL replay found, over every tenant opened since start.
+    replay_damage: Cell<ReplayDamage>,
     /// Per tenant, the end of its newest persisted block at start: replay drops older samples.
     min_valid: BTreeMap<String, i64>,
 }
@@ -128,7 +129,7 @@ impl Shard {
             metrics: ShardMetrics::new(),
             ids: RefCell::new(Vec::new()),
             known: RefCell::new(KnownSeries::new()),
-            replay_corrupt: Cell::new(0),
+            replay_damage: Cell::new(ReplayDamage::default()),
             min_valid,
         };
         for name in existing_tenants(&shard.cfg.data_dir)? {
@@ -172,12 +173,24 @@ impl Shard {
             hasher: TenantHasher::new(name.as_bytes()),
             head,
             min_valid,
-            unknown: 0,
             key: Vec::new(),
             pending: Vec::new(),
+            unbound: 0,
         };
         let stats = wal::replay_dir(&dir, &mut replay, true)?;
         replay.flush();
+        if replay.unbound > 0 {
+            tracing::error!(
+                tenant = name,
+                core = self.id,
+                samples = replay.unbound,
+                "WAL replay handed on samples of series it never bound (a reader bug); dropped"
+            );
+        }
+        // Ids the log still names (a sample whose series record was lost, a series collected
+        // before a checkpoint) stay taken: a new series given one of them would inherit its
+        // samples at the next replay.
+        replay.head.reserve_ids(stats.next_series_id);
         // Series the log names but that hold no sample any more (collected by a cut before the
         // restart) must not come back: a later series with the same labels is the live one.
         let min_valid = replay.min_valid;
@@ -190,12 +203,17 @@ impl Shard {
                 series = replay.head.num_series(),
                 samples = stats.samples,
                 corrupt_records = stats.corrupt_records,
+                damaged_regions = stats.damaged_regions,
+                unknown_series_samples = stats.unknown_series_samples,
                 truncated_bytes = stats.truncated_bytes,
                 "replayed WAL"
             );
         }
-        self.replay_corrupt
-            .set(self.replay_corrupt.get() + stats.corrupt_records + replay.unknown);
+        let mut damage = self.replay_damage.get();
+        damage.corrupt_records += stats.corrupt_records;
+        damage.regions += stats.damaged_regions;
+        damage.unknown_series_samples += stats.unknown_series_samples;
+        self.replay_damage.set(damage);
         let next_segment = stats.last_segment.or(stats.checkpoint).map_or(0, |s| s + 1);
         let wal = Wal::open(&dir, next_segment, self.cfg.fsync)?;
         wal.seed_segment_max_t(&stats.segment_max_t);
@@ -214,9 +232,9 @@ impl Shard {
         Ok(t)
     }
 
-    /// WAL records skipped during replay (corrupt, or samples of unknown series).
-    pub fn replay_corrupt_records(&self) -> u64 {
-        self.replay_corrupt.get()
+    /// What WAL replay found damaged or dropped, over every tenant opened since start.
+    pub fn replay_damage(&self) -> ReplayDamage {
+        self.replay_damage.get()
     }
 
     /// Appends a batch this core owns and waits until it is durable per the fsync policy.
@@ -342,7 +360,10 @@ impl Shard {
     pub fn snapshot(&self) -> crate::metrics::MetricsSnapshot {
         let mut s = self.metrics.snapshot();
         s.core = self.id;
-        s.wal_replay_corrupt_records = self.replay_corrupt.get();
+        let damage = self.replay_damage.get();
+        s.wal_replay_corrupt_records = damage.corrupt_records;
+        s.wal_corruptions = damage.regions;
+        s.wal_replay_unknown_series_samples = damage.unknown_series_samples;
         for t in self.tenants() {
             let st = t.wal.stats();
             s.wal_bytes_written += st.bytes_written;
@@ -400,16 +421,31 @@ fn describe<'a>(r: Rejected, t: i64, labels: impl Iterator<Item = LabelBytes<'a>
     }
 }
 
-/// Replays a WAL directory into a fresh head.
+/// What WAL replay found damaged or dropped on one core (see [`wal::ReplayStats`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayDamage {
+    /// Records skipped as unreadable or malformed.
+    pub corrupt_records: u64,
+    /// Damaged regions: stretches skipped, torn tails cut.
+    pub regions: u64,
+    /// Samples dropped because no series record before them named their id.
+    pub unknown_series_samples: u64,
+}
+
+/// Replays a WAL directory into a fresh head. The reader hands on only samples whose series
+/// record came before them in the log, so buffering them for [`HeadReplay::flush`] cannot
+/// attach any to a series bound later.
 struct HeadReplay {
     hasher: TenantHasher,
     head: Head,
     /// Samples before this are in blocks.
     min_valid: i64,
-    unknown: u64,
     key: Vec<u8>,
     /// Samples not yet appended, applied in series order (see [`HeadReplay::flush`]).
     pending: Vec<SampleRecord>,
+    /// Samples the reader handed on for an id the head has no live series for: never, unless
+    /// the reader has a bug.
+    unbound: u64,
 }
 
 /// Samples buffered during replay before they are applied (24 MiB).
@@ -423,12 +459,14 @@ impl HeadReplay {
     fn flush(&mut self) {
         self.pending.sort_by_key(|s| s.id);
         for s in self.pending.drain(..) {
+            // The reader bound every id it hands on, and a bound series stays live until
+            // replay ends; the check only keeps a reader bug from panicking here.
             if s.id < self.head.id_limit() && self.head.is_live(s.id) {
                 // Repeats cannot be logged, so a rejection here means a log written by a
                 // buggy or foreign writer; the head keeps what it has.
                 let _ = self.head.replay_append(s.id, s.t, s.v);
             } else {
-                self.unknown += 1;
+                self.unbound += 1;
             }
         }
     }
@@ -459,6 +497,10 @@ impl ReplayVisitor for HeadReplay {
     fn min_time(&mut self, t: i64) {
         self.min_valid = self.min_valid.max(t);
         self.head.set_min_valid(t);
+    }
+
+    fn persisted_before(&self) -> i64 {
+        self.min_valid
     }
 }
 
@@ -532,4 +574,90 @@ fn ensure_cores_file(
         let _ = wal::writer::sync_dir(parent);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_storage::wal::record::{begin_record, end_record, put_sample, put_samples_base};
+
+    fn config(data_dir: &std::path::Path) -> Arc<ShardConfig> {
+        Arc::new(ShardConfig {
+            data_dir: data_dir.to_path_buf(),
+            cores: 1,
+            fsync: FsyncPolicy::Never,
+            tenant_label: "tenant_id".to_string(),
+            block_range_ms: crate::head::DEFAULT_BLOCK_RANGE_MS,
+            too_far_in_future_ms: None,
+            external_labels: Vec::new(),
+            active_series: Arc::new(crate::active::ActiveSeries::default()),
+        })
+    }
+
+    fn frame(buf: &mut Vec<u8>, ty: RecordType, fill: impl FnOnce(&mut Vec<u8>)) {
+        let s = begin_record(buf, ty);
+        fill(buf);
+        end_record(buf, s);
+    }
+
+    fn samples(buf: &mut Vec<u8>, samples: &[(u32, i64)]) {
+        frame(buf, RecordType::Samples, |b| {
+            put_samples_base(b, 0);
+            for (id, t) in samples {
+                put_sample(b, 0, *id, *t, f64::from(*id));
+            }
+        });
+    }
+
+    /// A log whose series records for ids 3 and 7 were lost (3's id was handed out again by a
+    /// build from before the id rules): the head keeps only samples logged after their own
+    /// series record, counts the rest, and hands out new ids past every id the log names.
+    #[test]
+    fn replay_drops_orphaned_samples_and_reserves_their_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal_dir = wal::core_dir(&dir.path().join("t"), 0);
+        std::fs::create_dir_all(&wal_dir).unwrap();
+        let mut seg = Vec::new();
+        frame(&mut seg, RecordType::Series, |b| {
+            record::put_series(b, 0, [("__name__", "a")]);
+            record::put_series(b, 1, [("__name__", "b")]);
+        });
+        samples(&mut seg, &[(0, 1_000), (1, 1_000), (3, 1_000), (7, 1_000)]);
+        frame(&mut seg, RecordType::Series, |b| {
+            record::put_series(b, 3, [("__name__", "reused")]);
+        });
+        samples(&mut seg, &[(3, 2_000), (0, 2_000)]);
+        std::fs::write(wal_dir.join(wal::segment_name(0)), &seg).unwrap();
+        let shard = Shard::open(0, config(dir.path()), BTreeMap::new()).unwrap();
+        let t = shard.tenant("t").unwrap();
+        let mut head = t.head.borrow_mut();
+        let got = |head: &Head, id| {
+            let mut v = Vec::new();
+            head.samples(id, i64::MIN, i64::MAX, |t, _| v.push(t));
+            v
+        };
+        assert_eq!(got(&head, 0), [1_000, 2_000]);
+        assert_eq!(got(&head, 1), [1_000]);
+        assert_eq!(
+            got(&head, 3),
+            [2_000],
+            "only what was logged after its record"
+        );
+        assert_eq!(head.num_series(), 3);
+        assert_eq!(
+            shard.replay_damage(),
+            ReplayDamage {
+                corrupt_records: 0,
+                regions: 0,
+                unknown_series_samples: 2
+            }
+        );
+        let mut k = Vec::new();
+        put_series_key(&mut k, [(&b"__name__"[..], &b"new"[..])]);
+        let id = head.create(0, &k);
+        assert_eq!(id, 8, "id 7 is named by a sample: it stays taken");
+        drop(head);
+        let snap = shard.snapshot();
+        assert_eq!(snap.wal_replay_unknown_series_samples, 2);
+    }
 }

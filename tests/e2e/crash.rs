@@ -245,3 +245,129 @@ fn a_second_sluice_on_a_port_in_use_refuses_to_start() {
     s.respawn_on_same_port(1, &[]);
     assert_rounds(&s, "still_mine", &series, 0..3);
 }
+
+/// The frames of a WAL segment as (record type, start, end), parsed as docs/wal.md specifies
+/// them, stepping over the zeros that end a page when the next write started on a fresh one.
+fn wal_frames(data: &[u8]) -> Vec<(u8, usize, usize)> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos + 9 <= data.len() {
+        let len = u32::from_le_bytes(data[pos..pos + 4].try_into().unwrap()) as usize;
+        let crc = u32::from_le_bytes(data[pos + 4..pos + 8].try_into().unwrap());
+        let ty = data[pos + 8];
+        if ty == 0 {
+            if data[pos..].iter().all(|b| *b == 0) {
+                break;
+            }
+            pos = (pos + 1).next_multiple_of(4096);
+            continue;
+        }
+        let end = pos + 9 + len;
+        assert_eq!(crc32c::crc32c(&data[pos + 8..end]), crc, "frame at {pos}");
+        out.push((ty, pos, end));
+        pos = end;
+    }
+    out
+}
+
+/// The user's report: series created over several requests on one core, SIGTERM, the page
+/// holding the last series record of `core-0/00000000` zeroed, restart, new series, clean
+/// restart. The lost record's ids were handed out again, and the second restart attached the
+/// samples logged for the lost series to the new ones. Now every sample stays in its own
+/// series, the damage is counted, and nothing written after the damage is lost.
+#[test]
+fn a_lost_series_record_never_lends_its_samples_to_a_later_series() {
+    let series = simple_series("lost_record", 250);
+    // Values name their series: idx * 1e6 + round.
+    let req = |idxs: &[usize], round: i64| {
+        let labels: Vec<_> = idxs.iter().map(|i| series[*i].clone()).collect();
+        request(&labels, T0 + round * STEP, |k| {
+            idxs[k] as f64 * 1e6 + round as f64
+        })
+    };
+    let write = |s: &Server, idxs: &[usize], rounds: std::ops::Range<i64>| {
+        for round in rounds {
+            let (code, body) = s.write(&req(idxs, round));
+            assert_eq!(code, 204, "round {round}: {body}");
+        }
+    };
+    let mut s = Server::start(1, &[]);
+    // Rounds 0..10 create 20 series each (and sample every series so far); rounds 10..40
+    // only sample, so the last series record sits in the middle of the segment.
+    for round in 0..40 {
+        let idxs: Vec<usize> = (0..(20 * (round as usize + 1)).min(200)).collect();
+        write(&s, &idxs, round..round + 1);
+    }
+    assert!(s.sigterm().success());
+    let seg = s.data_dir.join("default-tenant/wal/core-0/00000000");
+    let mut data = std::fs::read(&seg).unwrap();
+    let frames = wal_frames(&data);
+    let series_records: Vec<usize> = (0..frames.len()).filter(|i| frames[*i].0 == 1).collect();
+    assert_eq!(
+        series_records.len(),
+        10,
+        "one series record per creating round"
+    );
+    let last = *series_records.last().unwrap();
+    assert!(
+        frames.len() - last > 30,
+        "the record of series 180..199 is followed by the sampling rounds"
+    );
+    let page = frames[last].1 / 4096 * 4096;
+    data[page..page + 4096].fill(0);
+    std::fs::write(&seg, &data).unwrap();
+
+    s.spawn(1, &[]);
+    // 50 new series write on with the surviving old ones; series 180..199 stay away, so no
+    // request brings their labels back.
+    let after: Vec<usize> = (0..180).chain(200..250).collect();
+    write(&s, &after, 40..50);
+    assert!(s.sigterm().success());
+    s.spawn(1, &[]);
+    let got = dump(&s, "lost_record", T0 + 50 * STEP, "1d");
+    for (labels, points) in &got {
+        let idx: usize = labels
+            .iter()
+            .find(|(n, _)| n == "idx")
+            .and_then(|(_, v)| v.parse().ok())
+            .expect("idx label");
+        for (t, v) in points {
+            let (owner, round) = ((v / 1e6).floor() as usize, (v % 1e6) as i64);
+            assert_eq!(
+                owner, idx,
+                "series {idx} holds the sample of series {owner} at round {round}"
+            );
+            assert_eq!(*t, T0 + round * STEP, "series {idx}");
+        }
+    }
+    // Everything written after the damage is there, whole.
+    for idx in &after {
+        let points = &got[&sorted(&series[*idx])];
+        let since: Vec<(i64, f64)> = points
+            .iter()
+            .copied()
+            .filter(|(t, _)| *t >= T0 + 40 * STEP)
+            .collect();
+        let want: Vec<(i64, f64)> = (40..50)
+            .map(|r| (T0 + r * STEP, *idx as f64 * 1e6 + r as f64))
+            .collect();
+        assert_eq!(since, want, "series {idx}");
+    }
+    // The damage is counted (segment 0 still holds it at every replay).
+    assert!(s.metric_sum("sluice_wal_corruptions_total") >= 1);
+    assert!(s.metric_sum("sluice_wal_replay_corrupt_records_total") >= 1);
+    assert!(s.metric_sum("sluice_wal_replay_unknown_series_samples_total") >= 20);
+    // And the log goes on after the last restart.
+    write(&s, &after, 50..53);
+    let got = dump(&s, "lost_record", T0 + 53 * STEP, "1d");
+    for idx in &after {
+        let points = &got[&sorted(&series[*idx])];
+        assert_eq!(
+            points[points.len() - 3..],
+            (50..53)
+                .map(|r| (T0 + r * STEP, *idx as f64 * 1e6 + r as f64))
+                .collect::<Vec<_>>(),
+            "series {idx}"
+        );
+    }
+}

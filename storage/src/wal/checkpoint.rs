@@ -1,7 +1,9 @@
 //! WAL checkpoints: once a block holds every sample before some time `t`, the segments that
-//! hold only such samples are replaced by `checkpoint.N` — a min-time record (`t`) and a
-//! series record for every series still in the head — so the log stops growing while series
-//! ids stay valid for the segments that remain.
+//! hold only such samples are replaced by `checkpoint.N` — a min-time record (`t`), a next-id
+//! record (the head's id limit) and a series record for every series still in the head — so
+//! the log stops growing while series ids stay valid for the segments that remain. The
+//! next-id record keeps the ids of collected series taken: no record names them any more, but
+//! a replay that handed them out again could not tell a jump past them from corruption.
 //!
 //! Owns the checkpoint's content and the crash-safe swap: written as `checkpoint.N.tmp`,
 //! synced, renamed, directory synced, and only then are segments `≤ N` and older checkpoints
@@ -14,7 +16,7 @@ use futures::AsyncWriteExt;
 use glommio::io::{DmaStreamWriterBuilder, OpenOptions};
 
 use super::reader::remove_covered;
-use super::record::{begin_record, end_record, put_min_time, put_series, RecordType};
+use super::record::{begin_record, end_record, put_min_time, put_next_id, put_series, RecordType};
 use super::writer::{sync_dir, Wal};
 use super::{checkpoint_name, WalError};
 
@@ -31,11 +33,15 @@ pub struct CheckpointBuilder {
 }
 
 impl CheckpointBuilder {
-    /// A checkpoint saying that samples before `min_t` are in blocks.
-    pub fn new(min_t: i64) -> Self {
+    /// A checkpoint saying that samples before `min_t` are in blocks and that every series
+    /// id below `next_series_id` has been handed out.
+    pub fn new(min_t: i64, next_series_id: u32) -> Self {
         let mut buf = Vec::new();
         let start = begin_record(&mut buf, RecordType::MinTime);
         put_min_time(&mut buf, min_t);
+        end_record(&mut buf, start);
+        let start = begin_record(&mut buf, RecordType::NextId);
+        put_next_id(&mut buf, next_series_id);
         end_record(&mut buf, start);
         CheckpointBuilder {
             buf,
@@ -179,7 +185,7 @@ mod tests {
                 assert_eq!(wal.obsolete_before(10_000).unwrap(), Some(0));
                 assert_eq!(wal.obsolete_before(1_500).unwrap(), None);
                 assert_eq!(wal.obsolete_before(20_000).unwrap(), Some(1));
-                let mut cp = CheckpointBuilder::new(10_000);
+                let mut cp = CheckpointBuilder::new(10_000, 2);
                 cp.add_series(0, [("__name__", "a")]);
                 wal.checkpoint(0, &cp.finish()).await.unwrap();
                 assert_eq!(list_segments(&path).unwrap(), vec![1, 2]);
@@ -195,6 +201,10 @@ mod tests {
         assert_eq!(stats.checkpoint, Some(0));
         assert_eq!(seen.min_time, Some(10_000));
         assert_eq!(seen.series, vec![0], "only the live series come back");
+        assert_eq!(
+            stats.next_series_id, 2,
+            "series 1 was collected, but its id stays taken"
+        );
         assert_eq!(seen.samples, vec![(0, 12_000), (0, 13_000), (0, 14_000)]);
         assert_eq!(stats.segment_max_t, vec![(1, 12_000), (2, 14_000)]);
 
@@ -211,7 +221,7 @@ mod tests {
     #[test]
     fn checkpoint_records_are_split_by_size() {
         let long = "x".repeat(3 << 20);
-        let mut cp = CheckpointBuilder::new(0);
+        let mut cp = CheckpointBuilder::new(0, 12);
         for id in 0..12u32 {
             cp.add_series(id, [("__name__", "big"), ("v", long.as_str())]);
         }

@@ -5,8 +5,12 @@
 //! before any core starts: each series record goes to the core that now owns the series (with
 //! a new dense id there) and each sample follows its series. The rewrite is built in
 //! `wal.migrating/` and swapped in with renames, so a crash at any point leaves either the old
-//! or the new layout whole. Runs on plain threads with std I/O, before the shard executors
-//! exist; must not be called while a core is writing.
+//! or the new layout whole. The reader's id rules decide what is routed: a sample follows its
+//! series only if that series' record came before it in the old log, so a sample whose series
+//! record was lost is dropped rather than sent to whichever series reused its id. The new log
+//! hands out dense ids from 0 on each core and names no other id, so it needs no next-id
+//! record. Runs on plain threads with std I/O, before the shard executors exist; must not be
+//! called while a core is writing.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -85,8 +89,18 @@ pub fn prepare_layout(
     let mut router = Router::new(&new, tenant, cores)?;
     for k in existing_core_dirs(&wal)? {
         router.begin_source();
-        replay_dir(&core_dir(tenant_dir, k), &mut router, true)?;
+        let stats = replay_dir(&core_dir(tenant_dir, k), &mut router, true)?;
         router.check()?;
+        if stats.damaged_regions + stats.corrupt_records + stats.unknown_series_samples > 0 {
+            tracing::warn!(
+                tenant,
+                core = k,
+                damaged_regions = stats.damaged_regions,
+                corrupt_records = stats.corrupt_records,
+                unknown_series_samples = stats.unknown_series_samples,
+                "re-routing a damaged WAL: what replay could not read or attribute is left behind"
+            );
+        }
     }
     let (series, samples) = router.finish()?;
     write_cores(&new, cores)?;
@@ -209,6 +223,8 @@ struct Router {
     error: Option<WalError>,
     series: u64,
     samples: u64,
+    /// Newest min time of the source being replayed: its older samples are persisted.
+    min_time: i64,
 }
 
 impl Router {
@@ -232,6 +248,7 @@ impl Router {
             error: None,
             series: 0,
             samples: 0,
+            min_time: i64::MIN,
         })
     }
 
@@ -239,6 +256,7 @@ impl Router {
     fn begin_source(&mut self) {
         self.flush_all();
         self.ids.clear();
+        self.min_time = i64::MIN;
     }
 
     fn check(&mut self) -> Result<(), WalError> {
@@ -287,7 +305,8 @@ impl Router {
 impl ReplayVisitor for Router {
     fn series(&mut self, id: u32, labels: &[(&str, &str)]) {
         if self.ids.contains_key(&id) {
-            // A checkpoint and a segment it kept both name this series: route it once.
+            // The reader binds an id once; a second call would be a reader bug, and routing
+            // the first binding is the safe answer.
             return;
         }
         let core = core_for_hash(
@@ -304,7 +323,12 @@ impl ReplayVisitor for Router {
         self.series += 1;
     }
 
+    fn persisted_before(&self) -> i64 {
+        self.min_time
+    }
+
     fn min_time(&mut self, t: i64) {
+        self.min_time = self.min_time.max(t);
         // Every new core's log starts with what the old checkpoints knew is persisted; the
         // first source's checkpoint is replayed first, so this precedes its samples.
         self.flush_all();
@@ -317,7 +341,9 @@ impl ReplayVisitor for Router {
 
     fn sample(&mut self, s: SampleRecord) {
         let Some(&(core, id)) = self.ids.get(&s.id) else {
-            return; // its series record was lost to corruption; nothing can place it
+            // The reader hands on only samples of bound ids: unreachable, and dropping is
+            // the safe answer.
+            return;
         };
         let (buf, base) = &mut self.pending[core];
         let base_t = *base.get_or_insert_with(|| {
@@ -423,6 +449,81 @@ mod tests {
             prepare_layout(&t, "tenant-a", 2).unwrap(),
             LayoutOutcome::Unchanged
         );
+    }
+
+    /// A log written before ids were never reused: series `m180`'s record was lost, its
+    /// samples followed, and after a restart id 180 went to `m_new`. Re-routing must not send
+    /// `m180`'s samples to `m_new` (the Router already judged ids as it read them; the reader
+    /// now does it for every replayer, and this keeps the Router on that rule).
+    #[test]
+    fn rerouting_never_gives_a_lost_series_samples_to_a_reused_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path().join("x");
+        let core = core_dir(&t, 0);
+        std::fs::create_dir_all(&core).unwrap();
+        let frame = |buf: &mut Vec<u8>, ty, fill: &dyn Fn(&mut Vec<u8>)| {
+            let s = begin_record(buf, ty);
+            fill(buf);
+            end_record(buf, s);
+        };
+        let mut seg0 = Vec::new();
+        frame(&mut seg0, RecordType::Series, &|b| {
+            put_series(b, 0, [("__name__", "m0")])
+        });
+        // Series 180's record is lost; these samples name it.
+        frame(&mut seg0, RecordType::Samples, &|b| {
+            put_samples_base(b, 1);
+            put_sample(b, 1, 0, 1, 1.0);
+            put_sample(b, 1, 180, 1, 180.0);
+        });
+        std::fs::write(core.join("00000000"), &seg0).unwrap();
+        let mut seg1 = Vec::new();
+        frame(&mut seg1, RecordType::Series, &|b| {
+            put_series(b, 180, [("__name__", "m_new")])
+        });
+        frame(&mut seg1, RecordType::Samples, &|b| {
+            put_samples_base(b, 2);
+            put_sample(b, 2, 180, 2, -1.0);
+        });
+        std::fs::write(core.join("00000001"), &seg1).unwrap();
+        std::fs::write(t.join("wal").join(CORES_FILE), "1\n").unwrap();
+        let out = prepare_layout(&t, "x", 2).unwrap();
+        assert_eq!(
+            out,
+            LayoutOutcome::Rerouted {
+                from: 1,
+                series: 2,
+                samples: 2
+            }
+        );
+        let mut all: Vec<(String, i64)> = replay_all(&t, 2).into_iter().flatten().collect();
+        all.sort();
+        assert_eq!(all, [("m0".to_string(), 1), ("m_new".to_string(), 2)]);
+    }
+
+    /// An id bound twice to different labels (a foreign or buggy log): the Router used to
+    /// route the second series' samples to the first one's new id. They are dropped instead.
+    #[test]
+    fn rerouting_drops_the_samples_of_an_ambiguous_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path().join("x");
+        let core = core_dir(&t, 0);
+        std::fs::create_dir_all(&core).unwrap();
+        let mut seg = Vec::new();
+        for (name, ts) in [("m_first", 1), ("m_second", 2)] {
+            let s = begin_record(&mut seg, RecordType::Series);
+            put_series(&mut seg, 5, [("__name__", name)]);
+            end_record(&mut seg, s);
+            let s = begin_record(&mut seg, RecordType::Samples);
+            put_samples_base(&mut seg, ts);
+            put_sample(&mut seg, ts, 5, ts, 1.0);
+            end_record(&mut seg, s);
+        }
+        std::fs::write(core.join("00000000"), &seg).unwrap();
+        std::fs::write(t.join("wal").join(CORES_FILE), "1\n").unwrap();
+        prepare_layout(&t, "x", 2).unwrap();
+        let all: Vec<(String, i64)> = replay_all(&t, 2).into_iter().flatten().collect();
+        assert_eq!(all, [("m_first".to_string(), 1)]);
     }
 
     #[test]

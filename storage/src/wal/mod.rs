@@ -1,15 +1,18 @@
 //! Per-core write-ahead log: `<data-dir>/<tenant>/wal/core-K/NNNNNNNN` segments.
 //!
 //! Owns the record framing (length + CRC32C), the series and sample record payloads, the
-//! group-committing writer (glommio DMA files, io_uring), replay with torn-tail repair, and the
-//! one-time re-layout when the core count changes. Must not know what a head or a request is:
-//! callers pass series ids, labels and samples.
+//! group-committing writer (glommio DMA files, io_uring), replay (damage skipping, torn-tail
+//! repair and the series id rules), and the one-time re-layout when the core count changes.
+//! The format and the recovery rules are specified in `docs/wal.md`. Must not know what a head
+//! or a request is: callers pass series ids, labels and samples.
 //!
 //! Durability contract: a record is in the file (survives `kill -9`) once `commit` returns,
 //! whatever the fsync policy; with [`FsyncPolicy::Always`] it has also been `fdatasync`ed.
 
 pub mod checkpoint;
 pub mod layout;
+#[cfg(test)]
+mod powercut;
 pub mod reader;
 pub mod record;
 pub mod writer;

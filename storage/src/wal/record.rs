@@ -10,7 +10,11 @@
 //! - samples: `base_t i64 LE, { uvarint id, varint (t − base_t), value bits u64 LE }*`
 //! - min time: `t i64 LE` — samples older than `t` are in a block; replay drops them. Written
 //!   at the start of a checkpoint.
+//! - next id: `id u32 LE` — every id below `id` has been handed out; the writer's next new
+//!   series gets at least `id`. Written in a checkpoint after its min time, because the
+//!   checkpoint keeps only live series and the ids of collected ones must stay taken.
 //!
+//! The whole format, and what replay keeps after damage, is specified in `docs/wal.md`.
 //! Must not allocate per sample: encoders append into the caller's buffer.
 
 use crate::encoding::{put_uvarint, put_varint};
@@ -33,14 +37,16 @@ pub enum RecordType {
     Series = 1,
     Samples = 2,
     MinTime = 3,
+    NextId = 4,
 }
 
 impl RecordType {
-    fn from_u8(b: u8) -> Option<Self> {
+    pub(crate) fn from_u8(b: u8) -> Option<Self> {
         match b {
             1 => Some(RecordType::Series),
             2 => Some(RecordType::Samples),
             3 => Some(RecordType::MinTime),
+            4 => Some(RecordType::NextId),
             _ => None,
         }
     }
@@ -96,6 +102,19 @@ pub fn decode_min_time(payload: &[u8]) -> Result<i64, PayloadError> {
         .try_into()
         .map(i64::from_le_bytes)
         .map_err(|_| PayloadError("min time"))
+}
+
+/// Writes a next-id payload.
+pub fn put_next_id(buf: &mut Vec<u8>, id: u32) {
+    buf.extend_from_slice(&id.to_le_bytes());
+}
+
+/// Reads a next-id payload.
+pub fn decode_next_id(payload: &[u8]) -> Result<u32, PayloadError> {
+    payload
+        .try_into()
+        .map(u32::from_le_bytes)
+        .map_err(|_| PayloadError("next id"))
 }
 
 /// Starts a samples payload whose timestamps are stored relative to `base_t`.

@@ -15,7 +15,8 @@
 //! the sync, which it only does once the task running (another request's decoding) yields.
 //! The other policies sync with `fdatasync` ([`Wal::sync`]). The last partial page stays in
 //! memory and is rewritten (padded with zeros) by the next flush. Single-threaded by design (one per core, `Rc`, no locks); must
-//! not be shared across executors.
+//! not be shared across executors. Test builds report every write and sync to the power-loss
+//! journal (`powercut.rs`); other builds have no such hook.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
@@ -133,6 +134,9 @@ struct Inner {
     sync_latency: RefCell<hdrhistogram::Histogram<u64>>,
     /// Newest sample timestamp per segment, to know which segments a block made obsolete.
     segment_max_t: RefCell<BTreeMap<u32, i64>>,
+    /// Test builds: the power-loss journal that sees every write and sync (`powercut.rs`).
+    #[cfg(test)]
+    journal: RefCell<Option<Rc<super::powercut::Journal>>>,
 }
 
 /// Counters a core exports as metrics.
@@ -177,8 +181,22 @@ impl Wal {
                 syncs: Cell::new(0),
                 sync_latency: RefCell::new(latency_histogram()),
                 segment_max_t: RefCell::new(BTreeMap::new()),
+                #[cfg(test)]
+                journal: RefCell::new(None),
             }),
         })
+    }
+
+    /// Reports every write and sync of this writer (and of its zeroing) to `journal`, which
+    /// delays their completions. Call before the first write.
+    #[cfg(test)]
+    pub(crate) fn set_journal(&self, journal: Rc<super::powercut::Journal>) {
+        *self.inner.journal.borrow_mut() = Some(journal);
+    }
+
+    #[cfg(test)]
+    fn journal(&self) -> Option<Rc<super::powercut::Journal>> {
+        self.inner.journal.borrow().clone()
     }
 
     /// The directory this writer appends to.
@@ -295,18 +313,18 @@ impl Wal {
         }
     }
 
-    /// Writes everything appended and `fdatasync`s it, whatever the policy (interval timer,
-    /// shutdown).
+    /// Writes everything appended so far and `fdatasync`s it, whatever the policy (interval
+    /// timer, shutdown). Records appended while it runs are left to the next call: chasing
+    /// them kept a sync under steady load from ever returning, so the interval timer behind
+    /// it synced back to back instead of once per interval.
     pub async fn sync(&self) -> Result<(), WalError> {
+        let lsn = self.appended();
         loop {
             self.check_failed()?;
-            let lsn = self.appended();
-            if self.inner.synced.get() >= lsn && self.inner.synced.get() >= self.inner.written.get()
-            {
+            if self.inner.synced.get() >= lsn {
                 return Ok(());
             }
-            self.advance(lsn.max(self.inner.written.get()), true)
-                .await?;
+            self.advance(lsn, true).await?;
         }
     }
 
@@ -543,10 +561,21 @@ impl Wal {
         if let Some(z) = zero {
             z.before_write(end).await;
         }
+        #[cfg(test)]
+        let journaled = self.journal().map(|j| {
+            (
+                j.write_issued(&path(), base, buf.as_bytes(), self.dsync()),
+                j,
+            )
+        });
         let n = file
             .write_at(buf, base)
             .await
             .map_err(|e| WalError::io("writing WAL segment", path(), e.into()))?;
+        #[cfg(test)]
+        if let Some((id, j)) = journaled {
+            j.write_completed(id).await;
+        }
         if let Some(z) = zero {
             z.after_write(end);
         }
@@ -616,9 +645,15 @@ impl Wal {
     async fn sync_file(&self, file: &DmaFile, segment: u32) -> Result<(), WalError> {
         let path = self.inner.dir.join(segment_name(segment));
         let started = std::time::Instant::now();
+        #[cfg(test)]
+        let journaled = self.journal().map(|j| (j.sync_issued(&path), j));
         file.fdatasync()
             .await
             .map_err(|e| WalError::io("syncing WAL segment", &path, e.into()))?;
+        #[cfg(test)]
+        if let Some((id, j)) = journaled {
+            j.sync_completed(id).await;
+        }
         let _ = self
             .inner
             .sync_latency
@@ -654,6 +689,10 @@ impl Wal {
         };
         let file = open(if self.dsync() { libc::O_DSYNC } else { 0 }).await?;
         sync_dir(&self.inner.dir)?;
+        #[cfg(test)]
+        if let Some(j) = self.journal() {
+            j.created(path);
+        }
         // Only a new, empty file is zero-filled: zeros must never land on data.
         let empty = file.file_size().await.is_ok_and(|n| n == 0);
         let zero = if !empty {
@@ -665,6 +704,10 @@ impl Wal {
         } else {
             Some(ZeroAhead::new(file.clone(), SEGMENT_SIZE))
         };
+        #[cfg(test)]
+        if let (Some(z), Some(j)) = (&zero, self.journal()) {
+            z.set_journal(j, path.clone());
+        }
         self.inner.state.borrow_mut().file = Some((segment, file.clone(), zero.clone()));
         Ok((file, zero))
     }
@@ -968,6 +1011,40 @@ mod tests {
         ts.sort_unstable();
         assert_eq!(ts, (0..40 * 50_000).collect::<Vec<_>>());
         assert!(c.samples.iter().all(|s| s.2 == s.1 as f64));
+    }
+
+    /// A sync covers what was appended when it was called and returns while other requests
+    /// go on appending and committing (the interval timer's sync under steady load).
+    #[test]
+    fn a_sync_returns_under_steady_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run(move || async move {
+            let wal = open_with_series(&path, FsyncPolicy::Never).await;
+            let commits = Rc::new(Cell::new(0u32));
+            let appender = {
+                let (wal, commits) = (wal.clone(), commits.clone());
+                glommio::spawn_local(async move {
+                    for i in 0..3_000i64 {
+                        let lsn = wal.append(RecordType::Samples, |b| {
+                            put_samples_base(b, i);
+                            put_sample(b, i, 0, i, i as f64);
+                        });
+                        wal.commit(lsn).await.unwrap();
+                        commits.set(commits.get() + 1);
+                    }
+                })
+            };
+            glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+            let upto = wal.appended();
+            wal.sync().await.unwrap();
+            assert!(
+                commits.get() < 3_000,
+                "the sync returned only once the appends stopped"
+            );
+            assert!(wal.inner.synced.get() >= upto);
+            appender.await;
+        });
     }
 
     /// A quiet WAL (a small tenant) is zero-filled only a little ahead of its records.

@@ -49,6 +49,9 @@ pub(crate) struct ZeroAhead {
     /// The filesystem cannot `fallocate`: zero by extending writes.
     no_fallocate: Cell<bool>,
     waiters: RefCell<Vec<oneshot::Sender<()>>>,
+    /// Test builds: the power-loss journal and the segment's path (`powercut.rs`).
+    #[cfg(test)]
+    journal: RefCell<Option<(Rc<super::powercut::Journal>, std::path::PathBuf)>>,
 }
 
 impl ZeroAhead {
@@ -63,7 +66,19 @@ impl ZeroAhead {
             stopped: Cell::new(false),
             no_fallocate: Cell::new(false),
             waiters: RefCell::new(Vec::new()),
+            #[cfg(test)]
+            journal: RefCell::new(None),
         })
+    }
+
+    /// Reports the zero writes and their syncs to `journal` (see `Wal::set_journal`).
+    #[cfg(test)]
+    pub(crate) fn set_journal(
+        &self,
+        journal: Rc<super::powercut::Journal>,
+        path: std::path::PathBuf,
+    ) {
+        *self.journal.borrow_mut() = Some((journal, path));
     }
 
     /// Waits until writing `[.., end)` cannot race a zeroing in flight, then records the
@@ -123,7 +138,16 @@ impl ZeroAhead {
             let len = WRITE.min((stop - at) as usize);
             let mut buf = self.file.alloc_dma_buffer(len);
             buf.as_bytes_mut().fill(0);
+            #[cfg(test)]
+            let journaled = self.journal.borrow().clone().map(|(j, path)| {
+                let id = j.write_zeros_issued(&path, at, len);
+                (id, j)
+            });
             let n = self.file.write_at(buf, at).await?;
+            #[cfg(test)]
+            if let Some((id, j)) = journaled {
+                j.write_completed(id).await;
+            }
             if n < len {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::WriteZero,
@@ -132,7 +156,17 @@ impl ZeroAhead {
             }
             at += len as u64;
         }
+        #[cfg(test)]
+        let journaled = self
+            .journal
+            .borrow()
+            .clone()
+            .map(|(j, path)| (j.sync_issued(&path), j));
         self.file.fdatasync().await?;
+        #[cfg(test)]
+        if let Some((id, j)) = journaled {
+            j.sync_completed(id).await;
+        }
         Ok(())
     }
 }
