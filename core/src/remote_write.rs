@@ -184,40 +184,40 @@ impl WriteRequestRef {
     /// parsed labels, or, for a known series, from its label fields in `buf` (the buffer of
     /// the last decode; another buffer yields a wrong key, never a panic).
     pub fn put_key(&self, buf: &[u8], i: usize, out: &mut Vec<u8>) {
-        let Some(series) = self.series.get(i) else {
-            return;
-        };
+        put_series_key(out, self.label_bytes(buf, i));
+    }
+
+    /// The labels of series `i` as (name, value) bytes borrowed from `buf`, in the order of
+    /// its key: its parsed labels, or, for a known series, read straight from its label
+    /// fields (nothing is copied). `buf` must be the buffer of the last decode; another one
+    /// yields wrong labels, never a panic.
+    pub fn label_bytes<'a>(&'a self, buf: &'a [u8], i: usize) -> LabelBytesIter<'a> {
         if let Some(LabelFields {
             span: (start, end),
             known: Some(_),
             ..
         }) = self.label_fields.get(i)
         {
-            let mut r = Reader {
-                buf: buf.get(..*end as usize).unwrap_or(&[]),
-                pos: *start as usize,
+            return LabelBytesIter {
+                buf,
+                from: LabelSource::Fields(Reader {
+                    buf: buf.get(..*end as usize).unwrap_or(&[]),
+                    pos: (*start as usize).min(*end as usize),
+                }),
             };
-            // The bytes were a valid run of label fields when first seen, and they are the
-            // same bytes: nothing here can fail, but a mismatched buffer must not panic.
-            while r.has_more() {
-                let Ok(KEY_1_LEN) = r.varint() else { break };
-                let Ok(label) = r.message("").and_then(|mut m| decode_label(&mut m)) else {
-                    break;
-                };
-                put_series_key(out, [(label.name_bytes(buf), label.value_bytes(buf))]);
-            }
-            return;
         }
         let labels = self
-            .labels
-            .get(series.labels.start as usize..series.labels.end as usize)
+            .series
+            .get(i)
+            .and_then(|s| {
+                self.labels
+                    .get(s.labels.start as usize..s.labels.end as usize)
+            })
             .unwrap_or(&[]);
-        put_series_key(
-            out,
-            labels
-                .iter()
-                .map(|l| (l.name_bytes(buf), l.value_bytes(buf))),
-        );
+        LabelBytesIter {
+            buf,
+            from: LabelSource::Parsed(labels.iter()),
+        }
     }
 
     /// The labels of `series` as strings borrowed from `buf`.
@@ -549,10 +549,77 @@ impl VarintError {
     }
 }
 
+/// The labels of one decoded series as (name, value) bytes ([`WriteRequestRef::label_bytes`]).
+#[derive(Clone)]
+pub struct LabelBytesIter<'a> {
+    buf: &'a [u8],
+    from: LabelSource<'a>,
+}
+
+#[derive(Clone)]
+enum LabelSource<'a> {
+    /// A known series' label fields, as they arrived.
+    Fields(Reader<'a>),
+    Parsed(std::slice::Iter<'a, LabelRef>),
+}
+
+impl<'a> Iterator for LabelBytesIter<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        let buf = self.buf;
+        match &mut self.from {
+            LabelSource::Parsed(it) => it.next().map(|l| (l.name_bytes(buf), l.value_bytes(buf))),
+            // The bytes were a valid run of label fields when first seen, and they are the
+            // same bytes: nothing here can fail, but a mismatched buffer must not panic.
+            LabelSource::Fields(r) => {
+                if !r.has_more() {
+                    return None;
+                }
+                // What every sender writes: `0a L (0a N name 12 V value)` with one-byte
+                // lengths. Read without the general decoder (this runs for every series of
+                // every request); anything else takes the general path below.
+                let rest = &r.buf[r.pos..];
+                if let [KEY_1_LEN_BYTE, l, KEY_1_LEN_BYTE, n, tail @ ..] = rest {
+                    let (l, n) = (*l as usize, *n as usize);
+                    if l < 0x80 && n < 0x80 && l >= n + 4 {
+                        if let Some([KEY_2_LEN_BYTE, v, ..]) = tail.get(n..) {
+                            let v = *v as usize;
+                            if v < 0x80 && l == n + v + 4 && rest.len() >= l + 2 {
+                                let name = &tail[..n];
+                                let value = &tail[n + 2..n + 2 + v];
+                                r.pos += l + 2;
+                                return Some((name, value));
+                            }
+                        }
+                    }
+                }
+                let Ok(KEY_1_LEN) = r.varint() else {
+                    r.pos = r.buf.len();
+                    return None;
+                };
+                match r.message("").and_then(|mut m| decode_label(&mut m)) {
+                    Ok(label) => Some((label.name_bytes(buf), label.value_bytes(buf))),
+                    Err(_) => {
+                        r.pos = r.buf.len();
+                        None
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Field 1 and field 2 of wire type 2 (length-delimited), as single bytes.
+const KEY_1_LEN_BYTE: u8 = 0x0a;
+const KEY_2_LEN_BYTE: u8 = 0x12;
+
 /// A cursor over one message. `buf` ends exactly where the message ends (nested messages get a
 /// prefix of the request), so offsets are absolute and "past the end" is a single length check.
 ///
 /// Invariant: `pos <= buf.len()`.
+#[derive(Clone)]
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,

@@ -7,7 +7,7 @@
 //! index per destination core per request, nothing per series). Must not validate: batches
 //! only ever hold series the decoder already accepted.
 
-use sluice_core::{check_hash, Sample, WriteRequestRef};
+use sluice_core::{check_hash, key_labels, Sample, WriteRequestRef};
 
 /// A label as (name, value) bytes.
 pub type LabelBytes<'a> = (&'a [u8], &'a [u8]);
@@ -33,6 +33,35 @@ pub trait SeriesBatch {
     fn key<'s>(&'s self, i: usize, scratch: &'s mut Vec<u8>) -> &'s [u8];
     /// Samples of series `i`, in request order.
     fn samples(&self, i: usize) -> impl Iterator<Item = Sample>;
+    /// The labels of series `i` in key order, to compare with a stored series: borrowed
+    /// from where the batch holds them (a known series' request bytes) without building a
+    /// key where it has none.
+    fn labels<'s>(
+        &'s self,
+        i: usize,
+        scratch: &'s mut Vec<u8>,
+    ) -> impl Iterator<Item = LabelBytes<'s>> + Clone + 's {
+        key_labels(self.key(i, scratch))
+    }
+}
+
+/// Labels from a request or from a key.
+#[derive(Clone)]
+pub enum EitherLabels<'a> {
+    Request(sluice_core::LabelBytesIter<'a>),
+    Key(sluice_core::KeyLabels<'a>),
+}
+
+impl<'a> Iterator for EitherLabels<'a> {
+    type Item = LabelBytes<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            EitherLabels::Request(it) => it.next(),
+            EitherLabels::Key(it) => it.next(),
+        }
+    }
 }
 
 /// The key range of a series whose key was not built.
@@ -79,6 +108,18 @@ impl SeriesBatch for RequestBatch<'_> {
     fn samples(&self, i: usize) -> impl Iterator<Item = Sample> {
         self.req.series_samples(&self.req.series[i]).iter().copied()
     }
+
+    fn labels<'s>(
+        &'s self,
+        i: usize,
+        _: &'s mut Vec<u8>,
+    ) -> impl Iterator<Item = LabelBytes<'s>> + Clone + 's {
+        let (start, end) = self.key_ranges[i];
+        if (start, end) == NO_KEY {
+            return EitherLabels::Request(self.req.label_bytes(self.buf, i));
+        }
+        EitherLabels::Key(key_labels(&self.keys[start as usize..end as usize]))
+    }
 }
 
 /// Some of another batch's series, by index: the share of a batch one core owns, without
@@ -107,6 +148,14 @@ impl<B: SeriesBatch> SeriesBatch for Subset<'_, B> {
 
     fn samples(&self, i: usize) -> impl Iterator<Item = Sample> {
         self.batch.samples(self.indexes[i] as usize)
+    }
+
+    fn labels<'s>(
+        &'s self,
+        i: usize,
+        scratch: &'s mut Vec<u8>,
+    ) -> impl Iterator<Item = LabelBytes<'s>> + Clone + 's {
+        self.batch.labels(self.indexes[i] as usize, scratch)
     }
 }
 

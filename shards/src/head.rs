@@ -64,16 +64,12 @@ pub use crate::chunk_arena::Chunk as ClosedChunk;
 
 /// One series of the head.
 ///
-/// A series is identified by two 64-bit hashes of its key: the portable `hash` (which
-/// places it on a node and core) and `check`, seeded with a secret random value per process
-/// ([`check_hash`]).
-/// Appends compare those 128 bits instead of the labels: the labels are stored as symbol
-/// ids (names once per list of names, see [`LabelStore`]), and comparing them with a
-/// request's would resolve every symbol, a scattered cache miss each. Two distinct label
-/// sets get the same 128 bits with probability ~n²/2¹²⁹ (below 10⁻²⁶ for a billion series,
-/// far below the rate of undetected memory errors), and a sender cannot aim for it without
-/// the secret seed.
-/// Debug builds (the whole test suite) still compare the labels on every lookup.
+/// A series is found by two 64-bit hashes of its key: the portable `hash` (which places it
+/// on a node and core) and `check`, seeded with a secret random value per process
+/// ([`check_hash`]), and confirmed by its labels ([`Head::find_exact`]): two distinct label
+/// sets get the same 128 bits with probability ~n²/2¹²⁹, but a collision must not write one
+/// series' samples into another, and neither may an identity a caller got wrong (a
+/// fingerprint collision in the decoder's table of known series).
 pub struct Series {
     /// Where the series' labels are in the head's [`LabelStore`]; `NONE` only in a
     /// placeholder.
@@ -239,30 +235,44 @@ impl Head {
 
     /// The id of the series with this key and hash, if it exists.
     pub fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
-        let found = self.find_checked(hash, check_hash(key));
-        debug_assert!(
-            found.is_none_or(|id| self.key_matches(id, key)),
-            "two label sets with the same 128-bit identity"
-        );
-        found
+        self.find_exact(hash, check_hash(key), key_labels(key))
     }
 
-    /// The id of the series with this portable and check hash ([`sluice_core::Identity`]),
-    /// if it exists. Callers that have the key check it with
-    /// [`key_matches`](Self::key_matches) in debug builds.
+    /// The id of the series with this portable and check hash ([`sluice_core::Identity`]) and
+    /// exactly these labels (in key order), if it exists. The 128 bits find the series; its
+    /// labels confirm it, so that two label sets sharing an identity (or a caller handed a
+    /// wrong identity) never share a series. Nearly always the first candidate is the series
+    /// and the confirmation compares its labels once.
     #[inline]
-    pub fn find_checked(&self, hash: u64, check: u64) -> Option<u32> {
+    pub fn find_exact<'a>(
+        &self,
+        hash: u64,
+        check: u64,
+        labels: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+    ) -> Option<u32> {
         let id = self.by_hash.get(hash)?;
-        let found = if self.series[id as usize].check == check {
-            Some(id)
-        } else {
-            self.collisions
-                .get(&hash)?
-                .iter()
-                .copied()
-                .find(|id| self.series[*id as usize].check == check)
+        let is = |id: u32| {
+            let s = &self.series[id as usize];
+            s.check == check && self.labels_match(id, labels.clone())
         };
-        found
+        if is(id) {
+            return Some(id);
+        }
+        self.collisions
+            .get(&hash)?
+            .iter()
+            .copied()
+            .find(|id| is(*id))
+    }
+
+    /// The series this identity most likely names, its labels not yet confirmed: the one
+    /// the index holds for `hash`, if its check matches. The caller confirms it with
+    /// [`labels_match`](Self::labels_match) and falls back to
+    /// [`find_exact`](Self::find_exact).
+    #[inline]
+    pub fn candidate(&self, hash: u64, check: u64) -> Option<u32> {
+        let id = self.by_hash.get(hash)?;
+        (self.series[id as usize].check == check).then_some(id)
     }
 
     /// Hints the CPU to fetch what [`find`](Self::find) reads first for `hash`: its index
@@ -299,11 +309,28 @@ impl Head {
         }
     }
 
-    /// Whether series `id` has exactly the labels of `key` (debug checks and tests).
+    /// Whether series `id` has exactly the labels of `key`.
     pub fn key_matches(&self, id: u32, key: &[u8]) -> bool {
-        self.labels(id)
-            .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
-            .eq(key_labels(key))
+        self.labels_match(id, key_labels(key))
+    }
+
+    /// Whether series `id` has exactly these labels (in key order).
+    #[inline]
+    pub fn labels_match<'a>(
+        &self,
+        id: u32,
+        mut labels: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    ) -> bool {
+        let (names, values) = self.label_sets.get(self.series[id as usize].labels);
+        for (n, v) in names.iter().zip(values) {
+            match labels.next() {
+                Some((name, value))
+                    if short_eq(self.symbols.bytes(*v), value)
+                        && short_eq(self.symbols.bytes(*n), name) => {}
+                _ => return false,
+            }
+        }
+        labels.next().is_none()
     }
 
     /// Creates a series with the next id (which the caller logs).
@@ -689,6 +716,38 @@ impl Head {
     }
 }
 
+/// `a == b` for the short strings label names and values are: word compares inline instead
+/// of a call to `memcmp` per string (twenty of them per series looked up, on every append).
+#[inline(always)]
+fn short_eq(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().unwrap_or([0; 8]));
+    match n {
+        0 => true,
+        1..=3 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
+        4..=7 => {
+            let half = |s: &[u8], at: usize| {
+                u32::from_le_bytes(s[at..at + 4].try_into().unwrap_or([0; 4]))
+            };
+            half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4)
+        }
+        8..=32 => {
+            let mut at = 0;
+            while at + 8 < n {
+                if word(a, at) != word(b, at) {
+                    return false;
+                }
+                at += 8;
+            }
+            word(a, n - 8) == word(b, n - 8)
+        }
+        _ => a == b,
+    }
+}
+
 /// Moves a series' open chunk (if it has samples) to the end of its closed chunks.
 fn close_open(s: &mut Series, chunks: &mut ChunkArena, block_range_ms: i64) {
     let full = std::mem::take(&mut s.open);
@@ -999,6 +1058,46 @@ mod tests {
         let again = h.create(series_hash("t", old), &key(&old));
         assert_eq!(again, 3);
         assert_eq!(h.find(series_hash("t", old), &key(&old)), Some(3));
+    }
+
+    #[test]
+    fn short_eq_is_slice_equality() {
+        let words: Vec<Vec<u8>> = (0..40)
+            .flat_map(|n| {
+                let base: Vec<u8> = (0..n as u8).map(|i| b'a' + i % 26).collect();
+                let mut variants = vec![base.clone()];
+                for at in 0..n {
+                    let mut v = base.clone();
+                    v[at] ^= 1;
+                    variants.push(v);
+                }
+                variants
+            })
+            .collect();
+        for a in &words {
+            for b in &words {
+                assert_eq!(short_eq(a, b), a == b, "{a:?} {b:?}");
+            }
+        }
+    }
+
+    /// Two label sets with one 128-bit identity are two series, each found by its labels.
+    #[test]
+    fn one_identity_two_label_sets_two_series() {
+        let mut h = Head::new();
+        let same = Identity { hash: 7, check: 9 };
+        let (x, y, z) = (
+            key(&[("__name__", "x")]),
+            key(&[("__name__", "y")]),
+            key(&[("__name__", "z")]),
+        );
+        let ix = h.create_checked(same, &x);
+        let iy = h.create_checked(same, &y);
+        assert_ne!(ix, iy);
+        assert_eq!(h.find_exact(7, 9, key_labels(&x)), Some(ix));
+        assert_eq!(h.find_exact(7, 9, key_labels(&y)), Some(iy));
+        assert_eq!(h.find_exact(7, 9, key_labels(&z)), None);
+        assert_eq!(h.find_exact(7, 8, key_labels(&x)), None);
     }
 
     /// Replay binds ids as the log names them: gaps become placeholders, a placeholder may be

@@ -98,7 +98,7 @@ pub async fn ingest(
         .keys
         .compute(tenant, req, buf, Some(&mut ctx.shard.known.borrow_mut()));
     let batch = scratch.keys.batch(req, buf);
-    ingest_batch(
+    let mut out = ingest_batch(
         ctx,
         tenant,
         &batch,
@@ -106,7 +106,33 @@ pub async fn ingest(
         &mut scratch.local,
         &mut scratch.key,
     )
-    .await
+    .await;
+    if !out.misidentified.is_empty() {
+        // The decoder recognised some series by a fingerprint another label set shares:
+        // those were not stored. Never trust those fingerprints again, and have the sender
+        // retry: the retry decodes them in full and stores them as themselves.
+        let mut known = ctx.shard.known.borrow_mut();
+        let mut poisoned = 0;
+        for i in 0..req.series.len() {
+            if let (Some(id), Some(fp)) = (req.known(i), req.fingerprint(i)) {
+                if out.misidentified.contains(&id) {
+                    known.poison(fp);
+                    poisoned += 1;
+                }
+            }
+        }
+        tracing::warn!(
+            tenant,
+            series = poisoned,
+            "label fingerprints shared by two series; those series were not stored, the request is retried"
+        );
+        if out.failure.is_none() {
+            out.failure = Some(format!(
+                "{poisoned} series were recognised by a label fingerprint another series shares                  and were not stored; a retry stores them"
+            ));
+        }
+    }
+    out
 }
 
 /// Appends `batch`'s series (or only those listed in `only`) across the node's cores: this

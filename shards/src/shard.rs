@@ -12,7 +12,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use sluice_core::{
-    key_labels, labels::render_series, put_series_key, Identity, KnownSeries, TenantHasher,
+    check_hash, key_labels, labels::render_series, put_series_key, Identity, KnownSeries,
+    TenantHasher,
 };
 use sluice_storage::wal::{
     self, record, FsyncPolicy, RecordType, ReplayVisitor, SampleRecord, Wal, WalError,
@@ -49,10 +50,18 @@ pub struct Tenant {
     pub cut_plan: RefCell<Option<Vec<u32>>>,
     /// The tenant's active series over all cores; this core adds its own.
     pub active: Arc<std::sync::atomic::AtomicU64>,
+    /// The tenant's series hash, to check an identity against its key.
+    hasher: TenantHasher,
 }
 
 /// How many series ahead of a head lookup its cache lines are prefetched.
 const PREFETCH_AHEAD: usize = 16;
+
+/// The id slot of a batch series that was not stored (see [`ApplyOutcome::misidentified`]).
+const MISIDENTIFIED: u32 = u32::MAX;
+
+/// The id slot of a batch series whose identity the head does not know (yet).
+const NO_CANDIDATE: u32 = u32::MAX - 1;
 
 /// How many rejected samples an outcome describes by name (the rest are only counted).
 const MAX_REPORTED_REJECTIONS: usize = 5;
@@ -68,6 +77,10 @@ pub struct ApplyOutcome {
     pub rejections: Vec<String>,
     /// A failure that makes the whole batch unacknowledgeable (WAL error).
     pub failure: Option<String>,
+    /// Identities the batch gave for series whose labels are not theirs (a fingerprint
+    /// collision in the receiving core's table of known series): those series were not
+    /// stored.
+    pub misidentified: Vec<Identity>,
 }
 
 impl ApplyOutcome {
@@ -85,6 +98,7 @@ impl ApplyOutcome {
         if self.failure.is_none() {
             self.failure = o.failure;
         }
+        self.misidentified.extend(o.misidentified);
     }
 
     /// An outcome that acknowledges nothing.
@@ -104,6 +118,8 @@ pub struct Shard {
     pub metrics: ShardMetrics,
     /// Series ids of the batch being applied (reused).
     ids: RefCell<Vec<u32>>,
+    /// Where the batch being applied builds a series' key (reused).
+    key_scratch: RefCell<Vec<u8>>,
     /// The label bytes this core has decoded before, of every tenant (see
     /// [`KnownSeries`]): the decoder and the ingest path of this core share it.
     pub known: RefCell<KnownSeries>,
@@ -128,6 +144,7 @@ impl Shard {
             tenants: RefCell::new(BTreeMap::new()),
             metrics: ShardMetrics::new(),
             ids: RefCell::new(Vec::new()),
+            key_scratch: RefCell::new(Vec::new()),
             known: RefCell::new(KnownSeries::new()),
             replay_damage: Cell::new(ReplayDamage::default()),
             min_valid,
@@ -225,6 +242,7 @@ impl Shard {
             wal,
             cut_plan: RefCell::new(None),
             active,
+            hasher: TenantHasher::new(name.as_bytes()),
         });
         self.tenants
             .borrow_mut()
@@ -259,8 +277,9 @@ impl Shard {
         let mut head = t.head.borrow_mut();
         let mut ids = self.ids.borrow_mut();
         ids.clear();
-        // A key is built only for a series the batch holds none of and the head lacks.
-        let mut key = Vec::new();
+        // Where a key is built for a series the batch holds none of (a known series).
+        let mut scratch = self.key_scratch.borrow_mut();
+        let scratch = &mut *scratch;
         // Pass 1: resolve series, logging the new ones in one record.
         t.wal.append(RecordType::Series, |buf| {
             let n = batch.len();
@@ -277,25 +296,42 @@ impl Shard {
                 if i + PREFETCH_AHEAD / 2 < n {
                     head.prefetch_series(batch.hash(i + PREFETCH_AHEAD / 2));
                 }
+                ids.push(
+                    head.candidate(batch.hash(i), batch.check(i))
+                        .unwrap_or(NO_CANDIDATE),
+                );
+            }
+            // Confirm each candidate by its labels; a mismatch (or no candidate) takes the
+            // slow path: another series of the identity, a new series, or a wrong identity.
+            for i in 0..n {
+                let candidate = ids[i];
+                if candidate != NO_CANDIDATE
+                    && head.labels_match(candidate, batch.labels(i, scratch))
+                {
+                    continue;
+                }
                 let hash = batch.hash(i);
                 let check = batch.check(i);
-                let id = match head.find_checked(hash, check) {
-                    Some(id) => {
-                        debug_assert!(
-                            head.key_matches(id, batch.key(i, &mut key)),
-                            "two label sets with the same 128-bit identity"
-                        );
-                        id
-                    }
+                // Another series of this identity, or none (the rare path).
+                ids[i] = match head.find_exact(hash, check, batch.labels(i, scratch)) {
+                    Some(id) => id,
                     None => {
-                        let key = batch.key(i, &mut key);
-                        let id = head.create_checked(Identity { hash, check }, key);
-                        record::put_series(buf, id, key_labels(key));
-                        out.new_series += 1;
-                        id
+                        let key = batch.key(i, scratch);
+                        // The identity must be the key's own before a series is made of it:
+                        // an identity from the decoder's table of known series whose
+                        // fingerprint collided would name (and route) these labels as
+                        // another series.
+                        if (hash, check) != (t.hasher.hash_key(key), check_hash(key)) {
+                            out.misidentified.push(Identity { hash, check });
+                            MISIDENTIFIED
+                        } else {
+                            let id = head.create_checked(Identity { hash, check }, key);
+                            record::put_series(buf, id, key_labels(key));
+                            out.new_series += 1;
+                            id
+                        }
                     }
                 };
-                ids.push(id);
             }
         });
         // Pass 2: append samples, logging the stored ones in one record.
@@ -318,6 +354,9 @@ impl Shard {
                     head.prefetch_chunk_write(*ahead);
                 }
                 let id = &ids[i];
+                if *id == MISIDENTIFIED {
+                    continue;
+                }
                 for s in batch.samples(i) {
                     let appended = match future_limit {
                         Some(max_t) if s.timestamp > max_t => {
@@ -339,7 +378,7 @@ impl Shard {
                         Err(r) => {
                             out.rejected += 1;
                             if out.rejections.len() < MAX_REPORTED_REJECTIONS {
-                                let labels = key_labels(batch.key(i, &mut key));
+                                let labels = key_labels(batch.key(i, scratch));
                                 out.rejections.push(describe(r, s.timestamp, labels));
                             }
                         }
@@ -659,5 +698,74 @@ mod tests {
         drop(head);
         let snap = shard.snapshot();
         assert_eq!(snap.wal_replay_unknown_series_samples, 2);
+    }
+
+    /// A batch whose series carry given identities (as the decoder's table of known series
+    /// hands them out).
+    struct Given(Vec<(Identity, Vec<u8>, sluice_core::Sample)>);
+
+    impl SeriesBatch for Given {
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+        fn hash(&self, i: usize) -> u64 {
+            self.0[i].0.hash
+        }
+        fn check(&self, i: usize) -> u64 {
+            self.0[i].0.check
+        }
+        fn key<'s>(&'s self, i: usize, _: &'s mut Vec<u8>) -> &'s [u8] {
+            &self.0[i].1
+        }
+        fn samples(&self, i: usize) -> impl Iterator<Item = sluice_core::Sample> {
+            std::iter::once(self.0[i].2)
+        }
+    }
+
+    /// A series handed another series' identity (a fingerprint collision in the decoder)
+    /// is neither stored into that series nor created under the wrong identity: the outcome
+    /// names it, and the series it was mistaken for keeps only its own samples.
+    #[test]
+    fn an_identity_that_is_not_the_labels_own_stores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let shard = Shard::open(0, config(dir.path()), BTreeMap::new()).unwrap();
+        let t = shard.tenant("t").unwrap();
+        let key = |v: &str| {
+            let mut k = Vec::new();
+            put_series_key(&mut k, [(&b"__name__"[..], v.as_bytes())]);
+            k
+        };
+        let identity = |k: &[u8]| Identity {
+            hash: t.hasher.hash_key(k),
+            check: check_hash(k),
+        };
+        let sample = |ts, v| sluice_core::Sample {
+            timestamp: ts,
+            value: v,
+        };
+        let (a, b) = (key("a"), key("b"));
+        let out = shard.apply(&t, &Given(vec![(identity(&a), a.clone(), sample(1, 1.0))]));
+        assert_eq!((out.new_series, out.appended), (1, 1));
+        // `b` arrives with `a`'s identity (both halves), then with `a`'s hash only.
+        let wrong_full = identity(&a);
+        let wrong_hash = Identity {
+            check: check_hash(&b),
+            ..identity(&a)
+        };
+        for wrong in [wrong_full, wrong_hash] {
+            let out = shard.apply(&t, &Given(vec![(wrong, b.clone(), sample(2, 2.0))]));
+            assert_eq!((out.new_series, out.appended), (0, 0), "{wrong:?}");
+            assert_eq!(out.misidentified, vec![wrong]);
+        }
+        let head = t.head.borrow();
+        assert_eq!(head.num_series(), 1);
+        let mut got = Vec::new();
+        head.samples(0, i64::MIN, i64::MAX, |ts, v| got.push((ts, v)));
+        assert_eq!(got, [(1, 1.0)]);
+        drop(head);
+        // With its own identity, `b` is its own series.
+        let out = shard.apply(&t, &Given(vec![(identity(&b), b.clone(), sample(2, 2.0))]));
+        assert_eq!((out.new_series, out.appended), (1, 1));
+        assert!(out.misidentified.is_empty());
     }
 }

@@ -73,6 +73,19 @@ impl Symbols {
         string(&self.bytes, &self.ends, id)
     }
 
+    /// The bytes of symbol `id` (which this table handed out): the lookup every append
+    /// makes for each label it confirms, so without the UTF-8 view or a second bounds check.
+    #[inline(always)]
+    pub fn bytes(&self, id: u32) -> &[u8] {
+        let id = id as usize;
+        let end = self.ends[id] as usize;
+        let start = match id.checked_sub(1) {
+            Some(prev) => self.ends[prev] as usize,
+            None => 0,
+        };
+        self.bytes.get(start..end).unwrap_or(&[])
+    }
+
     /// Number of distinct strings.
     pub fn len(&self) -> usize {
         self.ends.len()

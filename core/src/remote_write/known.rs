@@ -30,6 +30,13 @@ struct Slot {
     id: Identity,
 }
 
+/// The identity of a poisoned fingerprint. A real series with this identity is only ever
+/// decoded in full, which is slower, never wrong.
+const POISONED: Identity = Identity {
+    hash: u64::MAX,
+    check: u64::MAX,
+};
+
 /// Slots of a new table (32 KiB).
 const MIN_SLOTS: usize = 1024;
 
@@ -100,7 +107,7 @@ impl KnownSeries {
         }
     }
 
-    /// The identity remembered for `fp`.
+    /// The identity remembered for `fp` (none for a poisoned one).
     #[inline]
     pub fn get(&self, fp: Fingerprint) -> Option<Identity> {
         if self.slots.is_empty() {
@@ -111,7 +118,7 @@ impl KnownSeries {
         loop {
             let s = &self.slots[i];
             if s.fp == fp.0 {
-                return Some(s.id);
+                return (s.id != POISONED).then_some(s.id);
             }
             if s.fp == [0, 0] {
                 return None;
@@ -120,8 +127,18 @@ impl KnownSeries {
         }
     }
 
-    /// Remembers that the label bytes of `fp` are the series `id`.
+    /// Remembers that the label bytes of `fp` are the series `id` (unless `fp` is poisoned).
     pub fn insert(&mut self, fp: Fingerprint, id: Identity) {
+        self.put(fp, id, false);
+    }
+
+    /// Never trusts `fp` again: two label sets share it (the owning core found the labels it
+    /// stood for were not the request's). Their series are decoded in full from then on.
+    pub fn poison(&mut self, fp: Fingerprint) {
+        self.put(fp, POISONED, true);
+    }
+
+    fn put(&mut self, fp: Fingerprint, id: Identity, overwrite_poison: bool) {
         if (self.len + 1) * 5 > self.slots.len() * 4 {
             self.grow();
         }
@@ -130,7 +147,9 @@ impl KnownSeries {
         loop {
             let s = &mut self.slots[i];
             if s.fp == fp.0 {
-                s.id = id;
+                if s.id != POISONED || overwrite_poison {
+                    s.id = id;
+                }
                 return;
             }
             if s.fp == [0, 0] {
@@ -160,7 +179,7 @@ impl KnownSeries {
         self.len = 0;
         for s in old {
             if s.fp != [0, 0] {
-                self.insert(Fingerprint(s.fp), s.id);
+                self.put(Fingerprint(s.fp), s.id, true);
             }
         }
     }
@@ -193,6 +212,26 @@ mod tests {
         assert_eq!((k.get(fps[7]), k.len()), (Some(id(70)), 10_000));
         k.clear();
         assert_eq!((k.get(fps[7]), k.len(), k.slots.capacity()), (None, 0, 0));
+    }
+
+    #[test]
+    fn a_poisoned_fingerprint_is_never_trusted_again() {
+        let mut k = KnownSeries::new();
+        let seed = k.tenant_seed(b"t");
+        let fps: Vec<Fingerprint> = (0..3000u32)
+            .map(|i| KnownSeries::fingerprint(seed, &i.to_le_bytes()))
+            .collect();
+        k.insert(fps[0], id(1));
+        k.poison(fps[0]);
+        k.poison(fps[1]);
+        assert_eq!((k.get(fps[0]), k.get(fps[1])), (None, None));
+        // Re-learning the same bytes does not bring them back, even across growth.
+        k.insert(fps[0], id(2));
+        for (i, fp) in fps.iter().enumerate().skip(2) {
+            k.insert(*fp, id(i as u64));
+        }
+        assert_eq!((k.get(fps[0]), k.get(fps[1])), (None, None));
+        assert_eq!(k.get(fps[2]), Some(id(2)));
     }
 
     #[test]

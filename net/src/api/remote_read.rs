@@ -191,6 +191,37 @@ fn selections(rr: &ReadRequest, tenant: &Option<String>) -> Result<Vec<Selection
     Ok(out)
 }
 
+/// Decodes and checks a request body: the request, its queries as selections, and whether
+/// the client takes streamed chunks.
+fn parse(
+    body: &[u8],
+    tenant: &Option<String>,
+) -> Result<(ReadRequest, Vec<Selection>, bool), Failure> {
+    let len = snap::raw::decompress_len(body)
+        .map_err(|e| bad(format!("remote-read request is not snappy: {e}")))?;
+    if len > MAX_REQUEST_BYTES {
+        return Err(bad(format!(
+            "remote-read request decompresses to {len} bytes"
+        )));
+    }
+    let raw = snap::raw::Decoder::new()
+        .decompress_vec(body)
+        .map_err(|e| bad(format!("remote-read request is not snappy: {e}")))?;
+    let rr = ReadRequest::decode(raw.as_slice())
+        .map_err(|e| bad(format!("remote-read request is not a ReadRequest: {e}")))?;
+    let streamed = rr
+        .accepted_response_types
+        .iter()
+        .find_map(|t| match ResponseType::try_from(*t) {
+            Ok(ResponseType::StreamedXorChunks) => Some(true),
+            Ok(ResponseType::Samples) => Some(false),
+            Err(_) => None,
+        })
+        .unwrap_or(false);
+    let sels = selections(&rr, tenant)?;
+    Ok((rr, sels, streamed))
+}
+
 async fn answer(
     st: &CoreState,
     req: Request<Incoming>,
@@ -213,28 +244,7 @@ async fn answer(
         .await
         .map_err(|e| bad(format!("reading remote-read request: {e}")))?
         .to_bytes();
-    let len = snap::raw::decompress_len(&body)
-        .map_err(|e| bad(format!("remote-read request is not snappy: {e}")))?;
-    if len > MAX_REQUEST_BYTES {
-        return Err(bad(format!(
-            "remote-read request decompresses to {len} bytes"
-        )));
-    }
-    let raw = snap::raw::Decoder::new()
-        .decompress_vec(&body)
-        .map_err(|e| bad(format!("remote-read request is not snappy: {e}")))?;
-    let rr = ReadRequest::decode(raw.as_slice())
-        .map_err(|e| bad(format!("remote-read request is not a ReadRequest: {e}")))?;
-    let streamed = rr
-        .accepted_response_types
-        .iter()
-        .find_map(|t| match ResponseType::try_from(*t) {
-            Ok(ResponseType::StreamedXorChunks) => Some(true),
-            Ok(ResponseType::Samples) => Some(false),
-            Err(_) => None,
-        })
-        .unwrap_or(false);
-    let sels = selections(&rr, &tenant)?;
+    let (rr, sels, streamed) = parse(&body, &tenant)?;
     let marked = rr.queries.iter().any(|q| {
         q.matchers
             .iter()
@@ -393,7 +403,8 @@ fn chunks_of(s: &SeriesData) -> impl Iterator<Item = Chunk> + '_ {
 impl Pieces for Frames {
     fn fill(&mut self, out: &mut Vec<u8>, target: usize) -> bool {
         let (mut qi, mut si) = self.at;
-        while qi < self.results.len() && out.len() < target {
+        let start = out.len();
+        while qi < self.results.len() && out.len() - start < target {
             let Some(s) = self.results[qi].get_mut(si) else {
                 qi += 1;
                 si = 0;
@@ -424,5 +435,152 @@ impl Pieces for Frames {
         }
         self.at = (qi, si);
         qi >= self.results.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn body(rr: &ReadRequest) -> Vec<u8> {
+        snap::raw::Encoder::new()
+            .compress_vec(&rr.encode_to_vec())
+            .expect("snappy")
+    }
+
+    fn request(matchers: Vec<LabelMatcher>, types: Vec<i32>) -> ReadRequest {
+        ReadRequest {
+            queries: vec![QueryMsg {
+                start_timestamp_ms: 0,
+                end_timestamp_ms: 1000,
+                matchers,
+            }],
+            accepted_response_types: types,
+        }
+    }
+
+    fn m(ty: i32, name: &str, value: &str) -> LabelMatcher {
+        LabelMatcher {
+            r#type: ty,
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn requests_are_checked_before_anything_is_read() {
+        let ok = request(vec![m(0, "__name__", "up")], vec![1, 0]);
+        let (_, sels, streamed) = parse(&body(&ok), &Some("t".into())).unwrap();
+        assert!(streamed);
+        assert_eq!(sels.len(), 1);
+        assert_eq!(sels[0].tenant.as_deref(), Some("t"));
+        for (rr, why) in [
+            (request(vec![], vec![]), "non-empty matcher"),
+            (
+                request(vec![m(2, "__name__", ".*")], vec![]),
+                "non-empty matcher",
+            ),
+            (
+                request(vec![m(7, "a", "b")], vec![]),
+                "unknown matcher type 7",
+            ),
+            (request(vec![m(2, "a", "(")], vec![]), "regular expression"),
+        ] {
+            let (status, msg) = parse(&body(&rr), &None).unwrap_err();
+            assert_eq!(status, StatusCode::BAD_REQUEST);
+            assert!(msg.contains(why), "{msg}");
+        }
+        assert!(parse(b"not snappy at all", &None).is_err());
+    }
+
+    /// Frames of a streamed answer hold at most the frame limit (or one chunk when a chunk
+    /// alone is larger) and carry every sample.
+    #[test]
+    fn frames_respect_the_size_limit_and_carry_every_sample() {
+        let series: Vec<SeriesData> = (0..5)
+            .map(|i| SeriesData {
+                labels: vec![("__name__".into(), format!("s{i}"))],
+                samples: (0..2000).map(|k| (k * 1000, (k * i) as f64)).collect(),
+            })
+            .collect();
+        let gate = super::super::gate::Gate::new(1);
+        let slot = futures_lite::future::block_on(async {
+            // The gate's timer needs no executor when a slot is free.
+            gate.enter(std::time::Instant::now() + std::time::Duration::from_secs(1))
+                .await
+        })
+        .unwrap();
+        let mut frames = Frames::new(vec![series.clone()], 1024, slot);
+        let mut out = Vec::new();
+        while !frames.fill(&mut out, 4096) {}
+        let mut rest = out.as_slice();
+        let mut got: std::collections::BTreeMap<String, Vec<(i64, f64)>> = Default::default();
+        while !rest.is_empty() {
+            let n = prost::encoding::decode_varint(&mut rest).unwrap() as usize;
+            let crc = u32::from_be_bytes(rest[..4].try_into().unwrap());
+            let msg = &rest[4..4 + n];
+            assert_eq!(crc32c::crc32c(msg), crc);
+            let f = ChunkedReadResponse::decode(msg).unwrap();
+            assert!(
+                n <= 1024 || f.chunked_series[0].chunks.len() == 1,
+                "{n} bytes"
+            );
+            for cs in f.chunked_series {
+                let e = got.entry(cs.labels[0].value.clone()).or_default();
+                for c in cs.chunks {
+                    e.extend(sluice_storage::xor::XorIter::new(&c.data));
+                }
+            }
+            rest = &rest[4 + n..];
+        }
+        for s in &series {
+            assert_eq!(got[&s.labels[0].1], s.samples);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Arbitrary bytes, as snappy or not: an error, never a panic.
+        #[test]
+        fn arbitrary_bodies_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = parse(&bytes, &None);
+            let framed = snap::raw::Encoder::new().compress_vec(&bytes).unwrap();
+            let _ = parse(&framed, &None);
+        }
+
+        /// A valid request with bytes flipped, cut or appended, before or after compression.
+        #[test]
+        fn mutated_requests_never_panic(
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+            cut in proptest::option::of(any::<usize>()),
+            compressed in any::<bool>(),
+            value in "\\PC{0,40}",
+            ty in -2i32..6,
+        ) {
+            let rr = request(vec![m(ty, "__name__", &value), m(0, "job", "a")], vec![1]);
+            let mut raw = rr.encode_to_vec();
+            if !compressed {
+                for (at, b) in &flips {
+                    let i = at % raw.len();
+                    raw[i] = *b;
+                }
+                if let Some(c) = cut {
+                    raw.truncate(c % (raw.len() + 1));
+                }
+            }
+            let mut bytes = snap::raw::Encoder::new().compress_vec(&raw).unwrap();
+            if compressed {
+                for (at, b) in &flips {
+                    let i = at % bytes.len();
+                    bytes[i] = *b;
+                }
+                if let Some(c) = cut {
+                    bytes.truncate(c % (bytes.len() + 1));
+                }
+            }
+            let _ = parse(&bytes, &Some("t".into()));
+        }
     }
 }
