@@ -23,7 +23,7 @@
 //! Sample       { double value = 1; int64 timestamp = 2; }
 //! ```
 
-use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::ops::Range;
 
 use crate::hash::{put_series_key, Identity};
@@ -82,6 +82,15 @@ pub struct LabelFields {
     /// The series' identity, when its fingerprint was known: its labels were then neither
     /// parsed nor validated again, and its [`SeriesRef::labels`] is empty.
     pub known: Option<Identity>,
+}
+
+/// The bytes of a decoded request's series keys ([`WriteRequestRef::key_bytes`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyBytes {
+    /// Keys of the series whose labels were parsed: exact.
+    pub parsed: usize,
+    /// Keys of the known series: at most this.
+    pub known: usize,
 }
 
 /// Why a request could not be decoded. Each message names what was wrong and where.
@@ -243,6 +252,46 @@ impl WriteRequestRef {
             .unwrap_or(&[])
     }
 
+    /// Bytes this request's vectors hold (their capacity): what a pool that keeps it keeps.
+    pub fn capacity_bytes(&self) -> usize {
+        use std::mem::size_of;
+        self.series.capacity() * size_of::<SeriesRef>()
+            + self.labels.capacity() * size_of::<LabelRef>()
+            + self.samples.capacity() * size_of::<Sample>()
+            + self.label_fields.capacity() * size_of::<LabelFields>()
+    }
+
+    /// Bytes this request's vectors take when grown from empty, one entry at a time (as the
+    /// decoder fills them: 4 entries, then doubling): what decoding it allocates, whatever
+    /// capacity a reused request already had.
+    pub fn grown_bytes(&self) -> usize {
+        grown_bytes::<SeriesRef>(self.series.len())
+            + grown_bytes::<LabelRef>(self.labels.len())
+            + grown_bytes::<Sample>(self.samples.len())
+            + grown_bytes::<LabelFields>(self.label_fields.len())
+    }
+
+    /// The bytes of the series' keys (see [`put_key`](Self::put_key)), for reserving memory
+    /// before keys are built: exact for the series whose labels were parsed; for a known series
+    /// (whose key is built only when needed) the length of its label fields, which is more (a
+    /// label field holds the key's name and value plus at least 6 bytes of tags and lengths
+    /// where the key has 2 separators). A pass over the parsed labels and the known series,
+    /// reading lengths only.
+    pub fn key_bytes(&self) -> KeyBytes {
+        let parsed = self
+            .labels
+            .iter()
+            .map(|l| l.name_len as usize + l.value_len as usize + 2)
+            .sum();
+        let known = self
+            .label_fields
+            .iter()
+            .filter(|f| f.known.is_some())
+            .map(|f| (f.span.1 - f.span.0) as usize)
+            .sum();
+        KeyBytes { parsed, known }
+    }
+
     fn clear(&mut self) {
         self.series.clear();
         self.labels.clear();
@@ -263,7 +312,11 @@ impl WriteRequestRef {
                 KEY_1_LEN => {
                     let ts = r.message("WriteRequest.timeseries")?;
                     match known {
-                        Some((_, seed)) => self.scan_series(ts, seed)?,
+                        Some((known, seed)) => {
+                            if !self.scan_series(ts, seed)? {
+                                return self.refuse_scanned(buf, known, index);
+                            }
+                        }
                         None => {
                             let samples = self.samples.len() as u32;
                             let labels = self.decode_series(ts, index, true)?;
@@ -287,21 +340,45 @@ impl WriteRequestRef {
         Ok(())
     }
 
+    /// Ends a [`decode_known`](Self::decode_known) at series `index`, whose label fields are
+    /// too short to hold a valid label set: the error is the one the labels of the series
+    /// scanned so far give (the first invalid one, as [`decode`](Self::decode) reports it).
+    /// Scanning on would only spend memory on a request that is refused anyway: an empty
+    /// series costs 2 bytes on the wire and 80 in the scan.
+    #[cold]
+    fn refuse_scanned(
+        &mut self,
+        buf: &[u8],
+        known: &KnownSeries,
+        index: usize,
+    ) -> Result<(), DecodeError> {
+        self.resolve_labels(buf, known)?;
+        // Not reached: series `index` cannot pass validation. Refuse it anyway rather than
+        // return half a request.
+        Err(DecodeError::InvalidSeries {
+            index,
+            series: "{}".to_string(),
+            source: LabelError::MissingMetricName,
+        })
+    }
+
     /// First pass of [`decode_known`](Self::decode_known) over one `TimeSeries`: decodes its
     /// samples, skips its labels but fingerprints their bytes, which
     /// [`resolve_labels`](Self::resolve_labels) looks up once every series is scanned.
     /// (Prefetching the slot here was too early: by the lookup, the rest of a large request
-    /// had evicted it again.)
-    fn scan_series(&mut self, mut r: Reader<'_>, seed: u64) -> Result<(), DecodeError> {
+    /// had evicted it again.) `false`: the series' label fields are too short to be valid.
+    fn scan_series(&mut self, mut r: Reader<'_>, seed: u64) -> Result<bool, DecodeError> {
         let message = (r.pos as u32, r.buf.len() as u32);
         let sample_start = self.samples.len();
         let mut run = (0usize, 0usize);
         let mut runs = 0u32;
+        let mut label_bytes = 0usize;
         let mut has_histogram = false;
         while let Some((at, key)) = r.next_key("TimeSeries")? {
             match key {
                 KEY_1_LEN => {
                     r.skip_len_delim("TimeSeries.labels")?;
+                    label_bytes += r.pos - at;
                     if runs == 0 || at != run.1 {
                         runs += 1;
                         run.0 = at;
@@ -332,7 +409,7 @@ impl WriteRequestRef {
             fingerprint,
             known: None,
         });
-        Ok(())
+        Ok(label_bytes >= MIN_LABEL_FIELD_BYTES)
     }
 
     /// Second pass of [`decode_known`](Self::decode_known): every series whose fingerprint
@@ -473,6 +550,15 @@ fn bytes_at(buf: &[u8], start: u32, len: u32) -> &[u8] {
         .unwrap_or(&[])
 }
 
+/// Bytes of a vector of `len` entries of `T` grown one push at a time from empty: the
+/// standard library starts at 4 entries (for entries of 2 to 1024 bytes) and doubles.
+pub(crate) fn grown_bytes<T>(len: usize) -> usize {
+    if len == 0 {
+        return 0;
+    }
+    len.next_power_of_two().max(4) * std::mem::size_of::<T>()
+}
+
 /// Ranges are `u32` to halve the size of [`LabelRef`]; a bigger buffer cannot be described.
 fn check_buffer_len(len: usize) -> Result<(), DecodeError> {
     if len > u32::MAX as usize {
@@ -504,6 +590,10 @@ const KEY_2_VARINT: u64 = (2 << 3) | WT_VARINT as u64;
 const KEY_2_LEN: u64 = (2 << 3) | WT_LEN as u64;
 const KEY_3_LEN: u64 = (3 << 3) | WT_LEN as u64;
 const KEY_4_LEN: u64 = (4 << 3) | WT_LEN as u64;
+
+/// The fewest bytes the label fields of a valid series take: one field holding
+/// `__name__` and a one-byte value (`0a 0d 0a 08 "__name__" 12 01 x`).
+const MIN_LABEL_FIELD_BYTES: usize = 15;
 
 /// How many series ahead of its lookup [`WriteRequestRef::resolve_labels`] fetches a
 /// fingerprint's slot.
@@ -894,20 +984,36 @@ fn validate_labels(buf: &[u8], labels: &[LabelRef], ascii: bool) -> Result<(), L
     res
 }
 
+/// Labels of a series an error message shows, at most; the count of the others follows.
+const RENDERED_LABELS: usize = 32;
+
+/// Bytes of a label name or value an error message shows, at most.
+const RENDERED_LABEL_BYTES: usize = 1024;
+
 /// Renders a series for an error message; lossy so that non-UTF-8 series can still be shown.
+/// Bounded (see [`RENDERED_LABELS`]): a series of a million labels is refused with a message,
+/// not with a copy of itself.
 #[cold]
 #[inline(never)]
 fn render_lossy(buf: &[u8], labels: &[LabelRef]) -> String {
-    let pairs: Vec<(Cow<'_, str>, Cow<'_, str>)> = labels
+    let shown = |b: &[u8]| {
+        let cut = &b[..b.len().min(RENDERED_LABEL_BYTES)];
+        let mut s = String::from_utf8_lossy(cut).into_owned();
+        if cut.len() < b.len() {
+            s.push('…');
+        }
+        s
+    };
+    let pairs: Vec<(String, String)> = labels
         .iter()
-        .map(|l| {
-            (
-                String::from_utf8_lossy(bytes_at(buf, l.name_start, l.name_len)),
-                String::from_utf8_lossy(bytes_at(buf, l.value_start, l.value_len)),
-            )
-        })
+        .take(RENDERED_LABELS)
+        .map(|l| (shown(l.name_bytes(buf)), shown(l.value_bytes(buf))))
         .collect();
-    labels::render_series(pairs.iter().map(|(n, v)| (n.as_ref(), v.as_ref())))
+    let mut s = labels::render_series(pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    if labels.len() > RENDERED_LABELS {
+        let _ = write!(s, " (and {} more labels)", labels.len() - RENDERED_LABELS);
+    }
+    s
 }
 
 #[cfg(test)]
@@ -1175,6 +1281,45 @@ mod tests {
         let buf = request(&[histogram]);
         let err = d.decode_known(&buf, &known, seed).unwrap_err();
         assert!(matches!(err, DecodeError::NativeHistogram { .. }), "{err}");
+    }
+
+    #[test]
+    fn the_known_series_scan_ends_at_a_series_too_short_to_be_valid() {
+        // Scanned on, 100k empty series (2 bytes each) would take 8 MB of series entries.
+        let valid = series_msg(&[(b"__name__", b"up")]);
+        let mut series = vec![valid.clone(), series_msg(&[(b"job", b"x")])];
+        series.extend(std::iter::repeat_n(Vec::new(), 100_000));
+        let buf = request(&series);
+        let known = KnownSeries::new();
+        let seed = known.tenant_seed(b"t");
+        let mut d = WriteRequestRef::default();
+        let err = d.decode_known(&buf, &known, seed).unwrap_err();
+        // The first invalid series is named, as `decode` names it.
+        assert_eq!(Err(err), WriteRequestRef::default().decode(&buf));
+        assert!(
+            d.label_fields.capacity() < 16,
+            "{}",
+            d.label_fields.capacity()
+        );
+        // The shortest valid label fields still pass.
+        let buf = request(&[series_msg(&[(b"__name__", b"u")]), valid]);
+        d.decode_known(&buf, &known, seed).unwrap();
+        assert_eq!(d.series.len(), 2);
+    }
+
+    #[test]
+    fn refusals_quote_a_bounded_rendering_of_the_series() {
+        let long = vec![b'v'; 5000];
+        let mut labels: Vec<(Vec<u8>, Vec<u8>)> = vec![(b"__name__".to_vec(), b"up".to_vec())];
+        labels.extend((0..100).map(|i| (format!("l{i:03}").into_bytes(), long.clone())));
+        labels.push((b"l000".to_vec(), b"dup".to_vec()));
+        let pairs: Vec<(&[u8], &[u8])> = labels.iter().map(|(n, v)| (&n[..], &v[..])).collect();
+        let msg = decode(&request(&[series_msg(&pairs)]))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.len() < 40_000, "{} bytes", msg.len());
+        assert!(msg.contains("(and 70 more labels)"), "{msg}");
+        assert!(msg.contains(&format!("{}…", "v".repeat(1024))));
     }
 
     fn protobuf_err(buf: &[u8]) -> String {

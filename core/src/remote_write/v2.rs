@@ -63,19 +63,43 @@ pub struct V2Counts {
     pub exemplars: u64,
 }
 
-/// The 2.0 decoder's reusable scratch: the symbol table of the current request and the label
-/// references of the series being decoded. Keep one per core next to the [`WriteRequestRef`];
-/// after the first few requests decoding allocates nothing.
+/// The 2.0 decoder's reusable scratch: the symbol table of the current request. Keep one per
+/// core next to the [`WriteRequestRef`]; after the first few requests decoding allocates
+/// nothing.
+///
+/// Label references are resolved as they arrive, never collected: a list of them would cost 8
+/// bytes per 1-byte reference, the largest expansion of any field, for one series that may span
+/// the whole request.
 #[derive(Debug, Default)]
 pub struct V2Decoder {
     /// `(offset, len)` of every symbol in the decoded buffer, in wire order.
     symbols: Vec<(u32, u32)>,
-    /// `labels_refs` of the current series, as sent (u64 so an oversized ref is reported as
-    /// sent instead of truncated).
-    refs: Vec<u64>,
+}
+
+/// The label references of the series being decoded, resolved pair by pair.
+struct RefPairs {
+    /// References seen so far (to name a bad one by its position).
+    count: usize,
+    /// The name of the pair being read, once its reference came.
+    name: Option<(u32, u32)>,
+    /// The first reference past the symbol table, reported only once the count is known to be
+    /// even (an odd count is the more basic mistake, and was reported first when references
+    /// were collected).
+    bad: Option<DecodeError>,
 }
 
 impl V2Decoder {
+    /// Bytes this decoder holds (its vectors' capacity), for bounding what a pool keeps.
+    pub fn capacity_bytes(&self) -> usize {
+        self.symbols.capacity() * std::mem::size_of::<(u32, u32)>()
+    }
+
+    /// Bytes the symbol table of the last request takes when grown from empty (see
+    /// [`WriteRequestRef::grown_bytes`]).
+    pub fn grown_bytes(&self) -> usize {
+        super::grown_bytes::<(u32, u32)>(self.symbols.len())
+    }
+
     /// Decodes and validates the 2.0 request in `buf` into `out`, replacing its contents.
     ///
     /// The guarantees are those of [`WriteRequestRef::decode`]: on `Ok` every series has a
@@ -159,7 +183,11 @@ impl V2Decoder {
         let sample_start = out.samples.len();
         let mut histograms = 0u64;
         let mut exemplars = 0u64;
-        self.refs.clear();
+        let mut refs = RefPairs {
+            count: 0,
+            name: None,
+            bad: None,
+        };
         while let Some((at, key)) = r.next_key("TimeSeries")? {
             match key {
                 // Packed, as proto3 senders write repeated scalars.
@@ -169,7 +197,7 @@ impl V2Decoder {
                         let v = m
                             .varint()
                             .map_err(|e| e.into_error("element of", "TimeSeries.labels_refs"))?;
-                        self.refs.push(v);
+                        self.push_ref(&mut refs, v, index, out);
                     }
                 }
                 // Unpacked: parsers must accept both encodings of a repeated scalar.
@@ -177,7 +205,7 @@ impl V2Decoder {
                     let v = r
                         .varint()
                         .map_err(|e| e.into_error("value of", "TimeSeries.labels_refs"))?;
-                    self.refs.push(v);
+                    self.push_ref(&mut refs, v, index, out);
                 }
                 KEY_2_LEN => {
                     let mut m = r.message("TimeSeries.samples")?;
@@ -201,22 +229,15 @@ impl V2Decoder {
             }
         }
 
-        if !self.refs.len().is_multiple_of(2) {
+        if !refs.count.is_multiple_of(2) {
             return Err(DecodeError::SymbolRef(format!(
                 "series #{index}: labels_refs has {} entries; it must hold name/value pairs \
                  (an even count)",
-                self.refs.len()
+                refs.count
             )));
         }
-        for (i, pair) in self.refs.chunks_exact(2).enumerate() {
-            let name = self.symbol(pair[0], index, 2 * i)?;
-            let value = self.symbol(pair[1], index, 2 * i + 1)?;
-            out.labels.push(LabelRef {
-                name_start: name.0,
-                name_len: name.1,
-                value_start: value.0,
-                value_len: value.1,
-            });
+        if let Some(e) = refs.bad {
+            return Err(e);
         }
 
         // Symbols may lie anywhere in the request, also after this series: use the whole
@@ -245,6 +266,33 @@ impl V2Decoder {
             samples: sample_start as u32..out.samples.len() as u32,
         });
         Ok(())
+    }
+
+    /// Takes the next label reference `r` of series `index`: a value completes a label, which
+    /// goes to `out` (after a bad reference nothing more does: the series is refused anyway).
+    #[inline]
+    fn push_ref(&self, refs: &mut RefPairs, r: u64, index: usize, out: &mut WriteRequestRef) {
+        let pos = refs.count;
+        refs.count += 1;
+        if refs.bad.is_some() {
+            return;
+        }
+        let sym = match self.symbol(r, index, pos) {
+            Ok(sym) => sym,
+            Err(e) => {
+                refs.bad = Some(e);
+                return;
+            }
+        };
+        match refs.name.take() {
+            None => refs.name = Some(sym),
+            Some(name) => out.labels.push(LabelRef {
+                name_start: name.0,
+                name_len: name.1,
+                value_start: sym.0,
+                value_len: sym.1,
+            }),
+        }
     }
 
     /// The symbol `r` refers to, or an error naming the series and the position of the ref.
