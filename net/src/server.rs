@@ -5,7 +5,6 @@
 //! every handler is async and cross-core work goes through the mesh.
 
 use std::cell::{Cell, RefCell};
-use std::convert::Infallible;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +15,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use sluice_shards::Ctx;
 
+use crate::body::Stalled;
 use crate::io::{run_header_deadlines, HyperIo, HyperTimer};
 use crate::listener::{accept_until, Listener};
 use crate::receive::WriteBuffers;
@@ -108,9 +108,10 @@ async fn connection(st: Rc<CoreState>, stream: glommio::net::TcpStream) {
         let st = st.clone();
         async move {
             st.in_flight_add(1);
+            // An error ends the connection without an answer (hyper writes none).
             let resp = route(&st, req).await;
             st.in_flight_add(-1);
-            Ok::<_, Infallible>(resp)
+            resp
         }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -123,11 +124,11 @@ async fn connection(st: Rc<CoreState>, stream: glommio::net::TcpStream) {
     }
 }
 
-async fn route(st: &CoreState, req: Request<Incoming>) -> Response<Body> {
+async fn route(st: &CoreState, req: Request<Incoming>) -> Result<Response<Body>, Stalled> {
     let started = Instant::now();
     let path = req.uri().path();
     let (handler, resp) = match path {
-        "/api/v1/receive" | "/api/v1/write" => ("receive", crate::receive::handle(st, req).await),
+        "/api/v1/receive" | "/api/v1/write" => ("receive", crate::receive::handle(st, req).await?),
         "/-/healthy" => ("healthy", text(StatusCode::OK, "Sluice is Healthy.")),
         "/-/ready" => (
             "ready",
@@ -154,7 +155,7 @@ async fn route(st: &CoreState, req: Request<Incoming>) -> Response<Body> {
         .shard
         .metrics
         .count_request(handler, resp.status().as_u16(), latency);
-    resp
+    Ok(resp)
 }
 
 async fn metrics(st: &CoreState) -> Response<Body> {
