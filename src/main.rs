@@ -204,6 +204,7 @@ fn parse_external_label(s: &str) -> Result<(String, String), String> {
 }
 
 fn main() -> anyhow::Result<()> {
+    sluice_shards::allocator::return_large_blocks_to_the_kernel();
     let cli = Cli::parse();
     if let Some(Command::Check(CheckCommand::Config { files })) = &cli.command {
         std::process::exit(check::run(files));
