@@ -25,4 +25,4 @@ pub use hashring::{
 pub use labels::{LabelError, METRIC_NAME};
 pub use remote_write::known::{Fingerprint, KnownSeries};
 pub use remote_write::v2::{V2Counts, V2Decoder};
-pub use remote_write::{DecodeError, KeyBytes, LabelRef, Sample, SeriesRef, WriteRequestRef};
+pub use remote_write::{DecodeError, Grow, KeyBytes, LabelRef, Sample, SeriesRef, WriteRequestRef};

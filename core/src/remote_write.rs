@@ -120,6 +120,10 @@ pub enum DecodeError {
         /// The series rendered PromQL-style (lossily if it was not UTF-8).
         series: String,
     },
+    /// The memory for the decoded request was not granted (see [`Grow`]); the reason says
+    /// why.
+    #[error("{0}")]
+    Memory(String),
     /// A remote write 2.0 request whose symbol table or label references are unusable: the
     /// table does not start with "", a series has an odd number of label references, or a
     /// reference points past the table. The message names the series and the reference.
@@ -150,8 +154,13 @@ impl WriteRequestRef {
     /// error cannot ingest half a request. Capacity is kept either way: that is what makes the
     /// steady state allocation-free.
     pub fn decode(&mut self, buf: &[u8]) -> Result<(), DecodeError> {
+        self.decode_within(buf, &mut unlimited)
+    }
+
+    /// [`decode`](Self::decode), asking `grow` before any vector grows (see [`Grow`]).
+    pub fn decode_within(&mut self, buf: &[u8], grow: &mut Grow<'_>) -> Result<(), DecodeError> {
         self.clear();
-        let res = self.decode_request(buf, None);
+        let res = self.decode_request(buf, None, grow);
         if res.is_err() {
             self.clear();
         }
@@ -169,8 +178,20 @@ impl WriteRequestRef {
         known: &KnownSeries,
         tenant_seed: u64,
     ) -> Result<(), DecodeError> {
+        self.decode_known_within(buf, known, tenant_seed, &mut unlimited)
+    }
+
+    /// [`decode_known`](Self::decode_known), asking `grow` before any vector grows (see
+    /// [`Grow`]).
+    pub fn decode_known_within(
+        &mut self,
+        buf: &[u8],
+        known: &KnownSeries,
+        tenant_seed: u64,
+        grow: &mut Grow<'_>,
+    ) -> Result<(), DecodeError> {
         self.clear();
-        let res = self.decode_request(buf, Some((known, tenant_seed)));
+        let res = self.decode_request(buf, Some((known, tenant_seed)), grow);
         if res.is_err() {
             self.clear();
         }
@@ -261,16 +282,6 @@ impl WriteRequestRef {
             + self.label_fields.capacity() * size_of::<LabelFields>()
     }
 
-    /// Bytes this request's vectors take when grown from empty, one entry at a time (as the
-    /// decoder fills them: 4 entries, then doubling): what decoding it allocates, whatever
-    /// capacity a reused request already had.
-    pub fn grown_bytes(&self) -> usize {
-        grown_bytes::<SeriesRef>(self.series.len())
-            + grown_bytes::<LabelRef>(self.labels.len())
-            + grown_bytes::<Sample>(self.samples.len())
-            + grown_bytes::<LabelFields>(self.label_fields.len())
-    }
-
     /// The bytes of the series' keys (see [`put_key`](Self::put_key)), for reserving memory
     /// before keys are built: exact for the series whose labels were parsed; for a known series
     /// (whose key is built only when needed) the length of its label fields, which is more (a
@@ -303,6 +314,7 @@ impl WriteRequestRef {
         &mut self,
         buf: &[u8],
         known: Option<(&KnownSeries, u64)>,
+        grow: &mut Grow<'_>,
     ) -> Result<(), DecodeError> {
         check_buffer_len(buf.len())?;
         let mut r = Reader { buf, pos: 0 };
@@ -313,17 +325,18 @@ impl WriteRequestRef {
                     let ts = r.message("WriteRequest.timeseries")?;
                     match known {
                         Some((known, seed)) => {
-                            if !self.scan_series(ts, seed)? {
-                                return self.refuse_scanned(buf, known, index);
+                            if !self.scan_series(ts, seed, grow)? {
+                                return self.refuse_scanned(buf, known, index, grow);
                             }
                         }
                         None => {
                             let samples = self.samples.len() as u32;
-                            let labels = self.decode_series(ts, index, true)?;
-                            self.series.push(SeriesRef {
+                            let labels = self.decode_series(ts, index, true, grow)?;
+                            let series = SeriesRef {
                                 labels,
                                 samples: samples..self.samples.len() as u32,
-                            });
+                            };
+                            push(&mut self.series, series, grow)?;
                         }
                     }
                     index += 1;
@@ -335,7 +348,7 @@ impl WriteRequestRef {
             }
         }
         if let Some((known, _)) = known {
-            self.resolve_labels(buf, known)?;
+            self.resolve_labels(buf, known, grow)?;
         }
         Ok(())
     }
@@ -351,8 +364,9 @@ impl WriteRequestRef {
         buf: &[u8],
         known: &KnownSeries,
         index: usize,
+        grow: &mut Grow<'_>,
     ) -> Result<(), DecodeError> {
-        self.resolve_labels(buf, known)?;
+        self.resolve_labels(buf, known, grow)?;
         // Not reached: series `index` cannot pass validation. Refuse it anyway rather than
         // return half a request.
         Err(DecodeError::InvalidSeries {
@@ -367,7 +381,12 @@ impl WriteRequestRef {
     /// [`resolve_labels`](Self::resolve_labels) looks up once every series is scanned.
     /// (Prefetching the slot here was too early: by the lookup, the rest of a large request
     /// had evicted it again.) `false`: the series' label fields are too short to be valid.
-    fn scan_series(&mut self, mut r: Reader<'_>, seed: u64) -> Result<bool, DecodeError> {
+    fn scan_series(
+        &mut self,
+        mut r: Reader<'_>,
+        seed: u64,
+        grow: &mut Grow<'_>,
+    ) -> Result<bool, DecodeError> {
         let message = (r.pos as u32, r.buf.len() as u32);
         let sample_start = self.samples.len();
         let mut run = (0usize, 0usize);
@@ -387,7 +406,7 @@ impl WriteRequestRef {
                 }
                 KEY_2_LEN => {
                     let mut m = r.message("TimeSeries.samples")?;
-                    self.samples.push(decode_sample(&mut m)?);
+                    push(&mut self.samples, decode_sample(&mut m)?, grow)?;
                 }
                 KEY_3_LEN => r.skip_len_delim("TimeSeries.exemplars")?,
                 KEY_4_LEN => {
@@ -399,23 +418,30 @@ impl WriteRequestRef {
         }
         let fingerprint = (runs == 1 && !has_histogram)
             .then(|| KnownSeries::fingerprint(seed, &r.buf[run.0..run.1]));
-        self.series.push(SeriesRef {
+        let series = SeriesRef {
             labels: 0..0,
             samples: sample_start as u32..self.samples.len() as u32,
-        });
-        self.label_fields.push(LabelFields {
+        };
+        push(&mut self.series, series, grow)?;
+        let fields = LabelFields {
             message,
             span: (run.0 as u32, run.1 as u32),
             fingerprint,
             known: None,
-        });
+        };
+        push(&mut self.label_fields, fields, grow)?;
         Ok(label_bytes >= MIN_LABEL_FIELD_BYTES)
     }
 
     /// Second pass of [`decode_known`](Self::decode_known): every series whose fingerprint
     /// `known` remembers takes its identity from there; every other one has its labels
     /// parsed and validated.
-    fn resolve_labels(&mut self, buf: &[u8], known: &KnownSeries) -> Result<(), DecodeError> {
+    fn resolve_labels(
+        &mut self,
+        buf: &[u8],
+        known: &KnownSeries,
+        grow: &mut Grow<'_>,
+    ) -> Result<(), DecodeError> {
         for i in 0..self.series.len() {
             // Fetch the slot a few series ahead, so that the table's cache misses overlap.
             if let Some(fp) = self
@@ -435,7 +461,7 @@ impl WriteRequestRef {
                 buf: &buf[..end as usize],
                 pos: start as usize,
             };
-            self.series[i].labels = self.decode_series(r, i, false)?;
+            self.series[i].labels = self.decode_series(r, i, false, grow)?;
         }
         Ok(())
     }
@@ -448,6 +474,7 @@ impl WriteRequestRef {
         mut r: Reader<'_>,
         index: usize,
         with_samples: bool,
+        grow: &mut Grow<'_>,
     ) -> Result<Range<u32>, DecodeError> {
         let label_start = self.labels.len();
         let mut has_histogram = false;
@@ -459,7 +486,7 @@ impl WriteRequestRef {
             match key {
                 KEY_1_LEN => {
                     let mut m = r.message("TimeSeries.labels")?;
-                    self.labels.push(decode_label(&mut m)?);
+                    push(&mut self.labels, decode_label(&mut m)?, grow)?;
                     if at != run.1 {
                         ascii &= r.buf[run.0..run.1].is_ascii();
                         run.0 = at;
@@ -468,7 +495,7 @@ impl WriteRequestRef {
                 }
                 KEY_2_LEN if with_samples => {
                     let mut m = r.message("TimeSeries.samples")?;
-                    self.samples.push(decode_sample(&mut m)?);
+                    push(&mut self.samples, decode_sample(&mut m)?, grow)?;
                 }
                 KEY_2_LEN => r.skip_len_delim("TimeSeries.samples")?,
                 // Exemplars are not stored; skipping them unparsed is cheapest.
@@ -550,13 +577,36 @@ fn bytes_at(buf: &[u8], start: u32, len: u32) -> &[u8] {
         .unwrap_or(&[])
 }
 
-/// Bytes of a vector of `len` entries of `T` grown one push at a time from empty: the
-/// standard library starts at 4 entries (for entries of 2 to 1024 bytes) and doubles.
-pub(crate) fn grown_bytes<T>(len: usize) -> usize {
-    if len == 0 {
-        return 0;
+/// Asked before a decoder's vector grows, with the bytes it is about to allocate; an `Err`
+/// (its reason) stops decoding with [`DecodeError::Memory`]. A caller reserves memory for a
+/// request this way exactly as decoding allocates it: once per doubling of a vector, never per
+/// entry, and nothing for capacity a reused request already has.
+pub type Grow<'a> = dyn FnMut(usize) -> Result<(), String> + 'a;
+
+/// A [`Grow`] that allows everything.
+fn unlimited(_: usize) -> Result<(), String> {
+    Ok(())
+}
+
+/// Pushes `x` onto `v`, asking `grow` first when `v` is full. The test is the one `Vec::push`
+/// makes, so on the usual path the compiler merges the two: nothing per entry.
+#[inline(always)]
+pub(crate) fn push<T>(v: &mut Vec<T>, x: T, grow: &mut Grow<'_>) -> Result<(), DecodeError> {
+    if v.len() == v.capacity() {
+        grow_for_push(v, grow)?;
     }
-    len.next_power_of_two().max(4) * std::mem::size_of::<T>()
+    v.push(x);
+    Ok(())
+}
+
+/// Doubles a full `v` (from 4 entries, as `Vec::push` would) once `grow` allowed the bytes.
+#[cold]
+#[inline(never)]
+fn grow_for_push<T>(v: &mut Vec<T>, grow: &mut Grow<'_>) -> Result<(), DecodeError> {
+    let cap = (2 * v.capacity()).max(4);
+    grow((cap - v.capacity()) * std::mem::size_of::<T>()).map_err(DecodeError::Memory)?;
+    v.reserve_exact(cap - v.len());
+    Ok(())
 }
 
 /// Ranges are `u32` to halve the size of [`LabelRef`]; a bigger buffer cannot be described.
@@ -1305,6 +1355,57 @@ mod tests {
         let buf = request(&[series_msg(&[(b"__name__", b"u")]), valid]);
         d.decode_known(&buf, &known, seed).unwrap();
         assert_eq!(d.series.len(), 2);
+    }
+
+    #[test]
+    fn growth_is_asked_for_before_it_happens_and_can_be_refused() {
+        let buf = sample_request().encode_to_vec();
+        let mut granted = 0;
+        let mut d = WriteRequestRef::default();
+        d.decode_within(&buf, &mut |n| {
+            granted += n;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            granted,
+            d.capacity_bytes(),
+            "every byte allocated was asked for"
+        );
+        // A reused request asks only for what it lacks.
+        let mut again = 0;
+        d.decode_within(&buf, &mut |n| {
+            again += n;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(again, 0);
+
+        let mut known = KnownSeries::new();
+        let seed = known.tenant_seed(b"t");
+        let mut fresh = WriteRequestRef::default();
+        let mut granted = 0;
+        fresh
+            .decode_known_within(&buf, &known, seed, &mut |n| {
+                granted += n;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(granted, fresh.capacity_bytes());
+        known.insert(fresh.fingerprint(0).unwrap(), Identity::default());
+
+        // Refused after 100 bytes: the decode stops, nothing of the request is left.
+        let mut fresh = WriteRequestRef::default();
+        let mut left = 100usize;
+        let err = fresh
+            .decode_known_within(&buf, &known, seed, &mut |n| {
+                left = left.checked_sub(n).ok_or("over the budget")?;
+                Ok(())
+            })
+            .unwrap_err();
+        assert_eq!(err, DecodeError::Memory("over the budget".into()));
+        assert!(fresh.series.is_empty() && fresh.samples.is_empty());
+        assert!(fresh.capacity_bytes() <= 100);
     }
 
     #[test]
@@ -2257,6 +2358,7 @@ mod tests {
             }
             Err(DecodeError::Protobuf(m)) => assert!(m.contains("group"), "prost accepted: {m}"),
             Err(e @ DecodeError::SymbolRef(_)) => panic!("remote write 1.0 has no symbols: {e}"),
+            Err(e @ DecodeError::Memory(_)) => panic!("decoding without a limit: {e}"),
         }
     }
 

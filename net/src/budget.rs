@@ -23,15 +23,17 @@
 //! | stage | reserved |
 //! |---|---|
 //! | body | its `Content-Length` (without one: as it grows, doubling) |
-//! | decoding | `P + 16·P + 16 KiB` ([`need::decoding`]), the worst case; once decoded, shrunk to `P +` what the decoded vectors take grown from empty (`WriteRequestRef::grown_bytes`) |
-//! | routing ([`need::routing`]) | keys and hashes `24·N + K`; with several cores, copies to the others `2·(K + 16·S + 24·N)`; in a cluster, frames to the replicas `2·R·(8·N + K + 16·S)` (or `R·body` forwarded whole) |
-//! | replication frame | its length, then its index (`24·len/19` at most, then exactly) and the copies to other cores, as above |
+//! | payload | `P` |
+//! | decoding | what the decoder's vectors grow by, asked for before each doubling (`sluice_core::Grow`): exact, and nothing for capacity a pooled buffer already has. At most `16·P + 16 KiB` ([`need::decoding`]) |
+//! | keys and hashes | `24·N + K`, less what the pooled buffers have (`SeriesKeys::bytes_to_grow`) |
+//! | routing ([`need::routing`]) | with several cores, copies to the others `2·(K + 16·S + 24·N)`; in a cluster, frames to the replicas `2·R·(8·N + K + 16·S)` (or `R·body` forwarded whole) |
+//! | replication frame | its length, then its index (`24·len/19` at most, then exactly) and the copies to other cores |
 //!
 //! Measured by `tests::worst_case_payloads_stay_within_the_reservation` with a counting
-//! allocator (peak bytes allocated ÷ `P`; routing as a cluster node of 2 cores with `R` = 3,
-//! every series copied to the other core):
+//! allocator (peak bytes allocated ÷ `P`, fresh buffers; routing as a cluster node of 2 cores
+//! with `R` = 3, every series copied to the other core):
 //!
-//! | payload | decoding | routing |
+//! | payload | decoding | keys and routing |
 //! |---|---|---|
 //! | 1.0, one series of 2-byte samples | 16.0 | 32.0 |
 //! | 1.0, one-sample series `{__name__="a"}` | 5.1 (10.1 with known series) | 18.7 |
@@ -50,14 +52,19 @@
 //! the 1.0 known-series scan (80 bytes per series) ends at a series too short to be valid, so
 //! neither exceeds 8×. After decoding nothing is bounded by `P`: a 2.0 symbol may be referenced
 //! by every series, so a 2-byte reference can stand for a key of any length. Those stages are
-//! reserved from the decoded request's counts ([`need::Shape`]). An ordinary Prometheus-like
-//! request (known series) is thus charged about `2·P` for its life on one core (body, payload,
-//! decoded series) and about `4·P` with several cores (the copies' bound), not the `17·P` of the
-//! worst case it is charged only while it decodes.
+//! reserved from the decoded request's counts ([`need::Shape`]).
+//!
+//! Decoding is charged as it grows rather than its worst case up front and the real figure
+//! after: the worst case, 17·P with the payload, would be charged to every request while it
+//! decodes, and under a budget smaller than that a request waits for a moment with nothing
+//! else in flight, which a steady flow of other requests never leaves it (a 12 MiB budget
+//! refused every 0.9 MiB request of a 32-writer flood). An ordinary Prometheus-like request on
+//! pooled buffers is charged about `1.3·P` on one core (body, payload, this core's share) and
+//! `3.3·P` on several (the copies' bound).
 //!
 //! Not counted: the head's and the WAL's own growth (what `--memory-budget` is for), and the
-//! per-core pool of request buffers (bounded in `receive`: 8 sets of at most 16 MiB per core).
-//! A request is charged what its data takes, whatever pooled buffer it lands in.
+//! capacity request buffers keep in the per-core pool between requests (bounded in `receive`:
+//! 8 sets of at most 16 MiB per core).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -205,7 +212,6 @@ impl Drop for Permit {
 pub mod need {
     use sluice_core::KeyBytes;
     use sluice_shards::batch::{OwnedBatch, SeriesSpans, SAMPLE_BYTES};
-    use sluice_shards::SeriesKeys;
 
     /// Decoded bytes per payload byte, at most: 16-byte entries from fields of at least 2
     /// bytes, in vectors that may be up to twice as large as their contents.
@@ -222,8 +228,8 @@ pub mod need {
     /// Bytes of a frame's header and request head, at most (a tenant is at most 255 bytes).
     const FRAME_HEAD: u64 = 8 + 1 + 8 + 1 + 255 + 4;
 
-    /// From decompression to the end of decoding: the payload of `payload` bytes and the most
-    /// its decoded vectors may take.
+    /// The most a payload of `payload` bytes and its decoded vectors take (decoding itself
+    /// reserves as it grows, up to this).
     pub fn decoding(payload: usize) -> u64 {
         let p = payload as u64;
         p + DECODE_PER_PAYLOAD_BYTE * p + DECODE_FIXED
@@ -254,22 +260,16 @@ pub mod need {
         /// The body as received, which a peer may get whole instead of its share (remote
         /// write 1.0 in a cluster); 0 when it never is.
         pub forward_body: usize,
-        /// Whether the series' keys and hashes are computed here (`SeriesKeys`); a `WRITE`
-        /// frame brings its own.
-        pub computes_keys: bool,
     }
 
-    /// What a decoded request allocates after decoding, reserved before it does: its keys and
-    /// hashes, copies of the series other cores own, and in a cluster the frames to its
-    /// replicas.
+    /// What a decoded request allocates after decoding, besides its keys and hashes
+    /// (`SeriesKeys::bytes_to_grow`, reused from request to request), reserved before it does:
+    /// copies of the series other cores own, and in a cluster the frames to its replicas, all
+    /// allocated afresh for each request.
     pub fn routing(s: &Shape, r: &Route) -> u64 {
         let all_keys = s.keys.parsed + s.keys.known;
-        let mut n = 0usize;
-        if r.computes_keys {
-            n += SeriesKeys::bytes_for(s.series, s.keys.parsed);
-        }
         // This core's share as indexes (two lists in a cluster), growing by doubling.
-        n += 2 * 2 * 4 * s.series;
+        let mut n = 2 * 2 * 4 * s.series;
         if r.cores > 1 {
             // Every series may belong to another core; a batch per core.
             n += OwnedBatch::bytes_for(s.series, all_keys, s.samples) + 64 * r.cores;

@@ -22,8 +22,8 @@ use std::cell::RefCell;
 
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use sluice_core::{KnownSeries, V2Decoder, WriteRequestRef};
-use sluice_shards::{ingest, is_valid_tenant, IngestScratch};
+use sluice_core::{DecodeError, KnownSeries, V2Decoder, WriteRequestRef};
+use sluice_shards::{ingest, is_valid_tenant, IngestScratch, SeriesKeys};
 
 use crate::body::{self, BodyError};
 use crate::budget::need::{self, Route, Shape};
@@ -322,9 +322,8 @@ async fn receive(
         } else {
             0
         },
-        computes_keys: true,
     };
-    reserve_routing(&mut permit, req, &route)?;
+    reserve_routing(&mut permit, req, &scratch.keys, &route)?;
 
     if let Some(cluster) = &cfg.cluster {
         let (status, reason, msg) = crate::cluster::write(
@@ -401,11 +400,12 @@ fn body_failure(e: BodyError) -> Fail {
     }
 }
 
-/// Grows `permit` by what routing the decoded `req` allocates ([`need::routing`]), before it
-/// does.
+/// Grows `permit` by what routing the decoded `req` allocates, before it does: the keys and
+/// hashes `keys` lacks room for, then [`need::routing`].
 fn reserve_routing(
     permit: &mut Permit,
     req: &WriteRequestRef,
+    keys: &SeriesKeys,
     route: &Route,
 ) -> Result<(), Reject> {
     let shape = Shape {
@@ -413,16 +413,18 @@ fn reserve_routing(
         samples: req.samples.len(),
         keys: req.key_bytes(),
     };
-    permit
-        .grow_to(permit.bytes() + need::routing(&shape, route))
-        .map_err(over_budget)
+    let more =
+        keys.bytes_to_grow(shape.series, shape.keys.parsed) as u64 + need::routing(&shape, route);
+    permit.grow_to(permit.bytes() + more).map_err(over_budget)
 }
 
 /// Decompresses and decodes `body` (of protocol `proto`) into `dec`, recognising the series
 /// of `tenant` that `known` remembers (remote write 1.0 only); returns the payload length.
 ///
-/// `permit` holds the body; it grows to the worst case of decoding ([`need::decoding`])
-/// before the payload is decompressed, and shrinks to what decoding took once it is done.
+/// `permit` holds the body; it grows by the payload before it is decompressed, and by each
+/// decoded vector's growth before it grows (reused capacity costs nothing): decoding is
+/// charged exactly what it allocates, never a worst case (which is 16 times the payload, see
+/// `budget`).
 fn decode(
     body: &[u8],
     dec: &mut Decoded,
@@ -443,9 +445,7 @@ fn decode(
             ),
         ));
     }
-    permit
-        .grow_to(held + need::decoding(len))
-        .map_err(over_budget)?;
+    permit.grow_to(held + len as u64).map_err(over_budget)?;
     // Grow only: a buffer that already has the length is not re-zeroed per request. Exactly:
     // `resize` alone could double the buffer.
     if dec.decompressed.len() < len {
@@ -461,31 +461,27 @@ fn decode(
         v2,
     } = dec;
     let payload = &decompressed[..n];
+    // Each vector's growth is reserved just before it happens (once per doubling).
+    let mut grow = |bytes: usize| permit.grow_to(permit.bytes() + bytes as u64);
     let res = match proto {
         Proto::V1 => match known {
             Some(known) => {
                 let known = known.borrow();
                 let seed = known.tenant_seed(tenant.as_bytes());
-                req.decode_known(payload, &known, seed)
+                req.decode_known_within(payload, &known, seed, &mut grow)
             }
-            None => req.decode(payload),
+            None => req.decode_within(payload, &mut grow),
         },
         // Exemplars and histograms are counted by the decoder, but nothing uses the counts:
         // exemplars are not stored, and histograms fail the request.
-        Proto::V2 => v2.decode(payload, req).map(|_| ()),
+        Proto::V2 => v2.decode_within(payload, req, &mut grow).map(|_| ()),
     };
-    // The real figure replaces the worst case (a failed decode leaves nothing to hold).
-    let decoded = if res.is_ok() {
-        req.grown_bytes() + v2.grown_bytes()
-    } else {
-        0
-    };
-    let _ = permit.resize(held + len as u64 + decoded as u64);
     res.map_err(|e| {
         let reason = match e {
-            sluice_core::DecodeError::Protobuf(_) => "bad_protobuf",
-            sluice_core::DecodeError::InvalidSeries { .. } => "invalid_labels",
-            sluice_core::DecodeError::SymbolRef(_) => "bad_symbol_ref",
+            DecodeError::Memory(msg) => return over_budget(msg),
+            DecodeError::Protobuf(_) => "bad_protobuf",
+            DecodeError::InvalidSeries { .. } => "invalid_labels",
+            DecodeError::SymbolRef(_) => "bad_symbol_ref",
             _ => "unsupported",
         };
         Reject(StatusCode::BAD_REQUEST, reason, e.to_string())
@@ -508,7 +504,6 @@ pub(crate) async fn store_replica(
     let WriteBuffers { dec, scratch, .. } = &mut bufs;
     let route = Route {
         cores: st.ctx.cores(),
-        computes_keys: true,
         ..Route::default()
     };
     let decoded = decode(
@@ -520,7 +515,7 @@ pub(crate) async fn store_replica(
         tenant,
         permit,
     )
-    .and_then(|n| reserve_routing(permit, &dec.req, &route).map(|()| n));
+    .and_then(|n| reserve_routing(permit, &dec.req, &scratch.keys, &route).map(|()| n));
     let result = match decoded {
         Err(Reject(status, _, msg)) => Err((status, msg)),
         Ok(n) => Ok(ingest(&st.ctx, tenant, &dec.req, &dec.decompressed[..n], scratch).await),

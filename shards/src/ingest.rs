@@ -77,6 +77,16 @@ impl SeriesKeys {
             + parsed_key_bytes
     }
 
+    /// Of [`bytes_for`](Self::bytes_for), what these vectors lack room for (they keep their
+    /// capacity from request to request).
+    pub fn bytes_to_grow(&self, series: usize, parsed_key_bytes: usize) -> usize {
+        let lack = |v: usize, cap: usize| v.saturating_sub(cap);
+        (lack(series, self.hashes.capacity()) + lack(series, self.checks.capacity()))
+            * std::mem::size_of::<u64>()
+            + lack(series, self.key_ranges.capacity()) * std::mem::size_of::<(u32, u32)>()
+            + lack(parsed_key_bytes, self.keys.capacity())
+    }
+
     /// Bytes these vectors hold (their capacity).
     pub fn capacity_bytes(&self) -> usize {
         (self.hashes.capacity() + self.checks.capacity()) * std::mem::size_of::<u64>()

@@ -30,9 +30,9 @@
 //! skips over length prefixes.
 
 use super::{
-    check_buffer_len, decode_sample, render_lossy, validate_labels, DecodeError, KnownField,
-    LabelRef, Reader, SeriesRef, WriteRequestRef, KEY_1_LEN, KEY_2_LEN, KEY_3_LEN, KEY_4_LEN,
-    WT_LEN, WT_VARINT,
+    check_buffer_len, decode_sample, push, render_lossy, validate_labels, DecodeError, Grow,
+    KnownField, LabelRef, Reader, SeriesRef, WriteRequestRef, KEY_1_LEN, KEY_2_LEN, KEY_3_LEN,
+    KEY_4_LEN, WT_LEN, WT_VARINT,
 };
 
 const KEY_1_VARINT: u64 = (1 << 3) | WT_VARINT as u64;
@@ -94,12 +94,6 @@ impl V2Decoder {
         self.symbols.capacity() * std::mem::size_of::<(u32, u32)>()
     }
 
-    /// Bytes the symbol table of the last request takes when grown from empty (see
-    /// [`WriteRequestRef::grown_bytes`]).
-    pub fn grown_bytes(&self) -> usize {
-        super::grown_bytes::<(u32, u32)>(self.symbols.len())
-    }
-
     /// Decodes and validates the 2.0 request in `buf` into `out`, replacing its contents.
     ///
     /// The guarantees are those of [`WriteRequestRef::decode`]: on `Ok` every series has a
@@ -110,9 +104,20 @@ impl V2Decoder {
         buf: &[u8],
         out: &mut WriteRequestRef,
     ) -> Result<V2Counts, DecodeError> {
+        self.decode_within(buf, out, &mut |_| Ok(()))
+    }
+
+    /// [`decode`](Self::decode), asking `grow` before any vector (the symbol table's or
+    /// `out`'s) grows.
+    pub fn decode_within(
+        &mut self,
+        buf: &[u8],
+        out: &mut WriteRequestRef,
+        grow: &mut Grow<'_>,
+    ) -> Result<V2Counts, DecodeError> {
         out.clear();
         self.symbols.clear();
-        let res = self.decode_request(buf, out);
+        let res = self.decode_request(buf, out, grow);
         if res.is_err() {
             out.clear();
         }
@@ -123,6 +128,7 @@ impl V2Decoder {
         &mut self,
         buf: &[u8],
         out: &mut WriteRequestRef,
+        grow: &mut Grow<'_>,
     ) -> Result<V2Counts, DecodeError> {
         check_buffer_len(buf.len())?;
         // Pass 1: the symbol table; everything else is only stepped over (and checked).
@@ -132,7 +138,7 @@ impl V2Decoder {
                 KEY_4_LEN => {
                     let (s, e) = r.len_delim("Request.symbols")?;
                     // Offsets fit u32: check_buffer_len capped the buffer.
-                    self.symbols.push((s as u32, (e - s) as u32));
+                    push(&mut self.symbols, (s as u32, (e - s) as u32), grow)?;
                 }
                 KEY_5_LEN => r.skip_len_delim("Request.timeseries")?,
                 _ => {
@@ -159,7 +165,7 @@ impl V2Decoder {
             match key {
                 KEY_5_LEN => {
                     let ts = r.message("Request.timeseries")?;
-                    self.decode_series(buf, ts, index, out, &mut counts)?;
+                    self.decode_series(buf, ts, index, out, &mut counts, grow)?;
                     index += 1;
                 }
                 KEY_4_LEN => r.skip_len_delim("Request.symbols")?,
@@ -178,6 +184,7 @@ impl V2Decoder {
         index: usize,
         out: &mut WriteRequestRef,
         counts: &mut V2Counts,
+        grow: &mut Grow<'_>,
     ) -> Result<(), DecodeError> {
         let label_start = out.labels.len();
         let sample_start = out.samples.len();
@@ -197,7 +204,7 @@ impl V2Decoder {
                         let v = m
                             .varint()
                             .map_err(|e| e.into_error("element of", "TimeSeries.labels_refs"))?;
-                        self.push_ref(&mut refs, v, index, out);
+                        self.push_ref(&mut refs, v, index, out, grow)?;
                     }
                 }
                 // Unpacked: parsers must accept both encodings of a repeated scalar.
@@ -205,11 +212,11 @@ impl V2Decoder {
                     let v = r
                         .varint()
                         .map_err(|e| e.into_error("value of", "TimeSeries.labels_refs"))?;
-                    self.push_ref(&mut refs, v, index, out);
+                    self.push_ref(&mut refs, v, index, out, grow)?;
                 }
                 KEY_2_LEN => {
                     let mut m = r.message("TimeSeries.samples")?;
-                    out.samples.push(decode_sample(&mut m)?);
+                    push(&mut out.samples, decode_sample(&mut m)?, grow)?;
                 }
                 // Remembered, not returned at once: the labels for the message may come later.
                 KEY_3_LEN => {
@@ -261,38 +268,49 @@ impl V2Decoder {
         counts.exemplars += exemplars;
         // Cannot truncate: check_buffer_len capped the buffer at u32::MAX bytes and every
         // label and sample takes at least one byte of it.
-        out.series.push(SeriesRef {
+        let series = SeriesRef {
             labels: label_start as u32..out.labels.len() as u32,
             samples: sample_start as u32..out.samples.len() as u32,
-        });
-        Ok(())
+        };
+        push(&mut out.series, series, grow)
     }
 
     /// Takes the next label reference `r` of series `index`: a value completes a label, which
     /// goes to `out` (after a bad reference nothing more does: the series is refused anyway).
     #[inline]
-    fn push_ref(&self, refs: &mut RefPairs, r: u64, index: usize, out: &mut WriteRequestRef) {
+    fn push_ref(
+        &self,
+        refs: &mut RefPairs,
+        r: u64,
+        index: usize,
+        out: &mut WriteRequestRef,
+        grow: &mut Grow<'_>,
+    ) -> Result<(), DecodeError> {
         let pos = refs.count;
         refs.count += 1;
         if refs.bad.is_some() {
-            return;
+            return Ok(());
         }
         let sym = match self.symbol(r, index, pos) {
             Ok(sym) => sym,
             Err(e) => {
                 refs.bad = Some(e);
-                return;
+                return Ok(());
             }
         };
         match refs.name.take() {
             None => refs.name = Some(sym),
-            Some(name) => out.labels.push(LabelRef {
-                name_start: name.0,
-                name_len: name.1,
-                value_start: sym.0,
-                value_len: sym.1,
-            }),
+            Some(name) => {
+                let label = LabelRef {
+                    name_start: name.0,
+                    name_len: name.1,
+                    value_start: sym.0,
+                    value_len: sym.1,
+                };
+                push(&mut out.labels, label, grow)?;
+            }
         }
+        Ok(())
     }
 
     /// The symbol `r` refers to, or an error naming the series and the position of the ref.
