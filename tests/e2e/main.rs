@@ -11,6 +11,7 @@ mod cluster;
 mod concurrency;
 mod crash;
 mod malformed;
+mod memory;
 mod promql;
 mod remote_read;
 mod rw2;
