@@ -45,11 +45,9 @@ pub enum BodyError {
 #[error("request body stalled: no bytes for {0:?}")]
 pub struct Stalled(pub Duration);
 
-/// Reads `body` to its end into `out` (cleared first). Before `out` is to hold more than has
-/// been reserved, `reserve(bytes)` is asked for `bytes` in total: the whole body at once when
+/// Reads `body` to its end into `out` (cleared first). Before `out` grows, `reserve(bytes)` is
+/// asked for the bytes it is about to allocate: room for the whole body at once when
 /// `size_hint` (its `Content-Length`) says how long it is, otherwise twice what arrived so far.
-/// Pooled capacity is not counted as reserved: a body is charged what it takes, whatever
-/// buffer it happens to land in.
 pub async fn read<B>(
     mut body: B,
     out: &mut Vec<u8>,
@@ -62,7 +60,6 @@ where
     B::Error: std::fmt::Display,
 {
     out.clear();
-    let mut reserved = 0usize;
     while let Some(frame) = within(limits.stall, body.frame()).await? {
         let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
         let Some(data) = frame.data_ref() else {
@@ -75,15 +72,14 @@ where
                 max: limits.max,
             });
         }
-        if len > reserved {
+        if len > out.capacity() {
             let want = size_hint
                 .filter(|&h| h >= len)
                 .unwrap_or(len.max(2 * out.len()))
                 .min(limits.max);
-            reserve(want).map_err(BodyError::OverBudget)?;
-            reserved = want;
-            // Exactly what was reserved: `extend` alone could double a pooled buffer.
-            out.reserve_exact(want.saturating_sub(out.len()));
+            reserve(want - out.capacity()).map_err(BodyError::OverBudget)?;
+            // Exactly what was reserved: `extend` alone could double the buffer.
+            out.reserve_exact(want - out.len());
         }
         out.extend_from_slice(data);
     }

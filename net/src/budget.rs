@@ -17,15 +17,17 @@
 //!
 //! # What a request costs
 //!
-//! `P` is the decompressed payload, `N` series, `S` samples, `K` bytes of series keys, `R`
-//! replicas. Each stage is reserved before it allocates:
+//! A request is charged every byte its buffers hold: the capacity of the pooled buffers it
+//! takes, then whatever it allocates, each time before it does. `P` is the decompressed
+//! payload, `N` series, `S` samples, `K` bytes of series keys, `R` replicas:
 //!
-//! | stage | reserved |
+//! | stage | reserved before it allocates |
 //! |---|---|
-//! | body | its `Content-Length` (without one: as it grows, doubling) |
-//! | payload | `P` |
-//! | decoding | what the decoder's vectors grow by, asked for before each doubling (`sluice_core::Grow`): exact, and nothing for capacity a pooled buffer already has. At most `16·P + 16 KiB` ([`need::decoding`]) |
-//! | keys and hashes | `24·N + K`, less what the pooled buffers have (`SeriesKeys::bytes_to_grow`) |
+//! | start | the pooled buffers' capacity, and the body's `Content-Length` beyond it |
+//! | body without a length | as it grows, doubling |
+//! | payload | `P`, beyond the pooled capacity |
+//! | decoding | what the decoder's vectors grow by, asked for before each doubling (`sluice_core::Grow`): exact. At most `16·P + 16 KiB` ([`need::decoding`]) |
+//! | keys and hashes | `24·N + K`, beyond the pooled capacity (`SeriesKeys::bytes_to_grow`) |
 //! | routing ([`need::routing`]) | with several cores, copies to the others `2·(K + 16·S + 24·N)`; in a cluster, frames to the replicas `2·R·(8·N + K + 16·S)` (or `R·body` forwarded whole) |
 //! | replication frame | its length, then its index (`24·len/19` at most, then exactly) and the copies to other cores |
 //!
@@ -58,13 +60,16 @@
 //! after: the worst case, 17·P with the payload, would be charged to every request while it
 //! decodes, and under a budget smaller than that a request waits for a moment with nothing
 //! else in flight, which a steady flow of other requests never leaves it (a 12 MiB budget
-//! refused every 0.9 MiB request of a 32-writer flood). An ordinary Prometheus-like request on
-//! pooled buffers is charged about `1.3·P` on one core (body, payload, this core's share) and
-//! `3.3·P` on several (the copies' bound).
+//! refused every 0.9 MiB request of a 32-writer flood). An ordinary Prometheus-like request is
+//! charged what its buffers hold: about `3·P` on one core for a pooled set that has served
+//! requests of its size before (body `0.25·P`, payload `P`, decoded series `P`, keys of
+//! first-seen series `0.9·P`), and about `5·P` on several (plus the copies' bound).
 //!
-//! Not counted: the head's and the WAL's own growth (what `--memory-budget` is for), and the
-//! capacity request buffers keep in the per-core pool between requests (bounded in `receive`:
-//! 8 sets of at most 16 MiB per core).
+//! Not charged: the head's and the WAL's own growth (what `--memory-budget` is for), and the
+//! buffers a core's pool keeps between requests — at most 8 sets of at most 16 MiB, and at
+//! most a quarter of the in-flight budget over all cores (32 MiB per core without a budget;
+//! see `receive`). So requests in flight keep RSS within the budget plus a quarter of it, plus
+//! what the allocator and the connections hold.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -66,9 +66,63 @@ impl WriteBuffers {
 const MAX_POOLED_BYTES: usize = 16 << 20;
 
 /// Buffers a core keeps for its next requests, at most: as many as it serves at once in a
-/// busy steady state. With [`MAX_POOLED_BYTES`], at most 128 MiB per core stays allocated
-/// between requests.
+/// busy steady state.
 const MAX_POOLED: usize = 8;
+
+/// Bytes a core's pool keeps between requests, at most, and at most a quarter of the
+/// in-flight budget shared by the cores: idle pooled buffers are the only request memory the
+/// budget does not charge (a request is charged the pooled capacity it takes), so this bounds
+/// how far RSS can exceed the budget.
+const MAX_IDLE_BYTES: usize = 32 << 20;
+
+/// A core's request buffers kept between requests.
+pub struct BufferPool {
+    sets: Vec<WriteBuffers>,
+    /// Capacity of the sets kept.
+    idle_bytes: usize,
+    max_idle_bytes: usize,
+}
+
+impl BufferPool {
+    /// A pool for one of `cores` cores under an in-flight budget of `inflight_limit` bytes
+    /// (0: none).
+    pub fn new(inflight_limit: u64, cores: usize) -> BufferPool {
+        let share = match inflight_limit {
+            0 => MAX_IDLE_BYTES,
+            l => (l / 4 / cores.max(1) as u64).min(MAX_IDLE_BYTES as u64) as usize,
+        };
+        BufferPool {
+            sets: Vec::new(),
+            idle_bytes: 0,
+            max_idle_bytes: share,
+        }
+    }
+
+    /// A set of buffers and its capacity (to be charged to whoever takes it).
+    fn take(&mut self) -> (WriteBuffers, usize) {
+        match self.sets.pop() {
+            Some(set) => {
+                let bytes = set.capacity_bytes();
+                self.idle_bytes -= bytes;
+                (set, bytes)
+            }
+            None => (WriteBuffers::default(), 0),
+        }
+    }
+
+    /// Keeps `set`, or frees it when it holds more than [`MAX_POOLED_BYTES`] or the pool is
+    /// full (by count or bytes).
+    fn give(&mut self, set: WriteBuffers) {
+        let bytes = set.capacity_bytes();
+        if self.sets.len() < MAX_POOLED
+            && bytes <= MAX_POOLED_BYTES
+            && self.idle_bytes + bytes <= self.max_idle_bytes
+        {
+            self.idle_bytes += bytes;
+            self.sets.push(set);
+        }
+    }
+}
 
 /// Largest too-large body still read to its end before the 413 goes out.
 const DRAIN_BEFORE_REJECT: usize = 1 << 20;
@@ -119,10 +173,10 @@ pub async fn handle(
     st: &CoreState,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, body::Stalled> {
-    let mut bufs = take_buffers(st);
+    let (mut bufs, pooled) = st.pool.borrow_mut().take();
     let mut written = Written::default();
-    let result = receive(st, req, &mut bufs, &mut written).await;
-    recycle(st, bufs);
+    let result = receive(st, req, &mut bufs, pooled, &mut written).await;
+    st.pool.borrow_mut().give(bufs);
     let mut resp = match result {
         Ok(resp) => resp,
         Err(Fail::Stalled(stalled)) => {
@@ -240,10 +294,13 @@ async fn drain_small(cfg: &crate::NetConfig, body: Incoming, content_length: Opt
     }
 }
 
+/// Answers `req` with `bufs`, which hold `pooled` bytes already (charged to the request
+/// with what it adds).
 async fn receive(
     st: &CoreState,
     req: Request<Incoming>,
     bufs: &mut WriteBuffers,
+    pooled: usize,
     written: &mut Written,
 ) -> Result<Response<Body>, Fail> {
     let cfg = &st.cfg;
@@ -266,7 +323,9 @@ async fn receive(
             return Err(too_large(len, cfg.max_request_bytes).into());
         }
     }
-    let mut permit = match cfg.budget.try_reserve(content_length.unwrap_or(0) as u64) {
+    // The buffers as they came from the pool, and the body's room beyond what they have.
+    let body_room = content_length.map_or(0, |l| l.saturating_sub(bufs.body.capacity()));
+    let mut permit = match cfg.budget.try_reserve((pooled + body_room) as u64) {
         Ok(p) => p,
         Err(msg) => {
             drain_small(cfg, body, content_length).await;
@@ -277,8 +336,10 @@ async fn receive(
         max: cfg.max_request_bytes,
         stall: cfg.body_read_timeout,
     };
-    body::read(body, &mut bufs.body, limits, content_length, |n| {
-        permit.grow_to(n as u64)
+    bufs.body.clear();
+    bufs.body.reserve_exact(content_length.unwrap_or(0));
+    body::read(body, &mut bufs.body, limits, content_length, |more| {
+        permit.grow_to(permit.bytes() + more as u64)
     })
     .await
     .map_err(body_failure)?;
@@ -421,9 +482,9 @@ fn reserve_routing(
 /// Decompresses and decodes `body` (of protocol `proto`) into `dec`, recognising the series
 /// of `tenant` that `known` remembers (remote write 1.0 only); returns the payload length.
 ///
-/// `permit` holds the body; it grows by the payload before it is decompressed, and by each
-/// decoded vector's growth before it grows (reused capacity costs nothing): decoding is
-/// charged exactly what it allocates, never a worst case (which is 16 times the payload, see
+/// `permit` holds what `dec` already has; it grows by the payload's room before it is
+/// decompressed, and by each decoded vector's growth before it grows: decoding is charged
+/// exactly what it allocates, never a worst case (which is 16 times the payload, see
 /// `budget`).
 fn decode(
     body: &[u8],
@@ -445,7 +506,8 @@ fn decode(
             ),
         ));
     }
-    permit.grow_to(held + len as u64).map_err(over_budget)?;
+    let room = len.saturating_sub(dec.decompressed.capacity());
+    permit.grow_to(held + room as u64).map_err(over_budget)?;
     // Grow only: a buffer that already has the length is not re-zeroed per request. Exactly:
     // `resize` alone could double the buffer.
     if dec.decompressed.len() < len {
@@ -499,7 +561,11 @@ pub(crate) async fn store_replica(
     snappy_body: &[u8],
     permit: &mut Permit,
 ) -> Result<sluice_shards::shard::ApplyOutcome, (StatusCode, String)> {
-    let mut bufs = take_buffers(st);
+    let (mut bufs, pooled) = st.pool.borrow_mut().take();
+    if let Err(msg) = permit.grow_to(permit.bytes() + pooled as u64) {
+        st.pool.borrow_mut().give(bufs);
+        return Err((StatusCode::TOO_MANY_REQUESTS, msg));
+    }
     let known = Some(&st.ctx.shard.known);
     let WriteBuffers { dec, scratch, .. } = &mut bufs;
     let route = Route {
@@ -520,21 +586,8 @@ pub(crate) async fn store_replica(
         Err(Reject(status, _, msg)) => Err((status, msg)),
         Ok(n) => Ok(ingest(&st.ctx, tenant, &dec.req, &dec.decompressed[..n], scratch).await),
     };
-    recycle(st, bufs);
+    st.pool.borrow_mut().give(bufs);
     result
-}
-
-fn take_buffers(st: &CoreState) -> WriteBuffers {
-    st.pool.borrow_mut().pop().unwrap_or_default()
-}
-
-/// Returns `bufs` to the core's pool, or frees them when they hold more than
-/// [`MAX_POOLED_BYTES`] or the pool is full.
-fn recycle(st: &CoreState, bufs: WriteBuffers) {
-    let mut pool = st.pool.borrow_mut();
-    if pool.len() < MAX_POOLED && bufs.capacity_bytes() <= MAX_POOLED_BYTES {
-        pool.push(bufs);
-    }
 }
 
 /// The protocol of a `Content-Type` (RFC 9110: media type and parameter names are

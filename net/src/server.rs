@@ -18,7 +18,7 @@ use sluice_shards::Ctx;
 use crate::body::Stalled;
 use crate::io::{run_header_deadlines, HyperIo, HyperTimer};
 use crate::listener::{accept_until, Listener};
-use crate::receive::WriteBuffers;
+use crate::receive::BufferPool;
 use crate::response::{text, Body};
 use crate::NetConfig;
 
@@ -26,7 +26,7 @@ use crate::NetConfig;
 pub struct CoreState {
     pub ctx: Ctx,
     pub cfg: Arc<NetConfig>,
-    pub pool: RefCell<Vec<WriteBuffers>>,
+    pub pool: RefCell<BufferPool>,
     /// Outgoing replication connections of this core.
     pub peers: crate::rpc::client::Peers,
     in_flight: Cell<usize>,
@@ -66,10 +66,11 @@ pub async fn serve(ctx: Ctx, cfg: Arc<NetConfig>) {
         .cluster
         .as_ref()
         .map_or(Duration::from_secs(5), |c| c.forward_timeout);
+    let pool = BufferPool::new(cfg.budget.inflight_limit(), ctx.cores());
     let st = Rc::new(CoreState {
         ctx,
         cfg,
-        pool: RefCell::new(Vec::new()),
+        pool: RefCell::new(pool),
         peers: crate::rpc::client::Peers::new(forward_timeout),
         in_flight: Cell::new(0),
     });
