@@ -149,7 +149,9 @@ impl MemoryBudget {
         self.inflight_limit
     }
 
-    fn admit(&self, more: u64) -> Result<(), String> {
+    /// Admits `more` bytes for a request holding `own` already: always while no other request
+    /// holds any (so that one request larger than the limit still goes through, alone).
+    fn admit(&self, more: u64, own: u64) -> Result<(), String> {
         if more == 0 {
             return Ok(());
         }
@@ -163,7 +165,8 @@ impl MemoryBudget {
             ));
         }
         let before = self.reserved.fetch_add(more, Ordering::AcqRel);
-        if self.inflight_limit > 0 && before > 0 && before + more > self.inflight_limit {
+        let others = before.saturating_sub(own);
+        if self.inflight_limit > 0 && others > 0 && before + more > self.inflight_limit {
             self.reserved.fetch_sub(more, Ordering::AcqRel);
             self.refused.fetch_add(1, Ordering::Relaxed);
             return Err(format!(
@@ -182,7 +185,7 @@ impl Permit {
         if bytes <= self.bytes {
             return Ok(());
         }
-        self.budget.admit(bytes - self.bytes)?;
+        self.budget.admit(bytes - self.bytes, self.bytes)?;
         self.bytes = bytes;
         Ok(())
     }

@@ -24,8 +24,10 @@ fn reservations_are_refused_over_the_limits_and_returned_on_drop() {
         ..MemoryBudget::default()
     });
     b.rss.store(400, Ordering::Relaxed);
-    // Alone, a request larger than the in-flight limit is admitted.
-    drop(b.try_reserve(700).unwrap());
+    // Alone, a request larger than the in-flight limit is admitted, and grows as it needs.
+    let mut alone = b.try_reserve(700).unwrap();
+    assert!(alone.grow_to(900).is_ok());
+    drop(alone);
     let mut p = b.try_reserve(300).unwrap();
     assert!(b.try_reserve(301).is_err());
     assert!(p.grow_to(600).is_ok());
