@@ -8,13 +8,13 @@
 //! it when freed; anything smaller comes from an arena, which keeps freed memory for reuse.
 //! The threshold starts at 128 KiB but rises (up to 32 MiB) each time a mapped block is freed,
 //! so after one large request every later buffer up to that size comes from the arenas, and a
-//! spike leaves tens of MiB resident for good (measured in bench/RESULTS.md, "Memory after a
-//! spike": +25 MiB after eight 16 MiB requests, +2 MiB with the fixed threshold). Setting the
-//! threshold also turns the rise off. The price is a `mmap`/`munmap` per block of at least the
-//! threshold; request buffers are pooled (see `sluice-net`'s `receive`), so a steady flow of
-//! ordinary requests does not pay it. `malloc_trim` after a large request, the other
-//! candidate, walked every arena under its lock (~100 µs, stalling the other cores' allocations)
-//! and still left +24 MiB.
+//! spike leaves tens of MiB resident for good (bench/RESULTS.md, "Memory accounting": +25 MiB
+//! after eight 16 MiB requests, +2 MiB with the threshold fixed). Setting the threshold also
+//! turns the rise off. The price is a `mmap`/`munmap` per block of at least the threshold;
+//! request buffers are pooled (see `sluice-net`'s `receive`), so a steady flow of ordinary
+//! requests does not pay it. `malloc_trim` after a large request, the other candidate, walked
+//! every arena under its lock (~100 µs, stalling the other cores' allocations) and still left
+//! +24 MiB.
 
 /// Blocks of at least this many bytes are mapped on their own and unmapped when freed.
 pub const MMAP_THRESHOLD: usize = 1 << 20;
