@@ -1,7 +1,7 @@
 //! What the allocator does with memory this process frees: large blocks go back to the
 //! kernel at once.
 //!
-//! Owns the process-wide glibc malloc settings. Must be applied before the cores start:
+//! Owns the process-wide glibc malloc settings. Must not change them once the cores run:
 //! `mallopt` is not meant to race with allocations on other threads.
 //!
 //! glibc serves a block of at least its mmap threshold from a mapping of its own and unmaps
