@@ -56,6 +56,11 @@ struct Cli {
     )]
     header_read_timeout: std::time::Duration,
 
+    /// A request body (or a replication frame) that stalls, no bytes at all, for longer than
+    /// this is dropped with its connection and its memory released (`0s`: no limit).
+    #[arg(long = "http.body-read-timeout", env = "SLUICE_HTTP_BODY_READ_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    body_read_timeout: std::time::Duration,
+
     /// Largest accepted remote-write payload after snappy decompression, in bytes; larger
     /// gets 413.
     #[arg(long, env = "SLUICE_MAX_DECOMPRESSED_BYTES", default_value_t = 128 << 20)]
@@ -259,6 +264,7 @@ fn parse_external_label(s: &str) -> Result<(String, String), String> {
 }
 
 fn main() -> anyhow::Result<()> {
+    sluice_shards::allocator::return_large_blocks_to_the_kernel();
     let cli = Cli::parse();
     if let Some(Command::Check(CheckCommand::Config { files })) = &cli.command {
         std::process::exit(check::run(files));
@@ -411,6 +417,7 @@ fn main() -> anyhow::Result<()> {
         max_request_bytes: cli.max_request_bytes,
         header_read_timeout: (!cli.header_read_timeout.is_zero())
             .then_some(cli.header_read_timeout),
+        body_read_timeout: (!cli.body_read_timeout.is_zero()).then_some(cli.body_read_timeout),
         max_decompressed_bytes: cli.max_decompressed_bytes,
         tenant_header: cli.tenant_header.to_ascii_lowercase(),
         default_tenant: cli.default_tenant.clone(),

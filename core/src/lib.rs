@@ -25,4 +25,6 @@ pub use hashring::{
 pub use labels::{LabelError, METRIC_NAME};
 pub use remote_write::known::{Fingerprint, KnownSeries};
 pub use remote_write::v2::{V2Counts, V2Decoder};
-pub use remote_write::{DecodeError, LabelBytesIter, LabelRef, Sample, SeriesRef, WriteRequestRef};
+pub use remote_write::{
+    DecodeError, Grow, KeyBytes, LabelBytesIter, LabelRef, Sample, SeriesRef, WriteRequestRef,
+};

@@ -23,7 +23,7 @@
 //! Sample       { double value = 1; int64 timestamp = 2; }
 //! ```
 
-use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::ops::Range;
 
 use crate::hash::{put_series_key, Identity};
@@ -84,6 +84,15 @@ pub struct LabelFields {
     pub known: Option<Identity>,
 }
 
+/// The bytes of a decoded request's series keys ([`WriteRequestRef::key_bytes`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyBytes {
+    /// Keys of the series whose labels were parsed: exact.
+    pub parsed: usize,
+    /// Keys of the known series: at most this.
+    pub known: usize,
+}
+
 /// Why a request could not be decoded. Each message names what was wrong and where.
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
 pub enum DecodeError {
@@ -111,6 +120,10 @@ pub enum DecodeError {
         /// The series rendered PromQL-style (lossily if it was not UTF-8).
         series: String,
     },
+    /// The memory for the decoded request was not granted (see [`Grow`]); the reason says
+    /// why.
+    #[error("{0}")]
+    Memory(String),
     /// A remote write 2.0 request whose symbol table or label references are unusable: the
     /// table does not start with "", a series has an odd number of label references, or a
     /// reference points past the table. The message names the series and the reference.
@@ -141,8 +154,13 @@ impl WriteRequestRef {
     /// error cannot ingest half a request. Capacity is kept either way: that is what makes the
     /// steady state allocation-free.
     pub fn decode(&mut self, buf: &[u8]) -> Result<(), DecodeError> {
+        self.decode_within(buf, &mut unlimited)
+    }
+
+    /// [`decode`](Self::decode), asking `grow` before any vector grows (see [`Grow`]).
+    pub fn decode_within(&mut self, buf: &[u8], grow: &mut Grow<'_>) -> Result<(), DecodeError> {
         self.clear();
-        let res = self.decode_request(buf, None);
+        let res = self.decode_request(buf, None, grow);
         if res.is_err() {
             self.clear();
         }
@@ -160,8 +178,20 @@ impl WriteRequestRef {
         known: &KnownSeries,
         tenant_seed: u64,
     ) -> Result<(), DecodeError> {
+        self.decode_known_within(buf, known, tenant_seed, &mut unlimited)
+    }
+
+    /// [`decode_known`](Self::decode_known), asking `grow` before any vector grows (see
+    /// [`Grow`]).
+    pub fn decode_known_within(
+        &mut self,
+        buf: &[u8],
+        known: &KnownSeries,
+        tenant_seed: u64,
+        grow: &mut Grow<'_>,
+    ) -> Result<(), DecodeError> {
         self.clear();
-        let res = self.decode_request(buf, Some((known, tenant_seed)));
+        let res = self.decode_request(buf, Some((known, tenant_seed)), grow);
         if res.is_err() {
             self.clear();
         }
@@ -243,6 +273,36 @@ impl WriteRequestRef {
             .unwrap_or(&[])
     }
 
+    /// Bytes this request's vectors hold (their capacity): what a pool that keeps it keeps.
+    pub fn capacity_bytes(&self) -> usize {
+        use std::mem::size_of;
+        self.series.capacity() * size_of::<SeriesRef>()
+            + self.labels.capacity() * size_of::<LabelRef>()
+            + self.samples.capacity() * size_of::<Sample>()
+            + self.label_fields.capacity() * size_of::<LabelFields>()
+    }
+
+    /// The bytes of the series' keys (see [`put_key`](Self::put_key)), for reserving memory
+    /// before keys are built: exact for the series whose labels were parsed; for a known series
+    /// (whose key is built only when needed) the length of its label fields, which is more (a
+    /// label field holds the key's name and value plus at least 6 bytes of tags and lengths
+    /// where the key has 2 separators). A pass over the parsed labels and the known series,
+    /// reading lengths only.
+    pub fn key_bytes(&self) -> KeyBytes {
+        let parsed = self
+            .labels
+            .iter()
+            .map(|l| l.name_len as usize + l.value_len as usize + 2)
+            .sum();
+        let known = self
+            .label_fields
+            .iter()
+            .filter(|f| f.known.is_some())
+            .map(|f| (f.span.1 - f.span.0) as usize)
+            .sum();
+        KeyBytes { parsed, known }
+    }
+
     fn clear(&mut self) {
         self.series.clear();
         self.labels.clear();
@@ -254,6 +314,7 @@ impl WriteRequestRef {
         &mut self,
         buf: &[u8],
         known: Option<(&KnownSeries, u64)>,
+        grow: &mut Grow<'_>,
     ) -> Result<(), DecodeError> {
         check_buffer_len(buf.len())?;
         let mut r = Reader { buf, pos: 0 };
@@ -263,14 +324,19 @@ impl WriteRequestRef {
                 KEY_1_LEN => {
                     let ts = r.message("WriteRequest.timeseries")?;
                     match known {
-                        Some((_, seed)) => self.scan_series(ts, seed)?,
+                        Some((known, seed)) => {
+                            if !self.scan_series(ts, seed, grow)? {
+                                return self.refuse_scanned(buf, known, index, grow);
+                            }
+                        }
                         None => {
                             let samples = self.samples.len() as u32;
-                            let labels = self.decode_series(ts, index, true)?;
-                            self.series.push(SeriesRef {
+                            let labels = self.decode_series(ts, index, true, grow)?;
+                            let series = SeriesRef {
                                 labels,
                                 samples: samples..self.samples.len() as u32,
-                            });
+                            };
+                            push(&mut self.series, series, grow)?;
                         }
                     }
                     index += 1;
@@ -282,26 +348,56 @@ impl WriteRequestRef {
             }
         }
         if let Some((known, _)) = known {
-            self.resolve_labels(buf, known)?;
+            self.resolve_labels(buf, known, grow)?;
         }
         Ok(())
+    }
+
+    /// Ends a [`decode_known`](Self::decode_known) at series `index`, whose label fields are
+    /// too short to hold a valid label set: the error is the one the labels of the series
+    /// scanned so far give (the first invalid one, as [`decode`](Self::decode) reports it).
+    /// Scanning on would only spend memory on a request that is refused anyway: an empty
+    /// series costs 2 bytes on the wire and 80 in the scan.
+    #[cold]
+    fn refuse_scanned(
+        &mut self,
+        buf: &[u8],
+        known: &KnownSeries,
+        index: usize,
+        grow: &mut Grow<'_>,
+    ) -> Result<(), DecodeError> {
+        self.resolve_labels(buf, known, grow)?;
+        // Not reached: series `index` cannot pass validation. Refuse it anyway rather than
+        // return half a request.
+        Err(DecodeError::InvalidSeries {
+            index,
+            series: "{}".to_string(),
+            source: LabelError::MissingMetricName,
+        })
     }
 
     /// First pass of [`decode_known`](Self::decode_known) over one `TimeSeries`: decodes its
     /// samples, skips its labels but fingerprints their bytes, which
     /// [`resolve_labels`](Self::resolve_labels) looks up once every series is scanned.
     /// (Prefetching the slot here was too early: by the lookup, the rest of a large request
-    /// had evicted it again.)
-    fn scan_series(&mut self, mut r: Reader<'_>, seed: u64) -> Result<(), DecodeError> {
+    /// had evicted it again.) `false`: the series' label fields are too short to be valid.
+    fn scan_series(
+        &mut self,
+        mut r: Reader<'_>,
+        seed: u64,
+        grow: &mut Grow<'_>,
+    ) -> Result<bool, DecodeError> {
         let message = (r.pos as u32, r.buf.len() as u32);
         let sample_start = self.samples.len();
         let mut run = (0usize, 0usize);
         let mut runs = 0u32;
+        let mut label_bytes = 0usize;
         let mut has_histogram = false;
         while let Some((at, key)) = r.next_key("TimeSeries")? {
             match key {
                 KEY_1_LEN => {
                     r.skip_len_delim("TimeSeries.labels")?;
+                    label_bytes += r.pos - at;
                     if runs == 0 || at != run.1 {
                         runs += 1;
                         run.0 = at;
@@ -310,7 +406,7 @@ impl WriteRequestRef {
                 }
                 KEY_2_LEN => {
                     let mut m = r.message("TimeSeries.samples")?;
-                    self.samples.push(decode_sample(&mut m)?);
+                    push(&mut self.samples, decode_sample(&mut m)?, grow)?;
                 }
                 KEY_3_LEN => r.skip_len_delim("TimeSeries.exemplars")?,
                 KEY_4_LEN => {
@@ -322,23 +418,30 @@ impl WriteRequestRef {
         }
         let fingerprint = (runs == 1 && !has_histogram)
             .then(|| KnownSeries::fingerprint(seed, &r.buf[run.0..run.1]));
-        self.series.push(SeriesRef {
+        let series = SeriesRef {
             labels: 0..0,
             samples: sample_start as u32..self.samples.len() as u32,
-        });
-        self.label_fields.push(LabelFields {
+        };
+        push(&mut self.series, series, grow)?;
+        let fields = LabelFields {
             message,
             span: (run.0 as u32, run.1 as u32),
             fingerprint,
             known: None,
-        });
-        Ok(())
+        };
+        push(&mut self.label_fields, fields, grow)?;
+        Ok(label_bytes >= MIN_LABEL_FIELD_BYTES)
     }
 
     /// Second pass of [`decode_known`](Self::decode_known): every series whose fingerprint
     /// `known` remembers takes its identity from there; every other one has its labels
     /// parsed and validated.
-    fn resolve_labels(&mut self, buf: &[u8], known: &KnownSeries) -> Result<(), DecodeError> {
+    fn resolve_labels(
+        &mut self,
+        buf: &[u8],
+        known: &KnownSeries,
+        grow: &mut Grow<'_>,
+    ) -> Result<(), DecodeError> {
         for i in 0..self.series.len() {
             // Fetch the slot a few series ahead, so that the table's cache misses overlap.
             if let Some(fp) = self
@@ -358,7 +461,7 @@ impl WriteRequestRef {
                 buf: &buf[..end as usize],
                 pos: start as usize,
             };
-            self.series[i].labels = self.decode_series(r, i, false)?;
+            self.series[i].labels = self.decode_series(r, i, false, grow)?;
         }
         Ok(())
     }
@@ -371,6 +474,7 @@ impl WriteRequestRef {
         mut r: Reader<'_>,
         index: usize,
         with_samples: bool,
+        grow: &mut Grow<'_>,
     ) -> Result<Range<u32>, DecodeError> {
         let label_start = self.labels.len();
         let mut has_histogram = false;
@@ -382,7 +486,7 @@ impl WriteRequestRef {
             match key {
                 KEY_1_LEN => {
                     let mut m = r.message("TimeSeries.labels")?;
-                    self.labels.push(decode_label(&mut m)?);
+                    push(&mut self.labels, decode_label(&mut m)?, grow)?;
                     if at != run.1 {
                         ascii &= r.buf[run.0..run.1].is_ascii();
                         run.0 = at;
@@ -391,7 +495,7 @@ impl WriteRequestRef {
                 }
                 KEY_2_LEN if with_samples => {
                     let mut m = r.message("TimeSeries.samples")?;
-                    self.samples.push(decode_sample(&mut m)?);
+                    push(&mut self.samples, decode_sample(&mut m)?, grow)?;
                 }
                 KEY_2_LEN => r.skip_len_delim("TimeSeries.samples")?,
                 // Exemplars are not stored; skipping them unparsed is cheapest.
@@ -473,6 +577,38 @@ fn bytes_at(buf: &[u8], start: u32, len: u32) -> &[u8] {
         .unwrap_or(&[])
 }
 
+/// Asked before a decoder's vector grows, with the bytes it is about to allocate; an `Err`
+/// (its reason) stops decoding with [`DecodeError::Memory`]. A caller reserves memory for a
+/// request this way exactly as decoding allocates it: once per doubling of a vector, never per
+/// entry, and nothing for capacity a reused request already has.
+pub type Grow<'a> = dyn FnMut(usize) -> Result<(), String> + 'a;
+
+/// A [`Grow`] that allows everything.
+fn unlimited(_: usize) -> Result<(), String> {
+    Ok(())
+}
+
+/// Pushes `x` onto `v`, asking `grow` first when `v` is full. The test is the one `Vec::push`
+/// makes, so on the usual path the compiler merges the two: nothing per entry.
+#[inline(always)]
+pub(crate) fn push<T>(v: &mut Vec<T>, x: T, grow: &mut Grow<'_>) -> Result<(), DecodeError> {
+    if v.len() == v.capacity() {
+        grow_for_push(v, grow)?;
+    }
+    v.push(x);
+    Ok(())
+}
+
+/// Doubles a full `v` (from 4 entries, as `Vec::push` would) once `grow` allowed the bytes.
+#[cold]
+#[inline(never)]
+fn grow_for_push<T>(v: &mut Vec<T>, grow: &mut Grow<'_>) -> Result<(), DecodeError> {
+    let cap = (2 * v.capacity()).max(4);
+    grow((cap - v.capacity()) * std::mem::size_of::<T>()).map_err(DecodeError::Memory)?;
+    v.reserve_exact(cap - v.len());
+    Ok(())
+}
+
 /// Ranges are `u32` to halve the size of [`LabelRef`]; a bigger buffer cannot be described.
 fn check_buffer_len(len: usize) -> Result<(), DecodeError> {
     if len > u32::MAX as usize {
@@ -504,6 +640,10 @@ const KEY_2_VARINT: u64 = (2 << 3) | WT_VARINT as u64;
 const KEY_2_LEN: u64 = (2 << 3) | WT_LEN as u64;
 const KEY_3_LEN: u64 = (3 << 3) | WT_LEN as u64;
 const KEY_4_LEN: u64 = (4 << 3) | WT_LEN as u64;
+
+/// The fewest bytes the label fields of a valid series take: one field holding
+/// `__name__` and a one-byte value (`0a 0d 0a 08 "__name__" 12 01 x`).
+const MIN_LABEL_FIELD_BYTES: usize = 15;
 
 /// How many series ahead of its lookup [`WriteRequestRef::resolve_labels`] fetches a
 /// fingerprint's slot.
@@ -961,20 +1101,36 @@ fn validate_labels(buf: &[u8], labels: &[LabelRef], ascii: bool) -> Result<(), L
     res
 }
 
+/// Labels of a series an error message shows, at most; the count of the others follows.
+const RENDERED_LABELS: usize = 32;
+
+/// Bytes of a label name or value an error message shows, at most.
+const RENDERED_LABEL_BYTES: usize = 1024;
+
 /// Renders a series for an error message; lossy so that non-UTF-8 series can still be shown.
+/// Bounded (see [`RENDERED_LABELS`]): a series of a million labels is refused with a message,
+/// not with a copy of itself.
 #[cold]
 #[inline(never)]
 fn render_lossy(buf: &[u8], labels: &[LabelRef]) -> String {
-    let pairs: Vec<(Cow<'_, str>, Cow<'_, str>)> = labels
+    let shown = |b: &[u8]| {
+        let cut = &b[..b.len().min(RENDERED_LABEL_BYTES)];
+        let mut s = String::from_utf8_lossy(cut).into_owned();
+        if cut.len() < b.len() {
+            s.push('…');
+        }
+        s
+    };
+    let pairs: Vec<(String, String)> = labels
         .iter()
-        .map(|l| {
-            (
-                String::from_utf8_lossy(bytes_at(buf, l.name_start, l.name_len)),
-                String::from_utf8_lossy(bytes_at(buf, l.value_start, l.value_len)),
-            )
-        })
+        .take(RENDERED_LABELS)
+        .map(|l| (shown(l.name_bytes(buf)), shown(l.value_bytes(buf))))
         .collect();
-    labels::render_series(pairs.iter().map(|(n, v)| (n.as_ref(), v.as_ref())))
+    let mut s = labels::render_series(pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    if labels.len() > RENDERED_LABELS {
+        let _ = write!(s, " (and {} more labels)", labels.len() - RENDERED_LABELS);
+    }
+    s
 }
 
 #[cfg(test)]
@@ -1242,6 +1398,96 @@ mod tests {
         let buf = request(&[histogram]);
         let err = d.decode_known(&buf, &known, seed).unwrap_err();
         assert!(matches!(err, DecodeError::NativeHistogram { .. }), "{err}");
+    }
+
+    #[test]
+    fn the_known_series_scan_ends_at_a_series_too_short_to_be_valid() {
+        // Scanned on, 100k empty series (2 bytes each) would take 8 MB of series entries.
+        let valid = series_msg(&[(b"__name__", b"up")]);
+        let mut series = vec![valid.clone(), series_msg(&[(b"job", b"x")])];
+        series.extend(std::iter::repeat_n(Vec::new(), 100_000));
+        let buf = request(&series);
+        let known = KnownSeries::new();
+        let seed = known.tenant_seed(b"t");
+        let mut d = WriteRequestRef::default();
+        let err = d.decode_known(&buf, &known, seed).unwrap_err();
+        // The first invalid series is named, as `decode` names it.
+        assert_eq!(Err(err), WriteRequestRef::default().decode(&buf));
+        assert!(
+            d.label_fields.capacity() < 16,
+            "{}",
+            d.label_fields.capacity()
+        );
+        // The shortest valid label fields still pass.
+        let buf = request(&[series_msg(&[(b"__name__", b"u")]), valid]);
+        d.decode_known(&buf, &known, seed).unwrap();
+        assert_eq!(d.series.len(), 2);
+    }
+
+    #[test]
+    fn growth_is_asked_for_before_it_happens_and_can_be_refused() {
+        let buf = sample_request().encode_to_vec();
+        let mut granted = 0;
+        let mut d = WriteRequestRef::default();
+        d.decode_within(&buf, &mut |n| {
+            granted += n;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            granted,
+            d.capacity_bytes(),
+            "every byte allocated was asked for"
+        );
+        // A reused request asks only for what it lacks.
+        let mut again = 0;
+        d.decode_within(&buf, &mut |n| {
+            again += n;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(again, 0);
+
+        let mut known = KnownSeries::new();
+        let seed = known.tenant_seed(b"t");
+        let mut fresh = WriteRequestRef::default();
+        let mut granted = 0;
+        fresh
+            .decode_known_within(&buf, &known, seed, &mut |n| {
+                granted += n;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(granted, fresh.capacity_bytes());
+        known.insert(fresh.fingerprint(0).unwrap(), Identity::default());
+
+        // Refused after 100 bytes: the decode stops, nothing of the request is left.
+        let mut fresh = WriteRequestRef::default();
+        let mut left = 100usize;
+        let err = fresh
+            .decode_known_within(&buf, &known, seed, &mut |n| {
+                left = left.checked_sub(n).ok_or("over the budget")?;
+                Ok(())
+            })
+            .unwrap_err();
+        assert_eq!(err, DecodeError::Memory("over the budget".into()));
+        assert!(fresh.series.is_empty() && fresh.samples.is_empty());
+        assert!(fresh.capacity_bytes() <= 100);
+    }
+
+    #[test]
+    fn refusals_quote_a_bounded_rendering_of_the_series() {
+        let long = vec![b'v'; 5000];
+        let mut labels: Vec<(Vec<u8>, Vec<u8>)> = vec![(b"__name__".to_vec(), b"up".to_vec())];
+        labels.extend((0..100).map(|i| (format!("l{i:03}").into_bytes(), long.clone())));
+        labels.push((b"l000".to_vec(), b"dup".to_vec()));
+        let pairs: Vec<(&[u8], &[u8])> = labels.iter().map(|(n, v)| (&n[..], &v[..])).collect();
+        let msg = decode(&request(&[series_msg(&pairs)]))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.len() < 40_000, "{} bytes", msg.len());
+        assert!(msg.contains("(and 70 more labels)"), "{msg}");
+        assert!(msg.contains(&format!("{}…", "v".repeat(1024))));
     }
 
     fn protobuf_err(buf: &[u8]) -> String {
@@ -2179,6 +2425,7 @@ mod tests {
             }
             Err(DecodeError::Protobuf(m)) => assert!(m.contains("group"), "prost accepted: {m}"),
             Err(e @ DecodeError::SymbolRef(_)) => panic!("remote write 1.0 has no symbols: {e}"),
+            Err(e @ DecodeError::Memory(_)) => panic!("decoding without a limit: {e}"),
         }
     }
 

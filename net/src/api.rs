@@ -17,7 +17,6 @@ pub use gate::Gate;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use promql_parser::label::MatchOp as PMatchOp;
@@ -26,6 +25,7 @@ use sluice_shards::{
     label_names_all, label_values_all, select_all, MatchOp, Matcher, ReadLimits, Selection,
 };
 
+use crate::body::{BodyError, Stalled};
 use crate::response::{json_error, json_success, push_quoted, Body};
 use crate::server::CoreState;
 
@@ -55,44 +55,73 @@ impl Params {
     }
 }
 
-async fn params(req: Request<Incoming>) -> Result<Params, BadData> {
+/// Why the parameters could not be read.
+enum ParamsError {
+    BadData(BadData),
+    /// The form body stalled: the connection is dropped without an answer.
+    Stalled(Stalled),
+}
+
+async fn params(st: &CoreState, req: Request<Incoming>) -> Result<Params, ParamsError> {
     let mut out: Vec<(String, String)> = req
         .uri()
         .query()
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default();
     if req.method() == Method::POST {
-        let body = http_body_util::Limited::new(req.into_body(), MAX_FORM_BYTES)
-            .collect()
-            .await
-            .map_err(|e| BadData(format!("reading form body: {e}")))?
-            .to_bytes();
+        let body = read_body(st, req.into_body(), MAX_FORM_BYTES)
+            .await?
+            .map_err(|e| ParamsError::BadData(BadData(format!("reading form body: {e}"))))?;
         out.extend(form_urlencoded::parse(&body).into_owned());
     }
     Ok(Params(out))
 }
 
-/// Routes `/api/v1/...` requests.
-pub async fn handle(st: &CoreState, req: Request<Incoming>) -> Response<Body> {
+/// Reads a read request's body (a form, a remote-read request) up to `max` bytes, dropped
+/// if it stalls longer than `--http.body-read-timeout`. Small and short-lived: not charged
+/// to the write path's memory budget.
+async fn read_body(
+    st: &CoreState,
+    body: Incoming,
+    max: usize,
+) -> Result<Result<Vec<u8>, BodyError>, ParamsError> {
+    let mut out = Vec::new();
+    let limits = crate::body::Limits {
+        max,
+        stall: st.cfg.body_read_timeout,
+    };
+    match crate::body::read(body, &mut out, limits, None, |_| Ok(())).await {
+        Ok(()) => Ok(Ok(out)),
+        Err(BodyError::Stalled(d)) => Err(ParamsError::Stalled(Stalled(d))),
+        Err(e) => Ok(Err(e)),
+    }
+}
+
+/// Routes `/api/v1/...` requests; `Err` when the request's body stalled (the connection is
+/// dropped).
+pub async fn handle(st: &CoreState, req: Request<Incoming>) -> Result<Response<Body>, Stalled> {
     let path = req.uri().path().to_string();
     if req.method() != Method::GET && req.method() != Method::POST {
-        return json_error(
+        return Ok(json_error(
             StatusCode::METHOD_NOT_ALLOWED,
             "bad_data",
             &format!("method {} not allowed", req.method()),
-        );
+        ));
     }
     let tenant = match read_tenant(st, req.headers()) {
         Ok(t) => t,
-        Err(BadData(e)) => return json_error(StatusCode::BAD_REQUEST, "bad_data", &e),
+        Err(BadData(e)) => return Ok(json_error(StatusCode::BAD_REQUEST, "bad_data", &e)),
     };
     // Remote read's body is a snappy protobuf, not a form.
     if path == "/api/v1/read" && req.method() == Method::POST {
         return remote_read::handle(st, req, tenant).await;
     }
-    let p = match params(req).await {
+    let p = match params(st, req).await {
         Ok(p) => p,
-        Err(BadData(e)) => return json_error(StatusCode::BAD_REQUEST, "bad_data", &e),
+        Err(ParamsError::BadData(BadData(e))) => {
+            return Ok(json_error(StatusCode::BAD_REQUEST, "bad_data", &e))
+        }
+        Err(ParamsError::Stalled(s)) => return Err(s),
     };
     let result = match path.as_str() {
         "/api/v1/series" => series(st, &p, tenant).await,
@@ -106,15 +135,15 @@ pub async fn handle(st: &CoreState, req: Request<Incoming>) -> Response<Body> {
         {
             Some(name) => label_values(st, name, &p, tenant).await.map(Answer::Json),
             None => {
-                return json_error(
+                return Ok(json_error(
                     StatusCode::NOT_FOUND,
                     "not_found",
                     &format!("unknown API endpoint {path}"),
-                )
+                ))
             }
         },
     };
-    match result {
+    Ok(match result {
         Ok(Answer::Json(data)) => json_success(&data),
         Ok(Answer::Streamed(body)) => Response::builder()
             .status(StatusCode::OK)
@@ -122,7 +151,7 @@ pub async fn handle(st: &CoreState, req: Request<Incoming>) -> Response<Body> {
             .body(body)
             .expect("static response parts are valid"),
         Err(e) => e.response(),
-    }
+    })
 }
 
 /// A successful answer: `data` as one string, or the whole envelope produced piece by piece.

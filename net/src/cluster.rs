@@ -58,6 +58,16 @@ pub struct ClusterScratch {
     frames: Vec<Option<PeerFrame>>,
 }
 
+impl ClusterScratch {
+    /// Bytes these buffers hold (their capacity; the frames themselves leave with their
+    /// calls).
+    pub fn capacity_bytes(&self) -> usize {
+        self.replicas.capacity() * std::mem::size_of::<u16>()
+            + self.one.capacity() * std::mem::size_of::<usize>()
+            + self.frames.capacity() * std::mem::size_of::<Option<PeerFrame>>()
+    }
+}
+
 /// The frame for one peer: bytes, the encoder of a `WRITE` frame (`None` for a `FORWARD`),
 /// request id.
 type PeerFrame = (Vec<u8>, Option<WriteEncoder>, u64);

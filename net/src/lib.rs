@@ -4,6 +4,7 @@
 //! `/metrics`. Must not touch storage directly: writes and reads go through `sluice-shards`.
 
 pub mod api;
+mod body;
 pub mod budget;
 pub mod cluster;
 mod io;
@@ -35,6 +36,9 @@ pub struct NetConfig {
     /// A client that has not sent a request's headers within this is disconnected (a
     /// slow-loris guard); `None`: no limit.
     pub header_read_timeout: Option<std::time::Duration>,
+    /// A request body (or a replication frame) that stalls, no bytes at all, longer than this
+    /// is dropped with its connection; `None`: no limit.
+    pub body_read_timeout: Option<std::time::Duration>,
     /// Largest accepted decompressed remote-write payload.
     pub max_decompressed_bytes: usize,
     /// Header naming the tenant of a write.

@@ -7,7 +7,10 @@
 //! stored, as Thanos Receive does — a sender does not retry 4xx, so dropping the good samples
 //! with the bad would lose data); 413 too large; 415 wrong encoding; 500 storage failure (the
 //! sender retries; repeats are idempotent). Buffers come from a per-core pool, so a request
-//! allocates nothing per sample. Must not touch the head or WAL itself.
+//! allocates nothing per sample; the pool keeps a bounded number of them, each of bounded
+//! size. Memory is reserved in the budget before it is allocated, stage by stage (body,
+//! decoding, routing: `budget::need`), and a body that stalls ends its connection. Must not
+//! touch the head or WAL itself.
 //!
 //! The protocol comes from `Content-Type` alone (the `X-Prometheus-Remote-Write-Version`
 //! header is informational and not checked, as the 2.0 spec has receivers use the content
@@ -17,12 +20,14 @@
 
 use std::cell::RefCell;
 
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use sluice_core::{KnownSeries, V2Decoder, WriteRequestRef};
-use sluice_shards::{ingest, is_valid_tenant, IngestScratch};
+use sluice_core::{DecodeError, KnownSeries, V2Decoder, WriteRequestRef};
+use sluice_shards::{ingest, is_valid_tenant, IngestScratch, SeriesKeys};
 
+use crate::body::{self, BodyError};
+use crate::budget::need::{self, Route, Shape};
+use crate::budget::Permit;
 use crate::response::{empty, text, Body};
 use crate::server::CoreState;
 
@@ -30,22 +35,114 @@ use crate::server::CoreState;
 #[derive(Default)]
 pub struct WriteBuffers {
     body: Vec<u8>,
-    decompressed: Vec<u8>,
-    req: WriteRequestRef,
-    v2: V2Decoder,
+    dec: Decoded,
     scratch: IngestScratch,
     cluster: crate::cluster::ClusterScratch,
 }
 
-/// Buffers larger than this are not kept in the pool after a request (one huge request must
-/// not pin its memory forever).
-const MAX_POOLED_CAPACITY: usize = 16 << 20;
+/// A decompressed payload and what it decodes to.
+#[derive(Default)]
+struct Decoded {
+    decompressed: Vec<u8>,
+    req: WriteRequestRef,
+    v2: V2Decoder,
+}
+
+impl WriteBuffers {
+    /// Bytes these buffers hold, every vector's capacity: what the pool keeps if it keeps them.
+    fn capacity_bytes(&self) -> usize {
+        self.body.capacity()
+            + self.dec.decompressed.capacity()
+            + self.dec.req.capacity_bytes()
+            + self.dec.v2.capacity_bytes()
+            + self.scratch.capacity_bytes()
+            + self.cluster.capacity_bytes()
+    }
+}
+
+/// Buffers holding more than this are freed after their request rather than pooled: one huge
+/// request must not pin its memory forever. A request of Prometheus' default size (2,000
+/// samples, a 0.5 MiB payload) needs 1–2 MiB.
+const MAX_POOLED_BYTES: usize = 16 << 20;
+
+/// Buffers a core keeps for its next requests, at most: as many as it serves at once in a
+/// busy steady state.
+const MAX_POOLED: usize = 8;
+
+/// Bytes a core's pool keeps between requests, at most, and at most a quarter of the
+/// in-flight budget shared by the cores: idle pooled buffers are the only request memory the
+/// budget does not charge (a request is charged the pooled capacity it takes), so this bounds
+/// how far RSS can exceed the budget.
+const MAX_IDLE_BYTES: usize = 32 << 20;
+
+/// A core's request buffers kept between requests.
+pub struct BufferPool {
+    sets: Vec<WriteBuffers>,
+    /// Capacity of the sets kept.
+    idle_bytes: usize,
+    max_idle_bytes: usize,
+}
+
+impl BufferPool {
+    /// A pool for one of `cores` cores under an in-flight budget of `inflight_limit` bytes
+    /// (0: none).
+    pub fn new(inflight_limit: u64, cores: usize) -> BufferPool {
+        let share = match inflight_limit {
+            0 => MAX_IDLE_BYTES,
+            l => (l / 4 / cores.max(1) as u64).min(MAX_IDLE_BYTES as u64) as usize,
+        };
+        BufferPool {
+            sets: Vec::new(),
+            idle_bytes: 0,
+            max_idle_bytes: share,
+        }
+    }
+
+    /// A set of buffers and its capacity (to be charged to whoever takes it).
+    fn take(&mut self) -> (WriteBuffers, usize) {
+        match self.sets.pop() {
+            Some(set) => {
+                let bytes = set.capacity_bytes();
+                self.idle_bytes -= bytes;
+                (set, bytes)
+            }
+            None => (WriteBuffers::default(), 0),
+        }
+    }
+
+    /// Keeps `set`, or frees it when it holds more than [`MAX_POOLED_BYTES`] or the pool is
+    /// full (by count or bytes).
+    fn give(&mut self, set: WriteBuffers) {
+        let bytes = set.capacity_bytes();
+        if self.sets.len() < MAX_POOLED
+            && bytes <= MAX_POOLED_BYTES
+            && self.idle_bytes + bytes <= self.max_idle_bytes
+        {
+            self.idle_bytes += bytes;
+            self.sets.push(set);
+        }
+    }
+}
 
 /// Largest too-large body still read to its end before the 413 goes out.
 const DRAIN_BEFORE_REJECT: usize = 1 << 20;
 
 /// A rejected request: status, metric reason, message.
 struct Reject(StatusCode, &'static str, String);
+
+/// How a request ends without storing anything.
+enum Fail {
+    /// Answered with this status.
+    Reject(Reject),
+    /// Its body stalled: the connection is dropped without an answer.
+    Stalled(body::Stalled),
+}
+
+impl From<Reject> for Fail {
+    fn from(r: Reject) -> Fail {
+        Fail::Reject(r)
+    }
+}
 
 /// The remote-write protocol of a request, from its `Content-Type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,12 +167,24 @@ const SAMPLES_WRITTEN: &str = "x-prometheus-remote-write-samples-written";
 const HISTOGRAMS_WRITTEN: &str = "x-prometheus-remote-write-histograms-written";
 const EXEMPLARS_WRITTEN: &str = "x-prometheus-remote-write-exemplars-written";
 
-pub async fn handle(st: &CoreState, req: Request<Incoming>) -> Response<Body> {
-    let mut bufs = st.pool.borrow_mut().pop().unwrap_or_default();
+/// Answers a remote-write request; `Err` when its body stalled, and the connection must end
+/// without an answer (see [`body_failure`]).
+pub async fn handle(
+    st: &CoreState,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, body::Stalled> {
+    let (mut bufs, pooled) = st.pool.borrow_mut().take();
     let mut written = Written::default();
-    let mut resp = match receive(st, req, &mut bufs, &mut written).await {
+    let result = receive(st, req, &mut bufs, pooled, &mut written).await;
+    st.pool.borrow_mut().give(bufs);
+    let mut resp = match result {
         Ok(resp) => resp,
-        Err(Reject(status, reason, msg)) => {
+        Err(Fail::Stalled(stalled)) => {
+            st.ctx.shard.metrics.count_rejection("body_read_timeout");
+            tracing::debug!("remote write dropped: {stalled}");
+            return Err(stalled);
+        }
+        Err(Fail::Reject(Reject(status, reason, msg))) => {
             st.ctx.shard.metrics.count_rejection(reason);
             if status.is_server_error() {
                 tracing::error!(%status, "remote write failed: {msg}");
@@ -99,8 +208,7 @@ pub async fn handle(st: &CoreState, req: Request<Incoming>) -> Response<Body> {
     h.insert(SAMPLES_WRITTEN, written.samples.into());
     h.insert(HISTOGRAMS_WRITTEN, written.histograms.into());
     h.insert(EXEMPLARS_WRITTEN, written.exemplars.into());
-    recycle(st, bufs);
-    resp
+    Ok(resp)
 }
 
 /// Checks a remote-write request's method and headers: its protocol and tenant.
@@ -180,18 +288,21 @@ fn check_headers(
 
 /// Reads a small body to its end, without keeping it, before an early answer: a client still
 /// sending when the connection closes sees a reset instead of the answer.
-async fn drain_small(body: Incoming, content_length: Option<usize>) {
+async fn drain_small(cfg: &crate::NetConfig, body: Incoming, content_length: Option<usize>) {
     if content_length.is_some_and(|l| l <= DRAIN_BEFORE_REJECT) {
-        let _ = drain_body(body).await;
+        let _ = body::drain(body, DRAIN_BEFORE_REJECT, cfg.body_read_timeout).await;
     }
 }
 
+/// Answers `req` with `bufs`, which hold `pooled` bytes already (charged to the request
+/// with what it adds).
 async fn receive(
     st: &CoreState,
     req: Request<Incoming>,
     bufs: &mut WriteBuffers,
+    pooled: usize,
     written: &mut Written,
-) -> Result<Response<Body>, Reject> {
+) -> Result<Response<Body>, Fail> {
     let cfg = &st.cfg;
     let (parts, body) = req.into_parts();
     let content_length = parts
@@ -202,54 +313,78 @@ async fn receive(
     let (proto, tenant) = match check_headers(cfg, &parts) {
         Ok(x) => x,
         Err(rej) => {
-            drain_small(body, content_length).await;
-            return Err(rej);
+            drain_small(cfg, body, content_length).await;
+            return Err(rej.into());
         }
     };
     if let Some(len) = content_length {
         if len > cfg.max_request_bytes {
-            drain_small(body, content_length).await;
-            return Err(too_large(len, cfg.max_request_bytes));
+            drain_small(cfg, body, content_length).await;
+            return Err(too_large(len, cfg.max_request_bytes).into());
         }
     }
-    let mut permit = match cfg.budget.try_reserve(content_length.unwrap_or(0) as u64) {
+    // The buffers as they came from the pool, and the body's room beyond what they have.
+    let body_room = content_length.map_or(0, |l| l.saturating_sub(bufs.body.capacity()));
+    let mut permit = match cfg.budget.try_reserve((pooled + body_room) as u64) {
         Ok(p) => p,
         Err(msg) => {
-            drain_small(body, content_length).await;
-            return Err(over_budget(msg));
+            drain_small(cfg, body, content_length).await;
+            return Err(over_budget(msg).into());
         }
     };
-    read_body(body, &mut bufs.body, cfg.max_request_bytes).await?;
-    permit
-        .grow_to(bufs.body.len() as u64)
-        .map_err(over_budget)?;
-    // The payload, the decoded series and their copies to other cores: about three times
-    // the decompressed size.
-    let expanded = snap::raw::decompress_len(&bufs.body).unwrap_or(0) as u64;
-    permit
-        .grow_to(bufs.body.len() as u64 + 3 * expanded.min(cfg.max_decompressed_bytes as u64))
-        .map_err(over_budget)?;
+    let limits = body::Limits {
+        max: cfg.max_request_bytes,
+        stall: cfg.body_read_timeout,
+    };
+    bufs.body.clear();
+    bufs.body.reserve_exact(content_length.unwrap_or(0));
+    body::read(body, &mut bufs.body, limits, content_length, |more| {
+        permit.grow_to(permit.bytes() + more as u64)
+    })
+    .await
+    .map_err(body_failure)?;
     let limited = |(status, reason, msg)| Reject(status, reason, msg);
     crate::limits::check_request(st, &tenant, bufs.body.len(), 0, 0).map_err(limited)?;
 
     // A single node recognises the label bytes its core has seen before; a cluster member
     // needs every series' key for its peers anyway.
     let known = cfg.cluster.is_none().then_some(&st.ctx.shard.known);
-    let n = decode(bufs, proto, cfg.max_decompressed_bytes, known, &tenant)?;
-    let payload = &bufs.decompressed[..n];
+    let WriteBuffers {
+        body,
+        dec,
+        scratch,
+        cluster: cluster_scratch,
+    } = bufs;
+    let n = decode(
+        body,
+        dec,
+        proto,
+        cfg.max_decompressed_bytes,
+        known,
+        &tenant,
+        &mut permit,
+    )?;
+    let req = &dec.req;
+    let payload = &dec.decompressed[..n];
     st.ctx
         .shard
         .metrics
-        .count_received(bufs.req.series.len() as u64, bufs.req.samples.len() as u64);
+        .count_received(req.series.len() as u64, req.samples.len() as u64);
 
-    crate::limits::check_request(
-        st,
-        &tenant,
-        bufs.body.len(),
-        bufs.req.series.len(),
-        bufs.req.samples.len(),
-    )
-    .map_err(limited)?;
+    crate::limits::check_request(st, &tenant, body.len(), req.series.len(), req.samples.len())
+        .map_err(limited)?;
+
+    let route = Route {
+        cores: st.ctx.cores(),
+        replicas: cfg.cluster.as_ref().map_or(0, |c| c.replication_factor),
+        // Only a 1.0 body goes to a peer as it came.
+        forward_body: if cfg.cluster.is_some() && proto == Proto::V1 {
+            body.len()
+        } else {
+            0
+        },
+    };
+    reserve_routing(&mut permit, req, &scratch.keys, &route)?;
 
     if let Some(cluster) = &cfg.cluster {
         let (status, reason, msg) = crate::cluster::write(
@@ -257,37 +392,38 @@ async fn receive(
             cluster,
             crate::cluster::Request {
                 tenant: &tenant,
-                snappy: &bufs.body,
-                req: &bufs.req,
+                snappy: body,
+                req,
                 payload,
                 v1_body: proto == Proto::V1,
             },
-            &mut bufs.scratch,
-            &mut bufs.cluster,
+            scratch,
+            cluster_scratch,
         )
         .await;
         // A 409 in the cluster tells how many samples a replica refused, not which; what the
         // quorum stored is not known exactly, so only a full success reports a count.
         if status.is_success() {
-            written.samples = bufs.req.samples.len() as u64;
+            written.samples = req.samples.len() as u64;
         }
         return if status.is_success() {
             Ok(empty(status))
         } else {
-            Err(Reject(status, reason, msg))
+            Err(Reject(status, reason, msg).into())
         };
     }
     if let Err(msg) = crate::limits::check_head_series(st, &tenant) {
-        return Err(Reject(StatusCode::TOO_MANY_REQUESTS, "limit", msg));
+        return Err(Reject(StatusCode::TOO_MANY_REQUESTS, "limit", msg).into());
     }
-    let out = ingest(&st.ctx, &tenant, &bufs.req, payload, &mut bufs.scratch).await;
+    let out = ingest(&st.ctx, &tenant, req, payload, scratch).await;
     if let Some(f) = out.failure {
         // Part may be in the WAL, but nothing is acknowledged: the sender retries it all.
         return Err(Reject(
             StatusCode::INTERNAL_SERVER_ERROR,
             "storage",
             format!("write not persisted, retry: {f}"),
-        ));
+        )
+        .into());
     }
     // Repeats (the same sample sent again) are stored: they are already there.
     written.samples = out.appended + out.repeats;
@@ -299,24 +435,68 @@ async fn receive(
             format!(
                 "{} of {} samples rejected ({first}); the other samples of this request were stored",
                 out.rejected,
-                bufs.req.samples.len()
+                req.samples.len()
             ),
-        ));
+        )
+        .into());
     }
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
-/// Decompresses and decodes `bufs.body` (of protocol `proto`) into `bufs.req`, recognising
-/// the series of `tenant` that `known` remembers (remote write 1.0 only); returns the
-/// payload length.
+/// What a body that could not be read becomes. A stalled body ends the connection without an
+/// answer rather than with a 408: the sender is not reading while it is stuck sending, and
+/// Prometheus' remote-write client retries a broken connection but treats a 408, like any
+/// 4xx but 429, as final and drops the samples.
+fn body_failure(e: BodyError) -> Fail {
+    match e {
+        BodyError::Stalled(d) => Fail::Stalled(body::Stalled(d)),
+        BodyError::TooLarge { len, max } => too_large(len, max).into(),
+        BodyError::OverBudget(msg) => over_budget(msg).into(),
+        BodyError::Read(msg) => Reject(
+            StatusCode::BAD_REQUEST,
+            "read",
+            format!("reading request body: {msg}"),
+        )
+        .into(),
+    }
+}
+
+/// Grows `permit` by what routing the decoded `req` allocates, before it does: the keys and
+/// hashes `keys` lacks room for, then [`need::routing`].
+fn reserve_routing(
+    permit: &mut Permit,
+    req: &WriteRequestRef,
+    keys: &SeriesKeys,
+    route: &Route,
+) -> Result<(), Reject> {
+    let shape = Shape {
+        series: req.series.len(),
+        samples: req.samples.len(),
+        keys: req.key_bytes(),
+    };
+    let more =
+        keys.bytes_to_grow(shape.series, shape.keys.parsed) as u64 + need::routing(&shape, route);
+    permit.grow_to(permit.bytes() + more).map_err(over_budget)
+}
+
+/// Decompresses and decodes `body` (of protocol `proto`) into `dec`, recognising the series
+/// of `tenant` that `known` remembers (remote write 1.0 only); returns the payload length.
+///
+/// `permit` holds what `dec` already has; it grows by the payload's room before it is
+/// decompressed, and by each decoded vector's growth before it grows: decoding is charged
+/// exactly what it allocates, never a worst case (which is 16 times the payload, see
+/// `budget`).
 fn decode(
-    bufs: &mut WriteBuffers,
+    body: &[u8],
+    dec: &mut Decoded,
     proto: Proto,
     max_decompressed: usize,
     known: Option<&RefCell<KnownSeries>>,
     tenant: &str,
+    permit: &mut Permit,
 ) -> Result<usize, Reject> {
-    let len = snap::raw::decompress_len(&bufs.body).map_err(|e| bad_snappy(&e))?;
+    let held = permit.bytes();
+    let len = snap::raw::decompress_len(body).map_err(|e| bad_snappy(&e))?;
     if len > max_decompressed {
         return Err(Reject(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -326,32 +506,44 @@ fn decode(
             ),
         ));
     }
-    // Grow only: a buffer that already has the length is not re-zeroed per request.
-    if bufs.decompressed.len() < len {
-        bufs.decompressed.resize(len, 0);
+    let room = len.saturating_sub(dec.decompressed.capacity());
+    permit.grow_to(held + room as u64).map_err(over_budget)?;
+    // Grow only: a buffer that already has the length is not re-zeroed per request. Exactly:
+    // `resize` alone could double the buffer.
+    if dec.decompressed.len() < len {
+        dec.decompressed.reserve_exact(len - dec.decompressed.len());
+        dec.decompressed.resize(len, 0);
     }
     let n = snap::raw::Decoder::new()
-        .decompress(&bufs.body, &mut bufs.decompressed[..len])
+        .decompress(body, &mut dec.decompressed[..len])
         .map_err(|e| bad_snappy(&e))?;
-    let payload = &bufs.decompressed[..n];
+    let Decoded {
+        decompressed,
+        req,
+        v2,
+    } = dec;
+    let payload = &decompressed[..n];
+    // Each vector's growth is reserved just before it happens (once per doubling).
+    let mut grow = |bytes: usize| permit.grow_to(permit.bytes() + bytes as u64);
     let res = match proto {
         Proto::V1 => match known {
             Some(known) => {
                 let known = known.borrow();
                 let seed = known.tenant_seed(tenant.as_bytes());
-                bufs.req.decode_known(payload, &known, seed)
+                req.decode_known_within(payload, &known, seed, &mut grow)
             }
-            None => bufs.req.decode(payload),
+            None => req.decode_within(payload, &mut grow),
         },
         // Exemplars and histograms are counted by the decoder, but nothing uses the counts:
         // exemplars are not stored, and histograms fail the request.
-        Proto::V2 => bufs.v2.decode(payload, &mut bufs.req).map(|_| ()),
+        Proto::V2 => v2.decode_within(payload, req, &mut grow).map(|_| ()),
     };
     res.map_err(|e| {
         let reason = match e {
-            sluice_core::DecodeError::Protobuf(_) => "bad_protobuf",
-            sluice_core::DecodeError::InvalidSeries { .. } => "invalid_labels",
-            sluice_core::DecodeError::SymbolRef(_) => "bad_symbol_ref",
+            DecodeError::Memory(msg) => return over_budget(msg),
+            DecodeError::Protobuf(_) => "bad_protobuf",
+            DecodeError::InvalidSeries { .. } => "invalid_labels",
+            DecodeError::SymbolRef(_) => "bad_symbol_ref",
             _ => "unsupported",
         };
         Reject(StatusCode::BAD_REQUEST, reason, e.to_string())
@@ -361,44 +553,41 @@ fn decode(
 
 /// Stores a whole remote-write 1.0 body that a peer forwarded as a replica (no forwarding, no
 /// quorum: this node's share only; peers forward only 1.0 bodies, see `cluster::Request`).
-/// `Err` carries the status class and message.
+/// `permit` holds the frame; it grows as decoding and routing need. `Err` carries the status
+/// class and message.
 pub(crate) async fn store_replica(
     st: &CoreState,
     tenant: &str,
     snappy_body: &[u8],
+    permit: &mut Permit,
 ) -> Result<sluice_shards::shard::ApplyOutcome, (StatusCode, String)> {
-    let mut bufs = st.pool.borrow_mut().pop().unwrap_or_default();
-    bufs.body.clear();
-    bufs.body.extend_from_slice(snappy_body);
+    let (mut bufs, pooled) = st.pool.borrow_mut().take();
+    if let Err(msg) = permit.grow_to(permit.bytes() + pooled as u64) {
+        st.pool.borrow_mut().give(bufs);
+        return Err((StatusCode::TOO_MANY_REQUESTS, msg));
+    }
     let known = Some(&st.ctx.shard.known);
-    let result = match decode(
-        &mut bufs,
+    let WriteBuffers { dec, scratch, .. } = &mut bufs;
+    let route = Route {
+        cores: st.ctx.cores(),
+        ..Route::default()
+    };
+    let decoded = decode(
+        snappy_body,
+        dec,
         Proto::V1,
         st.cfg.max_decompressed_bytes,
         known,
         tenant,
-    ) {
+        permit,
+    )
+    .and_then(|n| reserve_routing(permit, &dec.req, &scratch.keys, &route).map(|()| n));
+    let result = match decoded {
         Err(Reject(status, _, msg)) => Err((status, msg)),
-        Ok(n) => {
-            let WriteBuffers {
-                decompressed,
-                req,
-                scratch,
-                ..
-            } = &mut bufs;
-            Ok(ingest(&st.ctx, tenant, req, &decompressed[..n], scratch).await)
-        }
+        Ok(n) => Ok(ingest(&st.ctx, tenant, &dec.req, &dec.decompressed[..n], scratch).await),
     };
-    recycle(st, bufs);
+    st.pool.borrow_mut().give(bufs);
     result
-}
-
-fn recycle(st: &CoreState, bufs: WriteBuffers) {
-    if bufs.body.capacity() <= MAX_POOLED_CAPACITY
-        && bufs.decompressed.capacity() <= MAX_POOLED_CAPACITY
-    {
-        st.pool.borrow_mut().push(bufs);
-    }
 }
 
 /// The protocol of a `Content-Type` (RFC 9110: media type and parameter names are
@@ -430,34 +619,6 @@ fn negotiate(ct: &str) -> Option<Proto> {
         };
     }
     Some(proto)
-}
-
-async fn read_body(mut body: Incoming, out: &mut Vec<u8>, limit: usize) -> Result<(), Reject> {
-    out.clear();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            Reject(
-                StatusCode::BAD_REQUEST,
-                "read",
-                format!("reading request body: {e}"),
-            )
-        })?;
-        if let Some(data) = frame.data_ref() {
-            if out.len() + data.len() > limit {
-                return Err(too_large(out.len() + data.len(), limit));
-            }
-            out.extend_from_slice(data);
-        }
-    }
-    Ok(())
-}
-
-/// Reads a body to its end without keeping it.
-async fn drain_body(mut body: Incoming) -> Result<(), hyper::Error> {
-    while let Some(frame) = body.frame().await {
-        frame?;
-    }
-    Ok(())
 }
 
 fn over_budget(msg: String) -> Reject {

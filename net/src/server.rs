@@ -5,7 +5,6 @@
 //! every handler is async and cross-core work goes through the mesh.
 
 use std::cell::{Cell, RefCell};
-use std::convert::Infallible;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,9 +15,10 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use sluice_shards::Ctx;
 
+use crate::body::Stalled;
 use crate::io::{run_header_deadlines, HyperIo, HyperTimer};
 use crate::listener::{accept_until, Listener};
-use crate::receive::WriteBuffers;
+use crate::receive::BufferPool;
 use crate::response::{text, Body};
 use crate::NetConfig;
 
@@ -26,7 +26,7 @@ use crate::NetConfig;
 pub struct CoreState {
     pub ctx: Ctx,
     pub cfg: Arc<NetConfig>,
-    pub pool: RefCell<Vec<WriteBuffers>>,
+    pub pool: RefCell<BufferPool>,
     /// Outgoing replication connections of this core.
     pub peers: crate::rpc::client::Peers,
     in_flight: Cell<usize>,
@@ -69,10 +69,11 @@ pub async fn serve(ctx: Ctx, cfg: Arc<NetConfig>) {
         .cluster
         .as_ref()
         .map_or(Duration::from_secs(5), |c| c.forward_timeout);
+    let pool = BufferPool::new(cfg.budget.inflight_limit(), ctx.cores());
     let st = Rc::new(CoreState {
         ctx,
         cfg,
-        pool: RefCell::new(Vec::new()),
+        pool: RefCell::new(pool),
         peers: crate::rpc::client::Peers::new(forward_timeout),
         in_flight: Cell::new(0),
     });
@@ -114,9 +115,10 @@ async fn connection(st: Rc<CoreState>, stream: glommio::net::TcpStream) {
         let st = st.clone();
         async move {
             st.in_flight_add(1);
+            // An error ends the connection without an answer (hyper writes none).
             let resp = route(&st, req).await;
             st.in_flight_add(-1);
-            Ok::<_, Infallible>(resp)
+            resp
         }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -129,46 +131,52 @@ async fn connection(st: Rc<CoreState>, stream: glommio::net::TcpStream) {
     }
 }
 
-async fn route(st: &CoreState, req: Request<Incoming>) -> Response<Body> {
+async fn route(st: &CoreState, req: Request<Incoming>) -> Result<Response<Body>, Stalled> {
     let started = Instant::now();
     let path = req.uri().path();
     let (handler, resp) = match path {
         // The write path is not a read zone: a panic there aborts the process (see
         // `sluice_shards::panics`).
-        "/api/v1/receive" | "/api/v1/write" => ("receive", crate::receive::handle(st, req).await),
-        _ => read_route(st, req).await,
+        "/api/v1/receive" | "/api/v1/write" => ("receive", crate::receive::handle(st, req).await?),
+        _ => read_route(st, req).await?,
     };
     let latency = (handler == "receive").then(|| started.elapsed().as_micros() as u64);
     st.ctx
         .shard
         .metrics
         .count_request(handler, resp.status().as_u16(), latency);
-    resp
+    Ok(resp)
 }
 
 /// Every other endpoint only reads: a panic in one answers that request 500 (logged with the
 /// request, counted in `sluice_http_panics_total`) and the process goes on.
-async fn read_route(st: &CoreState, req: Request<Incoming>) -> (&'static str, Response<Body>) {
+async fn read_route(
+    st: &CoreState,
+    req: Request<Incoming>,
+) -> Result<(&'static str, Response<Body>), Stalled> {
     let what = format!("{} {}", req.method(), req.uri());
     match sluice_shards::panics::CatchPanic::new(reads(st, req)).await {
         Ok(answer) => answer,
         Err(p) => {
             tracing::error!(request = %what, "panic while answering a read: {}", p.0);
-            (
+            Ok((
                 "panic",
                 crate::response::json_error(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal",
                     &p.to_string(),
                 ),
-            )
+            ))
         }
     }
 }
 
-async fn reads(st: &CoreState, req: Request<Incoming>) -> (&'static str, Response<Body>) {
+async fn reads(
+    st: &CoreState,
+    req: Request<Incoming>,
+) -> Result<(&'static str, Response<Body>), Stalled> {
     let path = req.uri().path();
-    match path {
+    Ok(match path {
         "/-/healthy" => ("healthy", text(StatusCode::OK, "Sluice is Healthy.")),
         "/-/ready" => (
             "ready",
@@ -184,12 +192,12 @@ async fn reads(st: &CoreState, req: Request<Incoming>) -> (&'static str, Respons
             },
         ),
         "/metrics" => ("metrics", metrics(st).await),
-        p if p.starts_with("/api/v1/") => ("api", crate::api::handle(st, req).await),
+        p if p.starts_with("/api/v1/") => ("api", crate::api::handle(st, req).await?),
         _ => (
             "other",
             text(StatusCode::NOT_FOUND, format!("no handler for {path}")),
         ),
-    }
+    })
 }
 
 async fn metrics(st: &CoreState) -> Response<Body> {

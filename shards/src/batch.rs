@@ -186,10 +186,18 @@ impl SeriesSpans {
         self.samples = 0;
     }
 
-    /// Makes room for `n` more series.
+    /// Makes room for `n` more series (exactly: the caller reserved memory for them).
     pub fn reserve(&mut self, n: usize) {
-        self.entries.reserve(n);
+        self.entries.reserve_exact(n);
     }
+
+    /// Bytes the index holds (its capacity).
+    pub fn capacity_bytes(&self) -> usize {
+        self.entries.capacity() * std::mem::size_of::<Entry>()
+    }
+
+    /// Bytes of index per series.
+    pub const ENTRY_BYTES: usize = std::mem::size_of::<Entry>();
 
     /// Records a series whose key is `bytes[key_at..key_at + key_len]` and whose
     /// `n_samples` samples start at `bytes[samples_at]`.
@@ -226,6 +234,11 @@ impl SeriesSpans {
         self.samples
     }
 
+    /// Bytes of the series' keys.
+    pub fn key_bytes(&self) -> usize {
+        self.entries.iter().map(|e| e.key_len as usize).sum()
+    }
+
     /// The hash of series `i`.
     pub fn hash(&self, i: usize) -> u64 {
         self.entries[i].hash
@@ -252,6 +265,9 @@ impl SeriesSpans {
             })
     }
 }
+
+/// Bytes of one sample in a batch (`t` and the value's bits).
+pub const SAMPLE_BYTES: usize = 16;
 
 /// Appends samples as the 16-byte records [`SeriesSpans`] reads; returns how many.
 pub fn put_samples(out: &mut Vec<u8>, samples: impl IntoIterator<Item = Sample>) -> usize {
@@ -286,6 +302,19 @@ impl OwnedBatch {
     /// Number of samples in the batch.
     pub fn num_samples(&self) -> usize {
         self.spans.num_samples()
+    }
+
+    /// Bytes the batch holds (its vectors' capacity).
+    pub fn capacity_bytes(&self) -> usize {
+        self.bytes.capacity() + self.spans.capacity_bytes()
+    }
+
+    /// The most a batch of `series` series with `key_bytes` of keys and `samples` samples
+    /// takes, grown one series at a time (as `ingest_batch` fills it): its vectors grow by
+    /// doubling, so up to twice their contents, and start at a few entries.
+    pub fn bytes_for(series: usize, key_bytes: usize, samples: usize) -> usize {
+        2 * (key_bytes + SAMPLE_BYTES * samples + std::mem::size_of::<Entry>() * series)
+            + 8 * std::mem::size_of::<Entry>()
     }
 }
 

@@ -37,6 +37,13 @@ impl SeriesKeys {
         self.checks.clear();
         self.keys.clear();
         self.key_ranges.clear();
+        // Exact sizes, so that what the memory budget reserved for these (see
+        // `SeriesKeys::bytes_for`) is what they take: growing by doubling could take twice.
+        let n = req.series.len();
+        self.hashes.reserve_exact(n);
+        self.checks.reserve_exact(n);
+        self.key_ranges.reserve_exact(n);
+        self.keys.reserve_exact(req.key_bytes().parsed);
         for (i, s) in req.series.iter().enumerate() {
             if let Some(id) = req.known(i) {
                 self.hashes.push(id.hash);
@@ -62,6 +69,31 @@ impl SeriesKeys {
         }
     }
 
+    /// The most [`compute`](Self::compute) allocates for `series` series whose parsed keys
+    /// take `parsed_key_bytes` (`WriteRequestRef::key_bytes`): a hash, a check hash and a key
+    /// range per series, and the keys.
+    pub fn bytes_for(series: usize, parsed_key_bytes: usize) -> usize {
+        series * (2 * std::mem::size_of::<u64>() + std::mem::size_of::<(u32, u32)>())
+            + parsed_key_bytes
+    }
+
+    /// Of [`bytes_for`](Self::bytes_for), what these vectors lack room for (they keep their
+    /// capacity from request to request).
+    pub fn bytes_to_grow(&self, series: usize, parsed_key_bytes: usize) -> usize {
+        let lack = |v: usize, cap: usize| v.saturating_sub(cap);
+        (lack(series, self.hashes.capacity()) + lack(series, self.checks.capacity()))
+            * std::mem::size_of::<u64>()
+            + lack(series, self.key_ranges.capacity()) * std::mem::size_of::<(u32, u32)>()
+            + lack(parsed_key_bytes, self.keys.capacity())
+    }
+
+    /// Bytes these vectors hold (their capacity).
+    pub fn capacity_bytes(&self) -> usize {
+        (self.hashes.capacity() + self.checks.capacity()) * std::mem::size_of::<u64>()
+            + self.keys.capacity()
+            + self.key_ranges.capacity() * std::mem::size_of::<(u32, u32)>()
+    }
+
     /// The request's series as a batch (after [`compute`](Self::compute) on the same request
     /// and payload).
     pub fn batch<'a>(&'a self, req: &'a WriteRequestRef, buf: &'a [u8]) -> RequestBatch<'a> {
@@ -84,6 +116,15 @@ pub struct IngestScratch {
     pub local: Vec<u32>,
     /// Key of a series being copied to another core.
     pub key: Vec<u8>,
+}
+
+impl IngestScratch {
+    /// Bytes these buffers hold (their capacity).
+    pub fn capacity_bytes(&self) -> usize {
+        self.keys.capacity_bytes()
+            + self.local.capacity() * std::mem::size_of::<u32>()
+            + self.key.capacity()
+    }
 }
 
 /// Appends a decoded request for `tenant` across the node's cores.

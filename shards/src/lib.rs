@@ -5,6 +5,7 @@
 //! decoded requests.
 
 pub mod active;
+pub mod allocator;
 pub mod batch;
 pub mod blockquery;
 pub mod blocks;

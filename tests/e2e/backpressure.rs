@@ -9,15 +9,6 @@ use sluice_bench::prompb::{Label, Sample, TimeSeries, WriteRequest};
 
 use crate::harness::Server;
 
-fn status_kib(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .expect("proc status")
-        .lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .expect("status field")
-}
-
 /// `series` series of thread `th`, `per` samples each, the `k`-th request of the thread.
 fn request(th: usize, k: usize, series: usize, per: usize, t0: i64) -> WriteRequest {
     WriteRequest {
@@ -53,7 +44,7 @@ fn request(th: usize, k: usize, series: usize, per: usize, t0: i64) -> WriteRequ
 #[test]
 fn a_flood_over_the_memory_budget_gets_429_and_every_acked_sample_is_stored() {
     let mut s = Server::start(1, &["--pin-cores", "false"]);
-    let base_bytes = status_kib(s.pid(), "VmRSS:") * 1024;
+    let base_bytes = s.status_bytes("VmRSS:");
     s.sigterm();
     // A few requests (about 3 MiB each) may be in flight; resident memory must stay under
     // the start plus 64 MiB.
@@ -112,7 +103,7 @@ fn a_flood_over_the_memory_budget_gets_429_and_every_acked_sample_is_stored() {
     }
     let acked = acked.load(Ordering::Relaxed);
     let refused = refused.load(Ordering::Relaxed);
-    let peak = status_kib(s.pid(), "VmHWM:") * 1024;
+    let peak = s.status_bytes("VmHWM:");
     println!(
         "budget {} MiB (start RSS {} MiB): {acked} samples acknowledged, {refused} requests refused, peak RSS {} MiB",
         budget >> 20,

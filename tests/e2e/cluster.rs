@@ -13,7 +13,7 @@ use crate::harness::{dump, free_port, request, simple_series, Server};
 pub(crate) struct Cluster {
     pub(crate) nodes: Vec<Server>,
     args: Vec<Vec<String>>,
-    endpoints: Vec<String>,
+    pub(crate) endpoints: Vec<String>,
     ring: PathBuf,
     dir: tempfile::TempDir,
 }

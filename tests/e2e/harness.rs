@@ -38,6 +38,14 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// The binary the servers run: this build's, or `SLUICE_E2E_BIN` (to measure a release build
+/// with these tests, as bench/RESULTS.md does).
+pub fn sluice_bin() -> PathBuf {
+    std::env::var_os("SLUICE_E2E_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_sluice")))
+}
+
 impl Server {
     /// Starts a server with a fresh data directory.
     pub fn start(cores: usize, extra: &[&str]) -> Server {
@@ -82,7 +90,7 @@ impl Server {
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        let child = Command::new(sluice_bin())
             .arg("--cores")
             .arg(cores.to_string())
             .arg("--listen")
@@ -136,6 +144,17 @@ impl Server {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
+    }
+
+    /// A size field of `/proc/<pid>/status` (`VmRSS:`, `VmHWM:`, ...), in bytes.
+    pub fn status_bytes(&self, key: &str) -> u64 {
+        let kib: u64 = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("proc status")
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .expect("status field");
+        kib * 1024
     }
 
     /// `kill -9`.

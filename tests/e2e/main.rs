@@ -11,6 +11,7 @@ mod cluster;
 mod concurrency;
 mod crash;
 mod malformed;
+mod memory;
 mod promql;
 mod read_limits;
 mod remote_read;

@@ -30,9 +30,9 @@
 //! skips over length prefixes.
 
 use super::{
-    check_buffer_len, decode_sample, render_lossy, validate_labels, DecodeError, KnownField,
-    LabelRef, Reader, SeriesRef, WriteRequestRef, KEY_1_LEN, KEY_2_LEN, KEY_3_LEN, KEY_4_LEN,
-    WT_LEN, WT_VARINT,
+    check_buffer_len, decode_sample, push, render_lossy, validate_labels, DecodeError, Grow,
+    KnownField, LabelRef, Reader, SeriesRef, WriteRequestRef, KEY_1_LEN, KEY_2_LEN, KEY_3_LEN,
+    KEY_4_LEN, WT_LEN, WT_VARINT,
 };
 
 const KEY_1_VARINT: u64 = (1 << 3) | WT_VARINT as u64;
@@ -63,19 +63,37 @@ pub struct V2Counts {
     pub exemplars: u64,
 }
 
-/// The 2.0 decoder's reusable scratch: the symbol table of the current request and the label
-/// references of the series being decoded. Keep one per core next to the [`WriteRequestRef`];
-/// after the first few requests decoding allocates nothing.
+/// The 2.0 decoder's reusable scratch: the symbol table of the current request. Keep one per
+/// core next to the [`WriteRequestRef`]; after the first few requests decoding allocates
+/// nothing.
+///
+/// Label references are resolved as they arrive, never collected: a list of them would cost 8
+/// bytes per 1-byte reference, the largest expansion of any field, for one series that may span
+/// the whole request.
 #[derive(Debug, Default)]
 pub struct V2Decoder {
     /// `(offset, len)` of every symbol in the decoded buffer, in wire order.
     symbols: Vec<(u32, u32)>,
-    /// `labels_refs` of the current series, as sent (u64 so an oversized ref is reported as
-    /// sent instead of truncated).
-    refs: Vec<u64>,
+}
+
+/// The label references of the series being decoded, resolved pair by pair.
+struct RefPairs {
+    /// References seen so far (to name a bad one by its position).
+    count: usize,
+    /// The name of the pair being read, once its reference came.
+    name: Option<(u32, u32)>,
+    /// The first reference past the symbol table, reported only once the count is known to be
+    /// even (an odd count is the more basic mistake, and was reported first when references
+    /// were collected).
+    bad: Option<DecodeError>,
 }
 
 impl V2Decoder {
+    /// Bytes this decoder holds (its vectors' capacity), for bounding what a pool keeps.
+    pub fn capacity_bytes(&self) -> usize {
+        self.symbols.capacity() * std::mem::size_of::<(u32, u32)>()
+    }
+
     /// Decodes and validates the 2.0 request in `buf` into `out`, replacing its contents.
     ///
     /// The guarantees are those of [`WriteRequestRef::decode`]: on `Ok` every series has a
@@ -86,9 +104,20 @@ impl V2Decoder {
         buf: &[u8],
         out: &mut WriteRequestRef,
     ) -> Result<V2Counts, DecodeError> {
+        self.decode_within(buf, out, &mut |_| Ok(()))
+    }
+
+    /// [`decode`](Self::decode), asking `grow` before any vector (the symbol table's or
+    /// `out`'s) grows.
+    pub fn decode_within(
+        &mut self,
+        buf: &[u8],
+        out: &mut WriteRequestRef,
+        grow: &mut Grow<'_>,
+    ) -> Result<V2Counts, DecodeError> {
         out.clear();
         self.symbols.clear();
-        let res = self.decode_request(buf, out);
+        let res = self.decode_request(buf, out, grow);
         if res.is_err() {
             out.clear();
         }
@@ -99,6 +128,7 @@ impl V2Decoder {
         &mut self,
         buf: &[u8],
         out: &mut WriteRequestRef,
+        grow: &mut Grow<'_>,
     ) -> Result<V2Counts, DecodeError> {
         check_buffer_len(buf.len())?;
         // Pass 1: the symbol table; everything else is only stepped over (and checked).
@@ -108,7 +138,7 @@ impl V2Decoder {
                 KEY_4_LEN => {
                     let (s, e) = r.len_delim("Request.symbols")?;
                     // Offsets fit u32: check_buffer_len capped the buffer.
-                    self.symbols.push((s as u32, (e - s) as u32));
+                    push(&mut self.symbols, (s as u32, (e - s) as u32), grow)?;
                 }
                 KEY_5_LEN => r.skip_len_delim("Request.timeseries")?,
                 _ => {
@@ -135,7 +165,7 @@ impl V2Decoder {
             match key {
                 KEY_5_LEN => {
                     let ts = r.message("Request.timeseries")?;
-                    self.decode_series(buf, ts, index, out, &mut counts)?;
+                    self.decode_series(buf, ts, index, out, &mut counts, grow)?;
                     index += 1;
                 }
                 KEY_4_LEN => r.skip_len_delim("Request.symbols")?,
@@ -154,12 +184,17 @@ impl V2Decoder {
         index: usize,
         out: &mut WriteRequestRef,
         counts: &mut V2Counts,
+        grow: &mut Grow<'_>,
     ) -> Result<(), DecodeError> {
         let label_start = out.labels.len();
         let sample_start = out.samples.len();
         let mut histograms = 0u64;
         let mut exemplars = 0u64;
-        self.refs.clear();
+        let mut refs = RefPairs {
+            count: 0,
+            name: None,
+            bad: None,
+        };
         while let Some((at, key)) = r.next_key("TimeSeries")? {
             match key {
                 // Packed, as proto3 senders write repeated scalars.
@@ -169,7 +204,7 @@ impl V2Decoder {
                         let v = m
                             .varint()
                             .map_err(|e| e.into_error("element of", "TimeSeries.labels_refs"))?;
-                        self.refs.push(v);
+                        self.push_ref(&mut refs, v, index, out, grow)?;
                     }
                 }
                 // Unpacked: parsers must accept both encodings of a repeated scalar.
@@ -177,11 +212,11 @@ impl V2Decoder {
                     let v = r
                         .varint()
                         .map_err(|e| e.into_error("value of", "TimeSeries.labels_refs"))?;
-                    self.refs.push(v);
+                    self.push_ref(&mut refs, v, index, out, grow)?;
                 }
                 KEY_2_LEN => {
                     let mut m = r.message("TimeSeries.samples")?;
-                    out.samples.push(decode_sample(&mut m)?);
+                    push(&mut out.samples, decode_sample(&mut m)?, grow)?;
                 }
                 // Remembered, not returned at once: the labels for the message may come later.
                 KEY_3_LEN => {
@@ -201,22 +236,15 @@ impl V2Decoder {
             }
         }
 
-        if !self.refs.len().is_multiple_of(2) {
+        if !refs.count.is_multiple_of(2) {
             return Err(DecodeError::SymbolRef(format!(
                 "series #{index}: labels_refs has {} entries; it must hold name/value pairs \
                  (an even count)",
-                self.refs.len()
+                refs.count
             )));
         }
-        for (i, pair) in self.refs.chunks_exact(2).enumerate() {
-            let name = self.symbol(pair[0], index, 2 * i)?;
-            let value = self.symbol(pair[1], index, 2 * i + 1)?;
-            out.labels.push(LabelRef {
-                name_start: name.0,
-                name_len: name.1,
-                value_start: value.0,
-                value_len: value.1,
-            });
+        if let Some(e) = refs.bad {
+            return Err(e);
         }
 
         // Symbols may lie anywhere in the request, also after this series: use the whole
@@ -240,10 +268,48 @@ impl V2Decoder {
         counts.exemplars += exemplars;
         // Cannot truncate: check_buffer_len capped the buffer at u32::MAX bytes and every
         // label and sample takes at least one byte of it.
-        out.series.push(SeriesRef {
+        let series = SeriesRef {
             labels: label_start as u32..out.labels.len() as u32,
             samples: sample_start as u32..out.samples.len() as u32,
-        });
+        };
+        push(&mut out.series, series, grow)
+    }
+
+    /// Takes the next label reference `r` of series `index`: a value completes a label, which
+    /// goes to `out` (after a bad reference nothing more does: the series is refused anyway).
+    #[inline]
+    fn push_ref(
+        &self,
+        refs: &mut RefPairs,
+        r: u64,
+        index: usize,
+        out: &mut WriteRequestRef,
+        grow: &mut Grow<'_>,
+    ) -> Result<(), DecodeError> {
+        let pos = refs.count;
+        refs.count += 1;
+        if refs.bad.is_some() {
+            return Ok(());
+        }
+        let sym = match self.symbol(r, index, pos) {
+            Ok(sym) => sym,
+            Err(e) => {
+                refs.bad = Some(e);
+                return Ok(());
+            }
+        };
+        match refs.name.take() {
+            None => refs.name = Some(sym),
+            Some(name) => {
+                let label = LabelRef {
+                    name_start: name.0,
+                    name_len: name.1,
+                    value_start: sym.0,
+                    value_len: sym.1,
+                };
+                push(&mut out.labels, label, grow)?;
+            }
+        }
         Ok(())
     }
 

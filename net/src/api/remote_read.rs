@@ -13,13 +13,13 @@
 //! samples are read before the first frame goes out (Prometheus streams from its storage
 //! lazily and applies no sample limit there).
 
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use prost::Message;
 use sluice_shards::{select_all, MatchOp, Matcher, QueryError, ReadLimits, Selection, SeriesData};
 use sluice_storage::xor::XorChunk;
 
+use crate::body::Stalled;
 use crate::response::{text, Body, Pieces};
 use crate::server::CoreState;
 
@@ -134,15 +134,16 @@ struct Chunk {
     data: Vec<u8>,
 }
 
-/// Answers one remote-read request.
+/// Answers one remote-read request; `Err` when its body stalled (the connection is dropped).
 pub(super) async fn handle(
     st: &CoreState,
     req: Request<Incoming>,
     tenant: Option<String>,
-) -> Response<Body> {
-    match answer(st, req, tenant).await {
+) -> Result<Response<Body>, Stalled> {
+    Ok(match answer(st, req, tenant).await {
         Ok(r) => r,
-        Err((status, msg)) => {
+        Err(Failed::Stalled(s)) => return Err(s),
+        Err(Failed::Answer((status, msg))) => {
             let mut resp = text(status, msg);
             if status == StatusCode::SERVICE_UNAVAILABLE {
                 resp.headers_mut().insert(
@@ -152,10 +153,22 @@ pub(super) async fn handle(
             }
             resp
         }
-    }
+    })
 }
 
 type Failure = (StatusCode, String);
+
+/// A failed remote read: an answer, or a stalled body (no answer).
+enum Failed {
+    Answer(Failure),
+    Stalled(Stalled),
+}
+
+impl From<Failure> for Failed {
+    fn from(f: Failure) -> Self {
+        Failed::Answer(f)
+    }
+}
 
 fn bad(msg: impl Into<String>) -> Failure {
     (StatusCode::BAD_REQUEST, msg.into())
@@ -226,7 +239,7 @@ async fn answer(
     st: &CoreState,
     req: Request<Incoming>,
     tenant: Option<String>,
-) -> Result<Response<Body>, Failure> {
+) -> Result<Response<Body>, Failed> {
     let read = &st.cfg.read;
     let deadline = std::time::Instant::now() + read.query_timeout;
     // As Prometheus: a read over the limit waits for a slot (here: until the query timeout).
@@ -239,11 +252,12 @@ async fn answer(
             ),
         )
     })?;
-    let body = http_body_util::Limited::new(req.into_body(), MAX_REQUEST_BYTES)
-        .collect()
-        .await
-        .map_err(|e| bad(format!("reading remote-read request: {e}")))?
-        .to_bytes();
+    let body = match super::read_body(st, req.into_body(), MAX_REQUEST_BYTES).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => return Err(bad(format!("reading remote-read request: {e}")).into()),
+        Err(super::ParamsError::Stalled(s)) => return Err(Failed::Stalled(s)),
+        Err(super::ParamsError::BadData(b)) => return Err(bad(b.0).into()),
+    };
     let (rr, sels, streamed) = parse(&body, &tenant)?;
     let marked = rr.queries.iter().any(|q| {
         q.matchers

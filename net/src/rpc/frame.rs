@@ -335,9 +335,11 @@ impl WriteBatch {
         let WriteHead { id, tenant } = read_request_head(&mut r, WRITE, valid_tenant)?;
         let hasher = TenantHasher::new(tenant.as_bytes());
         let n = r.u32()? as usize;
-        // Each series takes at least 8 bytes: a count beyond that is a lie, not a reason
-        // to reserve memory.
-        self.spans.reserve(n.min(r.0.len() / 8));
+        // Each valid series takes at least MIN_WRITE_SERIES_BYTES: a count beyond that is a
+        // lie, not a reason to reserve memory (the budget reserved this much for it, see
+        // `need::write_frame_index`).
+        self.spans
+            .reserve(n.min(r.0.len() / crate::budget::need::MIN_WRITE_SERIES_BYTES));
         for _ in 0..n {
             let key_len = r.u32()? as usize;
             let n_samples = r.u32()? as usize;
@@ -359,6 +361,26 @@ impl WriteBatch {
     /// Number of samples.
     pub fn num_samples(&self) -> usize {
         self.spans.num_samples()
+    }
+
+    /// Number of series.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Whether the batch has no series.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Bytes of the series' keys.
+    pub fn key_bytes(&self) -> usize {
+        self.spans.key_bytes()
+    }
+
+    /// Bytes the batch's index holds.
+    pub fn capacity_bytes(&self) -> usize {
+        self.spans.capacity_bytes()
     }
 
     /// The batch over the body it was decoded from.

@@ -6,6 +6,15 @@
 //! (a slow WAL sync does not hold up the next frame) and replies go out in completion order.
 //! A corrupt frame ends the connection (the framing can no longer be trusted); the sender's
 //! pending calls then fail and it reconnects. Never forwards: a frame is a replica.
+//!
+//! **Memory**: a frame's length is reserved in the memory budget (see `budget`) before its
+//! body is allocated, and the reservation grows with what handling it needs and is held until
+//! it is answered. A frame over the budget is read in small pieces and dropped, then answered
+//! `Unavailable` with its id, like a frame refused later: reading it costs the bandwidth the
+//! peer already spent and nothing more, the connection (with the other frames in flight on it)
+//! carries on, and the peer's quorum decides. Ending the connection instead would fail every
+//! call pending on it and mark the peer down for its reconnection backoff. A peer that stalls
+//! mid-frame for `--http.body-read-timeout` loses the connection.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -14,6 +23,7 @@ use futures::channel::mpsc;
 use futures::io::{AsyncReadExt, AsyncWriteExt};
 use futures::StreamExt;
 use glommio::net::TcpStream;
+use hyper::StatusCode;
 use sluice_shards::{ingest_batch, is_valid_tenant};
 
 use sluice_shards::shard::ApplyOutcome;
@@ -22,8 +32,13 @@ use super::frame::{
     check_body, decode_forward, parse_header, request_kind, write_id, FrameError, Kind, Reply,
     Status, WriteBatch, WriteHead, HEADER_LEN,
 };
+use crate::budget::need::{self, Route, Shape};
+use crate::budget::Permit;
 use crate::listener::{accept_until, Listener};
 use crate::server::{wait_for_shutdown, CoreState};
+
+/// Bytes of a request body that carry its kind and id.
+const ID_BYTES: usize = 9;
 
 /// Serves replication on this core until shutdown.
 pub async fn serve(st: Rc<CoreState>, listen: SocketAddr) {
@@ -66,8 +81,10 @@ async fn connection(st: Rc<CoreState>, stream: TcpStream) {
         }
     });
     let max = st.cfg.max_rpc_frame_bytes;
+    let stall = st.cfg.body_read_timeout;
     let mut header = [0u8; HEADER_LEN];
     let why = loop {
+        // Between frames a connection may idle as long as it likes.
         if let Err(e) = rd.read_exact(&mut header).await {
             break format!("read: {e}");
         }
@@ -75,9 +92,21 @@ async fn connection(st: Rc<CoreState>, stream: TcpStream) {
             Ok(h) => h,
             Err(e) => break e.to_string(),
         };
+        let permit = match st.cfg.budget.try_reserve(len as u64) {
+            Ok(p) => p,
+            Err(msg) => match refuse_frame(&mut rd, len, crc, stall, msg).await {
+                Ok(reply) => {
+                    let mut out = Vec::with_capacity(64);
+                    reply.encode(&mut out);
+                    let _ = tx.unbounded_send(out);
+                    continue;
+                }
+                Err(why) => break why,
+            },
+        };
         let mut body = vec![0u8; len];
-        if let Err(e) = rd.read_exact(&mut body).await {
-            break format!("read: {e}");
+        if let Err(e) = crate::body::read_exact(&mut rd, &mut body, stall).await {
+            break e.to_string();
         }
         if let Err(e) = check_body(&body, crc) {
             break e.to_string();
@@ -86,7 +115,11 @@ async fn connection(st: Rc<CoreState>, stream: TcpStream) {
         let tx = tx.clone();
         glommio::spawn_local(async move {
             st.in_flight_add(1);
-            let reply = handle_request(&st, &body).await;
+            let mut permit = permit;
+            let reply = handle_request(&st, &body, &mut permit).await;
+            // The frame and everything built from it go before the reservation does.
+            drop(body);
+            drop(permit);
             st.in_flight_add(-1);
             let mut out = Vec::with_capacity(64);
             reply.encode(&mut out);
@@ -100,36 +133,54 @@ async fn connection(st: Rc<CoreState>, stream: TcpStream) {
     writer.await;
 }
 
-/// Stores one request frame's series on this node.
-async fn handle_request(st: &CoreState, body: &[u8]) -> Reply {
+/// Reads and drops a frame of `len` bytes the budget refused, and makes the `Unavailable`
+/// reply for it; `Err` (the connection must end) when it cannot be read or is corrupt.
+async fn refuse_frame<R: futures::io::AsyncRead + Unpin>(
+    rd: &mut R,
+    len: usize,
+    crc: u32,
+    stall: Option<std::time::Duration>,
+    msg: String,
+) -> Result<Reply, String> {
+    let mut head = [0u8; ID_BYTES];
+    let got = crate::body::discard(rd, len, stall, &mut head)
+        .await
+        .map_err(|e| e.to_string())?;
+    if got != crc {
+        return Err(FrameError::Checksum.to_string());
+    }
+    Ok(Reply {
+        id: write_id(&head[..len.min(ID_BYTES)]).unwrap_or(0),
+        status: Status::Unavailable,
+        stored: 0,
+        rejected: 0,
+        message: msg,
+    })
+}
+
+/// Stores one request frame's series on this node; `permit` holds the frame.
+async fn handle_request(st: &CoreState, body: &[u8], permit: &mut Permit) -> Reply {
     // A replica spends memory like a request does (decoded series, copies to other cores):
     // it counts against the same budget, and over it the sender's quorum decides.
-    let expanded = match decode_forward(body, |_| true) {
-        // A forwarded request expands on decompression.
-        Ok((_, request)) => snap::raw::decompress_len(request).unwrap_or(0),
-        Err(_) => body.len(),
-    };
-    let need = body.len() as u64 + 3 * expanded.min(st.cfg.max_decompressed_bytes) as u64;
-    let _permit = match st.cfg.budget.try_reserve(need) {
-        Ok(p) => p,
-        Err(msg) => {
-            return Reply {
-                id: write_id(body).unwrap_or(0),
-                status: Status::Unavailable,
-                stored: 0,
-                rejected: 0,
-                message: msg,
-            }
-        }
-    };
     match request_kind(body) {
-        Ok(Kind::Forward) => handle_forward(st, body).await,
-        _ => handle_write(st, body).await,
+        Ok(Kind::Forward) => handle_forward(st, body, permit).await,
+        _ => handle_write(st, body, permit).await,
+    }
+}
+
+/// The reply to a frame the memory budget refused.
+fn over_budget(id: u64, msg: String) -> Reply {
+    Reply {
+        id,
+        status: Status::Unavailable,
+        stored: 0,
+        rejected: 0,
+        message: msg,
     }
 }
 
 /// Stores a forwarded remote-write request (every series of it) on this node.
-async fn handle_forward(st: &CoreState, body: &[u8]) -> Reply {
+async fn handle_forward(st: &CoreState, body: &[u8], permit: &mut Permit) -> Reply {
     let (head, request) = match decode_forward(body, is_valid_tenant) {
         Ok(x) => x,
         Err(e) => return bad_frame(body, &e),
@@ -137,7 +188,8 @@ async fn handle_forward(st: &CoreState, body: &[u8]) -> Reply {
     if let Err(refused) = admit(st, &head) {
         return refused;
     }
-    match crate::receive::store_replica(st, head.tenant, request).await {
+    match crate::receive::store_replica(st, head.tenant, request, permit).await {
+        Err((StatusCode::TOO_MANY_REQUESTS, msg)) => over_budget(head.id, msg),
         Err((_, msg)) => Reply {
             id: head.id,
             status: Status::BadRequest,
@@ -204,12 +256,33 @@ fn outcome_reply(id: u64, out: ApplyOutcome) -> Reply {
 }
 
 /// Stores one write frame's series on this node.
-async fn handle_write(st: &CoreState, body: &[u8]) -> Reply {
+async fn handle_write(st: &CoreState, body: &[u8], permit: &mut Permit) -> Reply {
+    let held = permit.bytes();
+    if let Err(msg) = permit.grow_to(held + need::write_frame_index(body.len())) {
+        return over_budget(write_id(body).unwrap_or(0), msg);
+    }
     let mut batch = WriteBatch::default();
     let head = match batch.decode(body, is_valid_tenant) {
         Ok(h) => h,
         Err(e) => return bad_frame(body, &e),
     };
+    // The index as it is, then the copies to other cores (keys and hashes came in the frame).
+    let shape = Shape {
+        series: batch.len(),
+        samples: batch.num_samples(),
+        keys: sluice_core::KeyBytes {
+            parsed: batch.key_bytes(),
+            known: 0,
+        },
+    };
+    let route = Route {
+        cores: st.ctx.cores(),
+        ..Route::default()
+    };
+    let real = held + batch.capacity_bytes() as u64 + need::routing(&shape, &route);
+    if let Err(msg) = permit.resize(real) {
+        return over_budget(head.id, msg);
+    }
     let samples = batch.num_samples() as u64;
     st.ctx
         .shard
