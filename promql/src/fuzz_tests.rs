@@ -149,24 +149,7 @@ fn run(text: &str, range: bool) {
     };
     let Ok(q) = q else { return };
     let Ok(requests) = q.requests() else { return };
-    let all = db();
-    let mut data = Fetched::new();
-    for r in requests {
-        let found = all
-            .iter()
-            .filter(|s| r.matchers.iter().all(|m| m.matches(s.labels.get(&m.name))))
-            .map(|s| Series {
-                labels: s.labels.clone(),
-                samples: s
-                    .samples
-                    .iter()
-                    .copied()
-                    .filter(|(t, _)| *t >= r.mint && *t <= r.maxt)
-                    .collect(),
-            })
-            .collect();
-        data.insert(r.key, found);
-    }
+    let data = crate::tests::fetch_requests(requests, &db());
     let _ = q.exec(&data);
 }
 

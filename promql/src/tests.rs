@@ -15,9 +15,14 @@ fn series(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> Series {
 }
 
 /// Answers the query's requests from `db` as storage would.
-fn fetch(q: &Query, db: &[Series]) -> Fetched {
+pub(crate) fn fetch(q: &Query, db: &[Series]) -> Fetched {
+    fetch_requests(q.requests().unwrap(), db)
+}
+
+/// Answers `requests` from `db` as storage would.
+pub(crate) fn fetch_requests(requests: Vec<SelectorRequest>, db: &[Series]) -> Fetched {
     let mut f = Fetched::new();
-    for r in q.requests().unwrap() {
+    for r in requests {
         let found = db
             .iter()
             .filter(|s| r.matchers.iter().all(|m| m.matches(s.labels.get(&m.name))))

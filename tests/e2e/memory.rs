@@ -187,13 +187,7 @@ fn rss_returns_near_its_baseline_after_maximum_size_worst_case_requests() {
         peak > base + 8 * max_payload(),
         "the requests were not expensive: peak {peak}, base {base}"
     );
-    assert!(
-        after <= base + SPIKE_BOUND,
-        "RSS stayed at {} MiB after the spike, {} MiB above its baseline (bound {} MiB)",
-        after / MIB,
-        (after - base) / MIB,
-        SPIKE_BOUND / MIB
-    );
+    assert_back_near_baseline(base, after);
 }
 
 /// The same with what Prometheus sends (ten labels and one sample per series), the series
@@ -224,13 +218,7 @@ fn rss_returns_near_its_baseline_after_maximum_size_prometheus_like_requests() {
         peak / MIB,
         after / MIB
     );
-    assert!(
-        after <= base + SPIKE_BOUND,
-        "RSS stayed at {} MiB after the spike, {} MiB above its baseline (bound {} MiB)",
-        after / MIB,
-        (after - base) / MIB,
-        SPIKE_BOUND / MIB
-    );
+    assert_back_near_baseline(base, after);
 }
 
 /// The first line of an HTTP answer on `tcp`, or how the connection ended without one.
@@ -497,4 +485,15 @@ fn replication_frames_over_the_budget_are_refused_by_id_and_a_stalled_frame_ends
     );
     assert_eq!(node.metric_sum("sluice_memory_reserved_bytes"), 0);
     drop(http);
+}
+
+/// RSS came back to within [`SPIKE_BOUND`] of its baseline.
+fn assert_back_near_baseline(base: u64, after: u64) {
+    assert!(
+        after <= base + SPIKE_BOUND,
+        "RSS stayed at {} MiB after the spike, {} MiB above its baseline (bound {} MiB)",
+        after / MIB,
+        (after - base) / MIB,
+        SPIKE_BOUND / MIB
+    );
 }
