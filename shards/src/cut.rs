@@ -31,7 +31,7 @@ use sluice_storage::wal::CheckpointBuilder;
 use sluice_storage::xor::ENCODING_XOR;
 
 use crate::blocks::blocks_dir;
-use crate::runtime::Ctx;
+use crate::mesh::Ctx;
 use crate::shard::Shard;
 
 /// Head time range of one tenant on one core.

@@ -10,7 +10,7 @@ use sluice_core::{
 };
 
 use crate::batch::{OwnedBatch, RequestBatch, SeriesBatch, Subset, NO_KEY};
-use crate::runtime::Ctx;
+use crate::mesh::Ctx;
 use crate::shard::ApplyOutcome;
 
 /// Identity and key of every series of a request, computed once per request.

@@ -31,9 +31,10 @@ pub use cut::CutConfig;
 pub use ingest::{ingest, ingest_batch, IngestScratch, SeriesKeys};
 pub use matcher::{MatchOp, Matcher};
 pub use mesh::Unreachable;
+pub use mesh::{Ctx, Global, ReadFailed};
 pub use query::{
     label_names_all, label_values_all, select_all, QueryError, ReadLimits, Selection, SeriesData,
 };
-pub use runtime::{run, Ctx, Global, ReadFailed, RuntimeConfig};
+pub use runtime::{run, RuntimeConfig};
 pub use shard::{is_valid_tenant, ApplyOutcome, Shard, ShardConfig};
 pub use shipping::Shippers;

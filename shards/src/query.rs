@@ -21,9 +21,9 @@ use sluice_storage::block::reader::BlockReadError;
 
 use crate::blockquery::SeriesCursor;
 use crate::matcher::Matcher;
+use crate::mesh::Ctx;
 use crate::mesh::Unreachable;
 use crate::panics::Panicked;
-use crate::runtime::Ctx;
 use crate::shard::{Shard, Tenant};
 
 /// Series read between two checks of the deadline, the sample limit and the core's time
@@ -346,11 +346,11 @@ pub enum QueryError {
     Panicked(#[from] Panicked),
 }
 
-impl From<crate::runtime::ReadFailed> for QueryError {
-    fn from(e: crate::runtime::ReadFailed) -> Self {
+impl From<crate::mesh::ReadFailed> for QueryError {
+    fn from(e: crate::mesh::ReadFailed) -> Self {
         match e {
-            crate::runtime::ReadFailed::Unreachable(u) => QueryError::Unreachable(u),
-            crate::runtime::ReadFailed::Panicked(p) => QueryError::Panicked(p),
+            crate::mesh::ReadFailed::Unreachable(u) => QueryError::Unreachable(u),
+            crate::mesh::ReadFailed::Panicked(p) => QueryError::Panicked(p),
         }
     }
 }

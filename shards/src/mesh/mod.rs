@@ -17,6 +17,10 @@ use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
 
 use crate::shard::Shard;
 
+mod ctx;
+
+pub use ctx::{Ctx, Global, ReadFailed};
+
 /// A job's answer, sent back to the caller's core.
 pub type Reply = Box<dyn Any + Send>;
 
