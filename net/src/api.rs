@@ -27,7 +27,7 @@ use sluice_shards::{
 
 use crate::body::{BodyError, Stalled};
 use crate::response::{json_error, json_success, push_quoted, Body};
-use crate::server::CoreState;
+use crate::state::CoreState;
 
 /// Deepest a `match[]` selector may nest: a series selector does not nest at all, so
 /// anything deeper is refused before the parser recurses over it.

@@ -21,11 +21,11 @@ use hyper::StatusCode;
 use sluice_core::hashring::Hashrings;
 use sluice_core::WriteRequestRef;
 use sluice_shards::batch::SeriesBatch;
-use sluice_shards::shard::ApplyOutcome;
-use sluice_shards::{ingest_batch, IngestScratch};
+use sluice_shards::{ingest_batch, ApplyOutcome, IngestScratch};
 
 use crate::rpc::frame::{encode_forward, Reply, Status, WriteEncoder};
-use crate::server::CoreState;
+use crate::state::CoreState;
+use crate::write::Verdict;
 
 /// Cluster settings shared by every core.
 #[derive(Debug)]
@@ -294,14 +294,15 @@ pub async fn write(
 }
 
 fn answer_of_local(out: ApplyOutcome) -> Answer {
-    if let Some(f) = out.failure {
-        return Answer::Failed(format!("local write: {f}"));
+    let verdict = Verdict::of(&out);
+    match &verdict {
+        Verdict::NotDurable(f) => Answer::Failed(format!("local write: {f}")),
+        Verdict::SomeRefused { count, .. } => Answer::Durable(Some(format!(
+            "{count} samples rejected ({})",
+            verdict.first_refusal()
+        ))),
+        Verdict::Stored => Answer::Durable(None),
     }
-    if out.rejected > 0 {
-        let first = out.rejections.first().cloned().unwrap_or_default();
-        return Answer::Durable(Some(format!("{} samples rejected ({first})", out.rejected)));
-    }
-    Answer::Durable(None)
 }
 
 fn answer_of_reply(addr: &str, reply: Result<Reply, String>) -> Answer {

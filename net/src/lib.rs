@@ -16,6 +16,8 @@ mod response;
 pub mod rpc;
 mod server;
 mod startup;
+mod state;
+pub mod write;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

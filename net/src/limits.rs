@@ -7,7 +7,7 @@
 
 use hyper::StatusCode;
 
-use crate::server::CoreState;
+use crate::state::CoreState;
 
 /// Refuses a request over its tenant's request limits: status, reason, message.
 pub fn check_request(

@@ -18,27 +18,10 @@ use sluice_shards::Ctx;
 use crate::body::Stalled;
 use crate::io::{run_header_deadlines, HyperIo, HyperTimer};
 use crate::listener::{accept_until, Listener};
-use crate::receive::BufferPool;
 use crate::response::{text, Body};
+pub use crate::state::CoreState;
+use crate::write::BufferPool;
 use crate::NetConfig;
-
-/// Per-core server state shared by this core's connections.
-pub struct CoreState {
-    pub ctx: Ctx,
-    pub cfg: Arc<NetConfig>,
-    pub pool: RefCell<BufferPool>,
-    /// Outgoing replication connections of this core.
-    pub peers: crate::rpc::client::Peers,
-    in_flight: Cell<usize>,
-}
-
-impl CoreState {
-    /// Counts requests being answered (HTTP or replication), for the drain on shutdown.
-    pub(crate) fn in_flight_add(&self, d: isize) {
-        self.in_flight
-            .set(self.in_flight.get().saturating_add_signed(d));
-    }
-}
 
 /// How long shutdown waits for in-flight requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);

@@ -11,7 +11,7 @@ use sluice_core::{
 
 use crate::batch::{OwnedBatch, RequestBatch, SeriesBatch, Subset, NO_KEY};
 use crate::mesh::Ctx;
-use crate::shard::ApplyOutcome;
+use crate::outcome::{ApplyFailure, ApplyOutcome};
 
 /// Identity and key of every series of a request, computed once per request.
 #[derive(Default)]
@@ -168,9 +168,7 @@ pub async fn ingest(
             "label fingerprints shared by two series; those series were not stored, the request is retried"
         );
         if out.failure.is_none() {
-            out.failure = Some(format!(
-                "{poisoned} series were recognised by a label fingerprint another series shares                  and were not stored; a retry stores them"
-            ));
+            out.failure = Some(ApplyFailure::Misidentified { series: poisoned });
         }
     }
     out
@@ -216,7 +214,7 @@ pub async fn ingest_batch<B: SeriesBatch>(
                     Box::pin(async move { shard.ingest(&tenant, &batch).await })
                 })
                 .await;
-            r.unwrap_or_else(|e| ApplyOutcome::failed(e.to_string()))
+            r.unwrap_or_else(|e| ApplyOutcome::failed(e.into()))
         })
     });
     let local = async {

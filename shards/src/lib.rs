@@ -17,6 +17,7 @@ pub mod label_store;
 pub mod matcher;
 pub mod mesh;
 pub mod metrics;
+pub mod outcome;
 pub mod panics;
 pub mod query;
 pub mod runtime;
@@ -32,9 +33,10 @@ pub use ingest::{ingest, ingest_batch, IngestScratch, SeriesKeys};
 pub use matcher::{MatchOp, Matcher};
 pub use mesh::Unreachable;
 pub use mesh::{Ctx, Global, ReadFailed};
+pub use outcome::{ApplyFailure, ApplyOutcome, Rejected, Rejection};
 pub use query::{
     label_names_all, label_values_all, select_all, QueryError, ReadLimits, Selection, SeriesData,
 };
 pub use runtime::{run, RuntimeConfig};
-pub use shard::{is_valid_tenant, ApplyOutcome, Shard, ShardConfig};
+pub use shard::{is_valid_tenant, Shard, ShardConfig};
 pub use shipping::Shippers;

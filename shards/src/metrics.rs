@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use hdrhistogram::Histogram;
 use sluice_storage::wal::writer::latency_histogram;
 
-use crate::shard::ApplyOutcome;
+use crate::outcome::ApplyOutcome;
 
 /// A core's live counters.
 pub struct ShardMetrics {

@@ -11,17 +11,15 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use sluice_core::{
-    check_hash, key_labels, labels::render_series, put_series_key, Identity, KnownSeries,
-    TenantHasher,
-};
+use sluice_core::{check_hash, key_labels, put_series_key, Identity, KnownSeries, TenantHasher};
 use sluice_storage::wal::{
     self, record, FsyncPolicy, RecordType, ReplayVisitor, SampleRecord, Wal, WalError,
 };
 
-use crate::batch::{LabelBytes, SeriesBatch};
+use crate::batch::SeriesBatch;
 use crate::head::{Appended, Head, Rejected};
 use crate::metrics::ShardMetrics;
+use crate::outcome::{ApplyFailure, ApplyOutcome, Rejection};
 
 /// Settings every core shares (read-only).
 #[derive(Debug, Clone)]
@@ -62,53 +60,6 @@ const MISIDENTIFIED: u32 = u32::MAX;
 
 /// The id slot of a batch series whose identity the head does not know (yet).
 const NO_CANDIDATE: u32 = u32::MAX - 1;
-
-/// How many rejected samples an outcome describes by name (the rest are only counted).
-const MAX_REPORTED_REJECTIONS: usize = 5;
-
-/// What appending a batch did. Merged across cores for one request.
-#[derive(Debug, Default, Clone)]
-pub struct ApplyOutcome {
-    pub appended: u64,
-    pub repeats: u64,
-    pub rejected: u64,
-    pub new_series: u64,
-    /// Descriptions of the first few rejected samples, naming their series.
-    pub rejections: Vec<String>,
-    /// A failure that makes the whole batch unacknowledgeable (WAL error).
-    pub failure: Option<String>,
-    /// Identities the batch gave for series whose labels are not theirs (a fingerprint
-    /// collision in the receiving core's table of known series): those series were not
-    /// stored.
-    pub misidentified: Vec<Identity>,
-}
-
-impl ApplyOutcome {
-    /// Adds another core's outcome to this one.
-    pub fn merge(&mut self, o: ApplyOutcome) {
-        self.appended += o.appended;
-        self.repeats += o.repeats;
-        self.rejected += o.rejected;
-        self.new_series += o.new_series;
-        for r in o.rejections {
-            if self.rejections.len() < MAX_REPORTED_REJECTIONS {
-                self.rejections.push(r);
-            }
-        }
-        if self.failure.is_none() {
-            self.failure = o.failure;
-        }
-        self.misidentified.extend(o.misidentified);
-    }
-
-    /// An outcome that acknowledges nothing.
-    pub fn failed(msg: String) -> Self {
-        ApplyOutcome {
-            failure: Some(msg),
-            ..Default::default()
-        }
-    }
-}
 
 /// One core's shard.
 pub struct Shard {
@@ -259,13 +210,13 @@ impl Shard {
     pub async fn ingest<B: SeriesBatch>(&self, tenant: &str, batch: &B) -> ApplyOutcome {
         let t = match self.tenant(tenant) {
             Ok(t) => t,
-            Err(e) => return ApplyOutcome::failed(e.to_string()),
+            Err(e) => return ApplyOutcome::failed(ApplyFailure::Storage(e.to_string())),
         };
         let mut out = self.apply(&t, batch);
         // Commit everything appended so far: a retried request that only repeats samples
         // still waits for the first attempt's records to be durable.
         if let Err(e) = t.wal.commit(t.wal.appended()).await {
-            out.failure = Some(e.to_string());
+            out.failure = Some(ApplyFailure::Storage(e.to_string()));
         }
         self.metrics.count_outcome(&out);
         out
@@ -376,10 +327,9 @@ impl Shard {
                         }
                         Ok(Appended::Repeat) => out.repeats += 1,
                         Err(r) => {
-                            out.rejected += 1;
-                            if out.rejections.len() < MAX_REPORTED_REJECTIONS {
+                            if out.count_rejection() {
                                 let labels = key_labels(batch.key(i, scratch));
-                                out.rejections.push(describe(r, s.timestamp, labels));
+                                out.rejections.push(Rejection::new(r, s.timestamp, labels));
                             }
                         }
                     }
@@ -432,32 +382,6 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-fn describe<'a>(r: Rejected, t: i64, labels: impl Iterator<Item = LabelBytes<'a>>) -> String {
-    let owned: Vec<(String, String)> = labels
-        .map(|(n, v)| {
-            (
-                String::from_utf8_lossy(n).into_owned(),
-                String::from_utf8_lossy(v).into_owned(),
-            )
-        })
-        .collect();
-    let series = render_series(owned.iter().map(|(n, v)| (n.as_str(), v.as_str())));
-    match r {
-        Rejected::OutOfOrder { last_t } => format!(
-            "out of order sample for series {series}: timestamp {t} is older than the newest stored {last_t}"
-        ),
-        Rejected::DuplicateTimestamp => format!(
-            "duplicate sample for timestamp {t} with a different value for series {series}"
-        ),
-        Rejected::TooFarInFuture { max_t } => format!(
-            "sample too far in the future for series {series}: timestamp {t} is after {max_t} (now + --tsdb.too-far-in-future.time-window)"
-        ),
-        Rejected::OutOfBounds { min_t } => format!(
-            "out of bounds sample for series {series}: timestamp {t} is older than {min_t}, the oldest this receiver still accepts (older data is persisted, or more than half a block range behind the newest sample)"
-        ),
-    }
 }
 
 /// What WAL replay found damaged or dropped on one core (see [`wal::ReplayStats`]).

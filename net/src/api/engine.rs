@@ -17,7 +17,7 @@ use sluice_shards::{select_all, MatchOp, Matcher, ReadLimits, Selection};
 
 use super::gate::Slot;
 use super::{ApiError, BadData};
-use crate::server::CoreState;
+use crate::state::CoreState;
 use crate::DebugPanic;
 
 /// What a query asks for, besides its text.

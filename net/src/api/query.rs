@@ -74,7 +74,7 @@ fn parse_prom_duration(s: &str) -> Option<i64> {
 }
 
 /// The query's timeout: `--query.timeout`, or less when the request asks for less.
-fn timeout(st: &crate::server::CoreState, p: &Params) -> Result<Duration, ApiError> {
+fn timeout(st: &crate::state::CoreState, p: &Params) -> Result<Duration, ApiError> {
     let mut timeout = st.cfg.read.query_timeout;
     if let Some(t) = p.get("timeout").filter(|t| !t.is_empty()) {
         let ms = parse_duration(t)
@@ -98,7 +98,7 @@ pub(super) fn bad_query(e: sluice_promql::Error) -> ApiError {
 }
 
 pub(super) async fn instant(
-    st: &crate::server::CoreState,
+    st: &crate::state::CoreState,
     p: &Params,
     tenant: Option<String>,
 ) -> Result<Answer, ApiError> {
@@ -108,7 +108,7 @@ pub(super) async fn instant(
 }
 
 pub(super) async fn range(
-    st: &crate::server::CoreState,
+    st: &crate::state::CoreState,
     p: &Params,
     tenant: Option<String>,
 ) -> Result<Answer, ApiError> {
@@ -139,7 +139,7 @@ pub(super) async fn range(
 
 /// Runs the query and streams its answer.
 async fn answer(
-    st: &crate::server::CoreState,
+    st: &crate::state::CoreState,
     p: &Params,
     kind: Kind,
     tenant: Option<String>,

@@ -21,7 +21,7 @@ use sluice_storage::xor::XorChunk;
 
 use crate::body::Stalled;
 use crate::response::{text, Body, Pieces};
-use crate::server::CoreState;
+use crate::state::CoreState;
 
 /// Largest compressed request accepted.
 const MAX_REQUEST_BYTES: usize = 32 << 20;

@@ -26,7 +26,7 @@ use glommio::net::TcpStream;
 use hyper::StatusCode;
 use sluice_shards::{ingest_batch, is_valid_tenant};
 
-use sluice_shards::shard::ApplyOutcome;
+use sluice_shards::ApplyOutcome;
 
 use super::frame::{
     check_body, decode_forward, parse_header, request_kind, write_id, FrameError, Kind, Reply,
@@ -36,6 +36,7 @@ use crate::budget::need::{self, Route, Shape};
 use crate::budget::Permit;
 use crate::listener::{accept_until, Listener};
 use crate::server::{wait_for_shutdown, CoreState};
+use crate::write::Verdict;
 
 /// Bytes of a request body that carry its kind and id.
 const ID_BYTES: usize = 9;
@@ -188,14 +189,14 @@ async fn handle_forward(st: &CoreState, body: &[u8], permit: &mut Permit) -> Rep
     if let Err(refused) = admit(st, &head) {
         return refused;
     }
-    match crate::receive::store_replica(st, head.tenant, request, permit).await {
-        Err((StatusCode::TOO_MANY_REQUESTS, msg)) => over_budget(head.id, msg),
-        Err((_, msg)) => Reply {
+    match crate::write::store_replica(st, head.tenant, request, permit).await {
+        Err(r) if r.status == StatusCode::TOO_MANY_REQUESTS => over_budget(head.id, r.message),
+        Err(r) => Reply {
             id: head.id,
             status: Status::BadRequest,
             stored: 0,
             rejected: 0,
-            message: msg,
+            message: r.message,
         },
         Ok(out) => {
             st.ctx.shard.metrics.count_rpc_received(
@@ -236,15 +237,11 @@ fn bad_frame(body: &[u8], e: &FrameError) -> Reply {
 /// The reply that reports an append's outcome.
 fn outcome_reply(id: u64, out: ApplyOutcome) -> Reply {
     let stored = out.appended + out.repeats;
-    let (status, message) = if let Some(f) = out.failure {
-        (Status::Unavailable, f)
-    } else if out.rejected > 0 {
-        (
-            Status::Conflict,
-            out.rejections.first().cloned().unwrap_or_default(),
-        )
-    } else {
-        (Status::Ok, String::new())
+    let verdict = Verdict::of(&out);
+    let (status, message) = match &verdict {
+        Verdict::NotDurable(f) => (Status::Unavailable, f.to_string()),
+        Verdict::SomeRefused { .. } => (Status::Conflict, verdict.first_refusal()),
+        Verdict::Stored => (Status::Ok, String::new()),
     };
     Reply {
         id,
