@@ -140,7 +140,7 @@ fn tenant_dirs(data_dir: &Path) -> Vec<String> {
         .flatten()
         .filter(|e| e.path().is_dir())
         .filter_map(|e| e.file_name().to_str().map(str::to_string))
-        .filter(|n| crate::shard::is_valid_tenant(n))
+        .filter(|n| crate::tenant::is_valid_tenant(n))
         .collect();
     out.sort();
     out

@@ -21,6 +21,7 @@ pub mod query;
 pub mod runtime;
 pub mod shard;
 pub mod shipping;
+pub mod tenant;
 pub mod watchdog;
 
 pub use blocks::LocalBlocks;
@@ -34,5 +35,6 @@ pub use query::{
     label_names_all, label_values_all, select_all, QueryError, ReadLimits, Selection, SeriesData,
 };
 pub use runtime::{run, RuntimeConfig};
-pub use shard::{is_valid_tenant, Shard, ShardConfig};
+pub use shard::{Shard, ShardConfig};
 pub use shipping::Shippers;
+pub use tenant::{is_valid_tenant, Tenant};

@@ -24,7 +24,8 @@ use crate::matcher::Matcher;
 use crate::mesh::Ctx;
 use crate::mesh::Unreachable;
 use crate::panics::Panicked;
-use crate::shard::{Shard, Tenant};
+use crate::shard::Shard;
+use crate::tenant::Tenant;
 
 /// Series read between two checks of the deadline, the sample limit and the core's time
 /// slice. Small enough that a slice of large series stays well under a millisecond.

@@ -16,7 +16,8 @@ use sluice_storage::wal::{self, FsyncPolicy, WalError};
 
 use crate::cut::{run_cutter, CutConfig};
 use crate::mesh::{Ctx, Global, Mesh, MeshBuilders};
-use crate::shard::{existing_tenants, Shard, ShardConfig};
+use crate::shard::{Shard, ShardConfig};
+use crate::tenant::existing_tenants;
 
 /// How to place and size the executors.
 #[derive(Debug, Clone)]

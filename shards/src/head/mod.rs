@@ -7,7 +7,7 @@
 //! tenant logs what the head accepted.
 //!
 //! As Prometheus keeps `head_append.go` and `head_read.go` apart from `head.go`, the head is
-//! one type in four files: this one (its data and sizes), [`index`](self::index) (finding and
+//! one type in five files: this one (its data and sizes), [`index`](self::index) (finding and
 //! creating series), [`append`](self::append) (the append rules), [`read`](self::read)
 //! (labels, samples, selection) and [`cut`](self::cut) (what leaves after a block cut); the
 //! structures it is built of sit beside them: [`chunk_arena`], [`series_index`],
