@@ -62,8 +62,8 @@ impl Tenant {
             }
             // Confirm each candidate by its labels; a mismatch (or no candidate) takes the
             // slow path: another series of the identity, a new series, or a wrong identity.
-            for i in 0..n {
-                let candidate = ids[i];
+            for (i, slot) in ids.iter_mut().enumerate() {
+                let candidate = *slot;
                 if candidate != NO_CANDIDATE
                     && head.labels_match(candidate, batch.labels(i, scratch))
                 {
@@ -72,7 +72,7 @@ impl Tenant {
                 let hash = batch.hash(i);
                 let check = batch.check(i);
                 // Another series of this identity, or none (the rare path).
-                ids[i] = match head.find_exact(hash, check, batch.labels(i, scratch)) {
+                *slot = match head.find_exact(hash, check, batch.labels(i, scratch)) {
                     Some(id) => id,
                     None => {
                         let key = batch.key(i, scratch);
