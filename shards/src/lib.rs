@@ -7,7 +7,7 @@
 pub mod active;
 pub mod allocator;
 pub mod batch;
-pub mod blockquery;
+
 pub mod blocks;
 pub mod cut;
 pub mod head;
@@ -17,7 +17,7 @@ pub mod mesh;
 pub mod metrics;
 pub mod outcome;
 pub mod panics;
-pub mod query;
+pub mod read;
 pub mod runtime;
 pub mod shard;
 pub mod shipping;
@@ -31,7 +31,7 @@ pub use matcher::{MatchOp, Matcher};
 pub use mesh::Unreachable;
 pub use mesh::{Ctx, Global, ReadFailed};
 pub use outcome::{ApplyFailure, ApplyOutcome, Rejected, Rejection};
-pub use query::{
+pub use read::{
     label_names_all, label_values_all, select_all, QueryError, ReadLimits, Selection, SeriesData,
 };
 pub use runtime::{run, RuntimeConfig};

@@ -3,7 +3,7 @@
 //! time so the caller can yield to its core's other work between slices.
 //!
 //! Owns matching against one block (the head has its own, `Head::select`). Must not touch the
-//! heads or merge results: `query.rs` combines blocks and heads.
+//! heads or merge results: the read module combines blocks and heads.
 
 use sluice_storage::block::index::ChunkMeta;
 use sluice_storage::block::reader::{BlockReadError, BlockReader};

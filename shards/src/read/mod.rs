@@ -19,7 +19,9 @@ use std::time::Instant;
 
 use sluice_storage::block::reader::BlockReadError;
 
-use crate::blockquery::SeriesCursor;
+mod blocks;
+
+use blocks::SeriesCursor;
 use crate::matcher::Matcher;
 use crate::mesh::Ctx;
 use crate::mesh::Unreachable;
