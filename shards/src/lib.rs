@@ -6,10 +6,7 @@
 
 pub mod active;
 pub mod allocator;
-pub mod batch;
-
 pub mod blocks;
-pub mod cut;
 pub mod head;
 pub mod ingest;
 pub mod matcher;
@@ -20,12 +17,12 @@ pub mod panics;
 pub mod read;
 pub mod runtime;
 pub mod shard;
-pub mod shipping;
 pub mod tenant;
 pub mod watchdog;
 
+pub use blocks::cut::CutConfig;
+pub use blocks::shipping::Shippers;
 pub use blocks::LocalBlocks;
-pub use cut::CutConfig;
 pub use ingest::{ingest, ingest_batch, IngestScratch, SeriesKeys};
 pub use matcher::{MatchOp, Matcher};
 pub use mesh::Unreachable;
@@ -36,5 +33,4 @@ pub use read::{
 };
 pub use runtime::{run, RuntimeConfig};
 pub use shard::{Shard, ShardConfig};
-pub use shipping::Shippers;
 pub use tenant::{is_valid_tenant, Tenant};

@@ -8,8 +8,8 @@
 use sluice_core::labels::render_series;
 use sluice_core::Identity;
 
-use crate::batch::LabelBytes;
 pub use crate::head::Rejected;
+use crate::ingest::batch::LabelBytes;
 use crate::mesh::Unreachable;
 
 /// How many rejected samples an outcome describes by name (the rest are only counted).

@@ -14,7 +14,7 @@ use std::time::Duration;
 use glommio::{LocalExecutorBuilder, Placement};
 use sluice_storage::wal::{self, FsyncPolicy, WalError};
 
-use crate::cut::{run_cutter, CutConfig};
+use crate::blocks::cut::{run_cutter, CutConfig};
 use crate::mesh::{Ctx, Global, Mesh, MeshBuilders};
 use crate::shard::{Shard, ShardConfig};
 use crate::tenant::existing_tenants;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use sluice_core::KnownSeries;
 use sluice_storage::wal::{FsyncPolicy, WalError};
 
-use crate::batch::SeriesBatch;
+use crate::ingest::batch::SeriesBatch;
 use crate::metrics::ShardMetrics;
 use crate::outcome::{ApplyFailure, ApplyOutcome};
 use crate::tenant::{existing_tenants, ReplayDamage, Tenant};

@@ -12,10 +12,10 @@ use std::sync::Arc;
 use futures::future::LocalBoxFuture;
 
 use super::{Job, Mesh, Reply, Unreachable};
+use crate::blocks::shipping::Shippers;
 use crate::blocks::LocalBlocks;
 use crate::panics::{CatchPanic, Panicked};
 use crate::shard::Shard;
-use crate::shipping::Shippers;
 use crate::watchdog::Watchdog;
 
 /// State all cores can read: readiness and shutdown flags, the persisted blocks, shippers.

@@ -21,13 +21,13 @@ use sluice_storage::block::reader::BlockReadError;
 
 mod blocks;
 
-use blocks::SeriesCursor;
 use crate::matcher::Matcher;
 use crate::mesh::Ctx;
 use crate::mesh::Unreachable;
 use crate::panics::Panicked;
 use crate::shard::Shard;
 use crate::tenant::Tenant;
+use blocks::SeriesCursor;
 
 /// Series read between two checks of the deadline, the sample limit and the core's time
 /// slice. Small enough that a slice of large series stays well under a millisecond.

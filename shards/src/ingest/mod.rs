@@ -5,11 +5,13 @@
 //! must not answer the client (it returns the merged outcome). Which *node* owns a series is
 //! the caller's business (the cluster layer passes only this node's share).
 
+pub mod batch;
+
 use sluice_core::{
     check_hash, core_for_hash, put_hashed_series_key, Identity, KnownSeries, WriteRequestRef,
 };
 
-use crate::batch::{OwnedBatch, RequestBatch, SeriesBatch, Subset, NO_KEY};
+use crate::ingest::batch::{OwnedBatch, RequestBatch, SeriesBatch, Subset, NO_KEY};
 use crate::mesh::Ctx;
 use crate::outcome::{ApplyFailure, ApplyOutcome};
 

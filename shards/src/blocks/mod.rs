@@ -1,10 +1,14 @@
-//! The node's persisted local blocks, per tenant (`<data-dir>/<tenant>/blocks/<ULID>/`),
-//! opened for queries.
+//! The node's persisted local blocks, per tenant (`<data-dir>/<tenant>/blocks/<ULID>/`):
+//! cutting them from the heads ([`cut`]), shipping them to object storage ([`shipping`]),
+//! and (here) the list of them opened for queries.
 //!
 //! Owns the list of readable blocks: loaded at start (after removing blocks a crash left
 //! unfinished), added to when a cut seals one, and reconciled with the directory so blocks
 //! that shipper retention deleted drop out. Not on the ingest path (queries and cuts only),
 //! which is why a lock is fine here. Must not write or delete blocks.
+
+pub mod cut;
+pub mod shipping;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
