@@ -420,7 +420,7 @@ pub fn render_reads(out: &mut String, read: &crate::ReadConfig) {
         (
             "sluice_http_panics_total",
             "counter",
-            "Panics while answering a read (query, series, labels, remote read, /metrics): each answered 500, the process went on.",
+            "Panics caught in reads (query, series, labels, remote read, /metrics, writing an answer), once per core a read panicked on: the read answered 500 (or was cut off), the process went on.",
             sluice_shards::panics::caught(),
         ),
         (

@@ -44,6 +44,8 @@ struct Group {
     just_closed: Option<usize>,
     /// Whether this group opened right after a closed group, with that group's depth.
     wraps: Option<usize>,
+    /// Whether it is a `{…}` group (matchers).
+    braces: bool,
 }
 
 /// An upper bound of the parsed tree's depth, from the text: every operator character or
@@ -56,9 +58,12 @@ pub fn text_depth(text: &str) -> usize {
     while i < b.len() {
         let c = b[i];
         let top = stack.len() - 1;
-        if !c.is_ascii_whitespace() && !matches!(c, b')' | b']' | b'}' | b'[') {
+        // Blanks and comments between a group and a `[` that follows it keep them together.
+        if !c.is_ascii_whitespace() && !matches!(c, b')' | b']' | b'}' | b'[' | b'#') {
             stack[top].just_closed = None;
         }
+        // Inside `{…}` are matchers: their operators never nest.
+        let in_matchers = stack[top].braces;
         match c {
             b'"' | b'\'' | b'`' => {
                 // A string literal: up to the matching quote (backslash escapes except in
@@ -85,6 +90,7 @@ pub fn text_depth(text: &str) -> usize {
                 };
                 stack.push(Group {
                     wraps,
+                    braces: c == b'{',
                     ..Group::default()
                 });
             }
@@ -95,7 +101,9 @@ pub fn text_depth(text: &str) -> usize {
                 parent.deepest_child = parent.deepest_child.max(depth);
                 parent.just_closed = Some(depth);
             }
-            b'+' | b'-' | b'*' | b'/' | b'%' | b'^' | b'=' | b'!' | b'<' | b'>' | b'@' => {
+            b'+' | b'-' | b'*' | b'/' | b'%' | b'^' | b'=' | b'!' | b'<' | b'>' | b'@'
+                if !in_matchers =>
+            {
                 stack[top].ops += 1;
             }
             c if c.is_ascii_alphabetic() || c == b'_' => {
@@ -104,9 +112,10 @@ pub fn text_depth(text: &str) -> usize {
                     i += 1;
                 }
                 let word = &text[start..=i];
-                if ["and", "or", "unless", "atan2", "offset"]
-                    .iter()
-                    .any(|k| word.eq_ignore_ascii_case(k))
+                if !in_matchers
+                    && ["and", "or", "unless", "atan2", "offset"]
+                        .iter()
+                        .any(|k| word.eq_ignore_ascii_case(k))
                 {
                     stack[top].ops += 1;
                 }
@@ -198,10 +207,16 @@ mod tests {
             "- - - - 1",
             "1e+5 - 2",
             "x{a=\"(((\", b='))]'} # ((((",
+            "(a) # c\n[5m:1m]",
+            "max_over_time(rate(x[5m]) # a comment\n[10m:1m])",
+            "kube_pod_info{cluster=\"c\",namespace=\"n\",pod=\"p\",container!=\"\",container!=\"POD\",image!=\"\"}",
         ] {
             let (text, tree) = (text_depth(q), parsed_depth(q));
             assert!(text >= tree, "{q}: text {text} < tree {tree}");
             assert!(text <= tree + 8, "{q}: text {text} far above tree {tree}");
+            if q.starts_with("kube") {
+                assert!(text <= 2, "a selector's matchers do not nest: {text}");
+            }
         }
     }
 

@@ -29,6 +29,9 @@ pub struct EngineOptions {
     /// When the query started, if before evaluation (the caller queued it and read its data
     /// first): the timeout counts from here. `None`: from the start of evaluation.
     pub started: Option<Instant>,
+    /// Set when nobody waits for the answer any more: evaluation stops at its next deadline
+    /// check.
+    pub cancelled: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Default for EngineOptions {
@@ -39,6 +42,7 @@ impl Default for EngineOptions {
             timeout: Duration::from_secs(120),
             default_subquery_step_ms: 60_000,
             started: None,
+            cancelled: None,
         }
     }
 }
@@ -170,6 +174,7 @@ impl Query {
             unnamed: HashMap::new(),
             grid: (self.step > 0).then_some((self.start, self.end, self.step)),
             grid_cache: HashMap::new(),
+            cancelled: self.opts.cancelled.clone(),
         };
         if self.step == 0 {
             let t = self.start;
@@ -285,6 +290,7 @@ pub(crate) struct Evaluator<'a> {
     /// grid, computed series by series (one pass over each series' samples instead of a
     /// binary search per step). Keyed by node address and kind.
     grid_cache: HashMap<(usize, u8), Rc<Vec<Vec<Sample>>>>,
+    cancelled: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 pub(crate) fn unparen(mut e: &Expr) -> &Expr {
@@ -317,7 +323,11 @@ impl Evaluator<'_> {
     }
 
     fn check_deadline(&self) -> Result<(), Error> {
-        if Instant::now() > self.deadline {
+        let cancelled = self
+            .cancelled
+            .as_ref()
+            .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed));
+        if cancelled || Instant::now() > self.deadline {
             return Err(Error::Timeout("expression evaluation"));
         }
         Ok(())

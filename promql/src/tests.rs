@@ -550,6 +550,12 @@ fn queries_at_the_depth_limit_fit_the_evaluation_stack() {
             nest("-(", "1", ")", (n - 1) / 2),
             nest("-(", "1", ")", n / 2 + 1),
         ),
+        // Three levels each (call, subquery, parentheses); a range shorter than the step
+        // keeps it to one inner evaluation per level.
+        (
+            nest("max_over_time((", "g", ")[1m:2m])", (n - 1) / 3),
+            nest("max_over_time((", "g", ")[1m:2m])", n / 3 + 1),
+        ),
     ];
     on_eval_stack(move || {
         let db = vec![series(&[("__name__", "g")], &[(0, 1.0), (10_000, 2.0)])];

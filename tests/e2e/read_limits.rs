@@ -230,8 +230,10 @@ fn a_panic_in_a_read_answers_500_and_the_node_keeps_ingesting() {
     };
     let (code, _) = remote_read(&s, &rr, &[]);
     assert_eq!(code, 500);
-    assert!(
-        s.metric_sum("sluice_http_panics_total") >= 4,
+    // eval 1, select 2 (each core), answer 1, remote read 2 (each core).
+    assert_eq!(
+        s.metric_sum("sluice_http_panics_total"),
+        6,
         "{}",
         s.metrics()
     );

@@ -50,6 +50,9 @@ pub struct KnownSeries {
     slots: Vec<Slot>,
     len: usize,
     seed: u64,
+    /// Fingerprints never to trust again; they outlive [`clear`](Self::clear) (a collision
+    /// does not go away with a head cut).
+    poisoned: Vec<Fingerprint>,
 }
 
 impl Default for KnownSeries {
@@ -66,6 +69,7 @@ impl KnownSeries {
             slots: Vec::new(),
             len: 0,
             seed: std::collections::hash_map::RandomState::new().hash_one(0xfeed_u64),
+            poisoned: Vec::new(),
         }
     }
 
@@ -135,7 +139,17 @@ impl KnownSeries {
     /// Never trusts `fp` again: two label sets share it (the owning core found the labels it
     /// stood for were not the request's). Their series are decoded in full from then on.
     pub fn poison(&mut self, fp: Fingerprint) {
+        if !self.poisoned.contains(&fp) {
+            self.poisoned.push(fp);
+        }
         self.put(fp, POISONED, true);
+    }
+
+    /// Puts the poisoned fingerprints back into an emptied table.
+    fn repoison(&mut self) {
+        for fp in std::mem::take(&mut self.poisoned) {
+            self.poison(fp);
+        }
     }
 
     fn put(&mut self, fp: Fingerprint, id: Identity, overwrite_poison: bool) {
@@ -166,12 +180,14 @@ impl KnownSeries {
     pub fn clear(&mut self) {
         self.slots = Vec::new();
         self.len = 0;
+        self.repoison();
     }
 
     fn grow(&mut self) {
         if self.slots.len() >= MAX_SLOTS {
             self.slots.fill(Slot::default());
             self.len = 0;
+            self.repoison();
             return;
         }
         let size = (self.slots.len() * 2).max(MIN_SLOTS);
@@ -232,6 +248,10 @@ mod tests {
         }
         assert_eq!((k.get(fps[0]), k.get(fps[1])), (None, None));
         assert_eq!(k.get(fps[2]), Some(id(2)));
+        // A head cut empties the table, not the poison.
+        k.clear();
+        k.insert(fps[0], id(3));
+        assert_eq!((k.get(fps[0]), k.get(fps[1])), (None, None));
     }
 
     #[test]

@@ -68,14 +68,18 @@ pub(super) struct QueryAnswer {
     /// Next series, and next point within it.
     at: (usize, usize),
     started: bool,
-    _slot: Option<Slot>,
+    _slot: Option<std::sync::Arc<Slot>>,
     /// Test hook (`--debug.panic-in=answer`).
     debug_panic: bool,
     text: String,
 }
 
 impl QueryAnswer {
-    pub(super) fn new(value: QueryValue, slot: Option<Slot>, debug_panic: bool) -> Self {
+    pub(super) fn new(
+        value: QueryValue,
+        slot: Option<std::sync::Arc<Slot>>,
+        debug_panic: bool,
+    ) -> Self {
         QueryAnswer {
             value,
             at: (0, 0),

@@ -8,6 +8,8 @@
 //! panic on it fails the query (500) and nothing else. Owns that thread and its hand-offs;
 //! must not read storage itself (the cores do, through `sluice-shards`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures::channel::mpsc;
@@ -39,7 +41,19 @@ enum FromThread {
 /// A query answered, with the slot it holds until its answer is sent.
 pub(super) struct Answered {
     pub value: QueryValue,
-    pub slot: Slot,
+    /// Shared with the query thread: the slot is free once both are done.
+    pub slot: Arc<Slot>,
+}
+
+/// Cancels the query when the core stops waiting for it (its client went away, or it
+/// failed): the thread and the cores' reads stop at their next check instead of running to
+/// the deadline.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Runs `text` as `kind`: parses, reads and evaluates it within the read limits, for
@@ -57,18 +71,27 @@ pub(super) async fn run(
     let read = &st.cfg.read;
     // Refused before it costs a slot or a thread.
     sluice_promql::depth::check_text(text).map_err(super::query::bad_query)?;
-    let slot = read
-        .query_gate
-        .enter(deadline)
-        .await
-        .map_err(|_| ApiError::Timeout("query timed out in query queue".into()))?;
+    let slot = Arc::new(
+        read.query_gate
+            .enter(deadline)
+            .await
+            .map_err(|_| ApiError::Timeout("query timed out in query queue".into()))?,
+    );
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let _cancel_on_drop = CancelOnDrop(cancelled.clone());
     let opts = EngineOptions {
         timeout,
-        max_samples: usize::try_from(read.max_samples).unwrap_or(usize::MAX),
+        // 0: no limit, as for the reads.
+        max_samples: match read.max_samples {
+            0 => usize::MAX,
+            n => usize::try_from(n).unwrap_or(usize::MAX),
+        },
         lookback_ms: read.lookback_delta_ms,
         started: Some(started),
+        cancelled: Some(cancelled.clone()),
         ..EngineOptions::default()
     };
+    let thread_slot = slot.clone();
     let hook = |site| read.debug_panic_at(text, site);
     let (to_core, mut from_thread) = mpsc::unbounded::<FromThread>();
     let (data_tx, data_rx) = std::sync::mpsc::channel::<Fetched>();
@@ -109,6 +132,8 @@ pub(super) async fn run(
             if let Err(p) = outcome {
                 send(FromThread::Panicked(p.0));
             }
+            // The query's memory is gone only now: the slot goes with it.
+            drop(thread_slot);
         })
         .map_err(|e| ApiError::Internal(format!("cannot start a query thread: {e}")))?;
 
@@ -117,7 +142,7 @@ pub(super) async fn run(
         Some(FromThread::Plan(Err(e))) => return Err(super::query::bad_query(e)),
         other => return Err(thread_failed(text, other)),
     };
-    let mut limits = ReadLimits::new(read.max_samples, deadline);
+    let mut limits = ReadLimits::with_cancel(read.max_samples, deadline, cancelled.clone());
     limits.debug_panic = hook(DebugPanic::Select);
     let data = fetch(st, &requests, tenant, &limits)
         .await

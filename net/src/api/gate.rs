@@ -84,20 +84,32 @@ impl Gate {
     }
 
     fn release(self: Arc<Self>) {
-        let mut st = self.lock();
-        while let Some(next) = st.waiting.pop_front() {
+        loop {
+            // The next waiter is taken under the lock, but the slot is handed over without
+            // it: a hand-off can drop the slot at once (the waiter gave up in the meantime),
+            // and that drop releases again, which must not find the lock held.
+            let next = {
+                let mut st = self.lock();
+                match st.waiting.pop_front() {
+                    Some(next) => next,
+                    None => {
+                        st.active = st.active.saturating_sub(1);
+                        return;
+                    }
+                }
+            };
             // The slot changes hands without `active` changing.
             match next.send(Slot {
                 gate: Some(self.clone()),
             }) {
                 Ok(()) => return,
                 Err(mut unwanted) => {
-                    // That read gave up waiting: it must not free the slot again.
+                    // That read gave up waiting: it must not free the slot again; the next
+                    // waiter (or the count) gets it.
                     unwanted.gate = None;
                 }
             }
         }
-        st.active = st.active.saturating_sub(1);
     }
 }
 

@@ -242,6 +242,13 @@ async fn answer(
 ) -> Result<Response<Body>, Failed> {
     let read = &st.cfg.read;
     let deadline = std::time::Instant::now() + read.query_timeout;
+    // The body first: a client that trickles its request must not hold a slot meanwhile.
+    let body = match super::read_body(st, req.into_body(), MAX_REQUEST_BYTES).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => return Err(bad(format!("reading remote-read request: {e}")).into()),
+        Err(super::ParamsError::Stalled(s)) => return Err(Failed::Stalled(s)),
+        Err(super::ParamsError::BadData(b)) => return Err(bad(b.0).into()),
+    };
     // As Prometheus: a read over the limit waits for a slot (here: until the query timeout).
     let slot = read.remote_read_gate.enter(deadline).await.map_err(|_| {
         (
@@ -252,12 +259,6 @@ async fn answer(
             ),
         )
     })?;
-    let body = match super::read_body(st, req.into_body(), MAX_REQUEST_BYTES).await {
-        Ok(Ok(b)) => b,
-        Ok(Err(e)) => return Err(bad(format!("reading remote-read request: {e}")).into()),
-        Err(super::ParamsError::Stalled(s)) => return Err(Failed::Stalled(s)),
-        Err(super::ParamsError::BadData(b)) => return Err(bad(b.0).into()),
-    };
     let (rr, sels, streamed) = parse(&body, &tenant)?;
     let marked = rr.queries.iter().any(|q| {
         q.matchers
@@ -366,11 +367,12 @@ fn labels_of(s: &SeriesData) -> Vec<Label> {
 /// The frames of a streamed answer, produced as the client takes them: per series, its
 /// samples as XOR chunks, as many chunks per frame as fit in the frame size limit (a series
 /// whose chunks do not fit in one frame continues in the next, as Prometheus splits them).
-/// Each frame is a uvarint length, the CRC32C (big endian) of the message, the message.
+/// Each frame is a uvarint length, the CRC32C (big endian) of the message, the message. A
+/// piece ends between frames, so one long series goes out over several pieces too.
 struct Frames {
     results: Vec<Vec<SeriesData>>,
-    /// Next query, and next series within it.
-    at: (usize, usize),
+    /// Next query, next series within it, and that series' next sample.
+    at: (usize, usize, usize),
     max_frame: usize,
     _slot: super::gate::Slot,
 }
@@ -379,7 +381,7 @@ impl Frames {
     fn new(results: Vec<Vec<SeriesData>>, max_frame: usize, slot: super::gate::Slot) -> Self {
         Frames {
             results,
-            at: (0, 0),
+            at: (0, 0, 0),
             max_frame,
             _slot: slot,
         }
@@ -398,25 +400,23 @@ fn put_frame(out: &mut Vec<u8>, labels: Vec<Label>, chunks: Vec<Chunk>, query_in
     out.extend_from_slice(&msg);
 }
 
-/// A series' samples as XOR chunks of [`SAMPLES_PER_CHUNK`].
-fn chunks_of(s: &SeriesData) -> impl Iterator<Item = Chunk> + '_ {
-    s.samples.chunks(SAMPLES_PER_CHUNK).map(|part| {
-        let mut c = XorChunk::new();
-        for (t, v) in part {
-            c.append(*t, *v);
-        }
-        Chunk {
-            min_time_ms: part.first().map_or(0, |p| p.0),
-            max_time_ms: part.last().map_or(0, |p| p.0),
-            r#type: 1,
-            data: c.bytes().to_vec(),
-        }
-    })
+/// One XOR chunk of `part` (at most [`SAMPLES_PER_CHUNK`] samples).
+fn chunk_of(part: &[(i64, f64)]) -> Chunk {
+    let mut c = XorChunk::new();
+    for (t, v) in part {
+        c.append(*t, *v);
+    }
+    Chunk {
+        min_time_ms: part.first().map_or(0, |p| p.0),
+        max_time_ms: part.last().map_or(0, |p| p.0),
+        r#type: 1,
+        data: c.bytes().to_vec(),
+    }
 }
 
 impl Pieces for Frames {
     fn fill(&mut self, out: &mut Vec<u8>, target: usize) -> bool {
-        let (mut qi, mut si) = self.at;
+        let (mut qi, mut si, mut at) = self.at;
         let start = out.len();
         while qi < self.results.len() && out.len() - start < target {
             let Some(s) = self.results[qi].get_mut(si) else {
@@ -426,28 +426,34 @@ impl Pieces for Frames {
             };
             let labels = labels_of(s);
             let label_bytes: usize = labels.iter().map(|l| l.encoded_len() + 2).sum();
+            // One frame of this series, from sample `at`.
             let mut chunks = Vec::new();
             let mut bytes = label_bytes;
-            for c in chunks_of(s) {
+            while at < s.samples.len() {
+                let end = (at + SAMPLES_PER_CHUNK).min(s.samples.len());
+                let c = chunk_of(&s.samples[at..end]);
                 let size = c.encoded_len() + 4;
                 if !chunks.is_empty() && bytes + size > self.max_frame {
-                    put_frame(out, labels.clone(), std::mem::take(&mut chunks), qi);
-                    bytes = label_bytes;
+                    break;
                 }
                 bytes += size;
                 chunks.push(c);
+                at = end;
             }
             if !chunks.is_empty() {
                 put_frame(out, labels, chunks, qi);
             }
-            // Sent: its samples need not stay in memory.
-            *s = SeriesData {
-                labels: Vec::new(),
-                samples: Vec::new(),
-            };
-            si += 1;
+            if at >= s.samples.len() {
+                // Sent: its samples need not stay in memory.
+                *s = SeriesData {
+                    labels: Vec::new(),
+                    samples: Vec::new(),
+                };
+                si += 1;
+                at = 0;
+            }
         }
-        self.at = (qi, si);
+        self.at = (qi, si, at);
         qi >= self.results.len()
     }
 }

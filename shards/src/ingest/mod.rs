@@ -6,6 +6,8 @@
 //! the caller's business (the cluster layer passes only this node's share).
 
 pub mod batch;
+#[cfg(test)]
+mod routing_tests;
 
 use sluice_core::{
     check_hash, core_for_hash, put_hashed_series_key, Identity, KnownSeries, WriteRequestRef,
@@ -158,7 +160,9 @@ pub async fn ingest(
         let mut poisoned = 0;
         for i in 0..req.series.len() {
             if let (Some(id), Some(fp)) = (req.known(i), req.fingerprint(i)) {
-                if out.misidentified.contains(&id) {
+                // By hash: a series copied to another core is reported with the check
+                // computed from its real key there, not the one the table handed out.
+                if out.misidentified.iter().any(|m| m.hash == id.hash) {
                     known.poison(fp);
                     poisoned += 1;
                 }

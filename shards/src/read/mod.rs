@@ -13,7 +13,7 @@
 
 use std::collections::BTreeSet;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -61,16 +61,24 @@ pub struct ReadLimits {
     /// Test hook (`--debug.panic-in=select`): the read panics on every core it reads.
     pub debug_panic: bool,
     loaded: Arc<AtomicU64>,
+    /// Set when nobody waits for the read any more (its client went away).
+    cancelled: Arc<AtomicBool>,
 }
 
 impl ReadLimits {
     /// Limits for one read.
     pub fn new(max_samples: u64, deadline: Instant) -> Self {
+        Self::with_cancel(max_samples, deadline, Arc::new(AtomicBool::new(false)))
+    }
+
+    /// Limits for one read that stops early once `cancelled` is set.
+    pub fn with_cancel(max_samples: u64, deadline: Instant, cancelled: Arc<AtomicBool>) -> Self {
         ReadLimits {
             max_samples,
             deadline,
             debug_panic: false,
             loaded: Arc::new(AtomicU64::new(0)),
+            cancelled,
         }
     }
 
@@ -92,6 +100,9 @@ impl ReadLimits {
 
     /// Errs once the deadline has passed.
     fn check_time(&self) -> Result<(), QueryError> {
+        if self.cancelled.load(Ordering::Relaxed) {
+            return Err(QueryError::Cancelled);
+        }
         if Instant::now() > self.deadline {
             return Err(QueryError::Timeout);
         }
@@ -299,6 +310,8 @@ pub async fn select_all(
     with_samples: bool,
     limits: &ReadLimits,
 ) -> Result<Vec<SeriesData>, QueryError> {
+    // A read of many selections that each match nothing still stops at its deadline.
+    limits.check_time()?;
     // Heads first, then blocks: a cut adds its block before the heads let go of the same
     // samples, so in this order a concurrent cut is seen in one place or both, never neither.
     let sel_for_heads = sel.clone();
@@ -345,6 +358,9 @@ pub enum QueryError {
     /// The read's deadline passed.
     #[error("the read timed out")]
     Timeout,
+    /// Nobody waits for the read any more.
+    #[error("the read was cancelled")]
+    Cancelled,
     #[error(transparent)]
     Panicked(#[from] Panicked),
 }
