@@ -11,7 +11,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sluice_bench::SeriesSet;
 use sluice_core::{core_for_hash, put_series_key, TenantHasher};
-use sluice_shards::head::Head;
+use sluice_shards::Head;
 use sluice_storage::wal::record;
 use sluice_storage::xor::XorChunk;
 

@@ -219,7 +219,7 @@ impl Drop for Permit {
 /// What a request reserves at each stage (see the module documentation for the figures).
 pub mod need {
     use sluice_core::KeyBytes;
-    use sluice_shards::ingest::batch::{OwnedBatch, SeriesSpans, SAMPLE_BYTES};
+    use sluice_shards::batch::{OwnedBatch, SeriesSpans, SAMPLE_BYTES};
 
     /// Decoded bytes per payload byte, at most: 16-byte entries from fields of at least 2
     /// bytes, in vectors that may be up to twice as large as their contents.

@@ -20,7 +20,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use hyper::StatusCode;
 use sluice_core::hashring::Hashrings;
 use sluice_core::WriteRequestRef;
-use sluice_shards::ingest::batch::SeriesBatch;
+use sluice_shards::batch::SeriesBatch;
 use sluice_shards::{ingest_batch, ApplyOutcome, IngestScratch};
 
 use crate::rpc::frame::{encode_forward, Reply, Status, WriteEncoder};

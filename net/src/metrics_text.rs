@@ -9,8 +9,8 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
 use hdrhistogram::Histogram;
-use sluice_shards::metrics::MetricsSnapshot;
 use sluice_shards::Global;
+use sluice_shards::MetricsSnapshot;
 use sluice_storage::objstore::ShipperStats;
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {

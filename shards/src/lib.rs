@@ -4,29 +4,32 @@
 //! through which cores hand each other work. Must not parse HTTP: `sluice-net` calls in with
 //! decoded requests.
 
-pub mod active;
+mod active;
 pub mod allocator;
-pub mod blocks;
-pub mod head;
-pub mod ingest;
-pub mod matcher;
-pub mod mesh;
-pub mod metrics;
-pub mod outcome;
+mod blocks;
+mod head;
+mod ingest;
+mod matcher;
+mod mesh;
+mod metrics;
+mod outcome;
 pub mod panics;
-pub mod read;
-pub mod runtime;
-pub mod shard;
-pub mod tenant;
-pub mod watchdog;
+mod read;
+mod runtime;
+mod shard;
+mod tenant;
+mod watchdog;
 
 pub use blocks::cut::CutConfig;
 pub use blocks::shipping::Shippers;
 pub use blocks::LocalBlocks;
+pub use head::{Head, DEFAULT_BLOCK_RANGE_MS};
+pub use ingest::batch;
 pub use ingest::{ingest, ingest_batch, IngestScratch, SeriesKeys};
 pub use matcher::{MatchOp, Matcher};
 pub use mesh::Unreachable;
 pub use mesh::{Ctx, Global, ReadFailed};
+pub use metrics::MetricsSnapshot;
 pub use outcome::{ApplyFailure, ApplyOutcome, Rejected, Rejection};
 pub use read::{
     label_names_all, label_values_all, select_all, QueryError, ReadLimits, Selection, SeriesData,

@@ -2,7 +2,7 @@ use super::need::{self, Route, Shape};
 use super::*;
 
 use sluice_core::{KnownSeries, V2Decoder, WriteRequestRef};
-use sluice_shards::ingest::batch::{OwnedBatch, SeriesBatch};
+use sluice_shards::batch::{OwnedBatch, SeriesBatch};
 use sluice_shards::SeriesKeys;
 
 use crate::rpc::frame::WriteEncoder;

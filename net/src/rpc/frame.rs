@@ -25,7 +25,7 @@
 //! requests on a pipelined connection.
 
 use sluice_core::{Sample, TenantHasher};
-use sluice_shards::ingest::batch::{put_samples, SeriesBatch, SeriesSpans};
+use sluice_shards::batch::{put_samples, SeriesBatch, SeriesSpans};
 
 /// Bytes before a frame's body.
 pub const HEADER_LEN: usize = 8;

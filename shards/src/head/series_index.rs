@@ -41,13 +41,9 @@ pub struct SeriesIndex {
 
 impl SeriesIndex {
     /// Number of entries.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.len
-    }
-
-    /// Whether the map is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     #[inline]
@@ -120,13 +116,6 @@ impl SeriesIndex {
         let old = std::mem::replace(&mut self.slots, vec![FREE; cap]);
         for s in old.into_iter().filter(|s| s.id != EMPTY) {
             self.place(s.hash(), s.id);
-        }
-    }
-
-    /// Replaces the id stored for `hash` (which must be present).
-    pub fn replace(&mut self, hash: u64, id: u32) {
-        if let Some(i) = self.position(hash) {
-            self.slots[i].id = id;
         }
     }
 

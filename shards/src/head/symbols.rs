@@ -87,13 +87,9 @@ impl Symbols {
     }
 
     /// Number of distinct strings.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.ends.len()
-    }
-
-    /// Whether no string is interned.
-    pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
     }
 }
 
