@@ -119,6 +119,14 @@ impl SeriesIndex {
         }
     }
 
+    /// Replaces the id stored for `hash` (which must be present).
+    #[cfg(test)]
+    pub fn replace(&mut self, hash: u64, id: u32) {
+        if let Some(i) = self.position(hash) {
+            self.slots[i].id = id;
+        }
+    }
+
     /// Removes `hash`, returning its id.
     pub fn remove(&mut self, hash: u64) -> Option<u32> {
         let mut hole = self.position(hash)?;
