@@ -3,8 +3,8 @@
 //! `/api/v1/status/buildinfo`, with Prometheus' parameters, JSON shapes and error envelope.
 //!
 //! Owns parameter parsing, routing, the tenant scope of reads (`--query.enforce-tenancy`)
-//! and the deadline of the series and label APIs; PromQL requests are answered in [`query`]
-//! (limits and threads in [`engine`]), remote read in [`remote_read`]. Must not read storage
+//! and the deadline of the series and label APIs; PromQL requests are answered in `query`
+//! (limits and threads in `engine`), remote read in `remote_read`. Must not read storage
 //! directly (fans out through `sluice-shards`).
 
 mod answer;

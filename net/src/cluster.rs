@@ -3,7 +3,7 @@
 //! and decide the answer by write quorum.
 //!
 //! Owns placement of a request, the quorum rule and the status the sender sees. Must not
-//! decode requests (they arrive decoded) or touch connections (the core's [`Peers`] does).
+//! decode requests (they arrive decoded) or touch connections (the core's `Peers` does).
 //!
 //! **Quorum**: with replication factor R every series must be durable on ⌊R/2⌋+1 of its R
 //! replicas. A replica that stored a series' valid samples but refused others (out of order,

@@ -1,7 +1,18 @@
-//! Sluice net: the HTTP API each core serves on its own `SO_REUSEPORT` listener.
+//! Sluice net: what each core serves on the network — the HTTP API on its own
+//! `SO_REUSEPORT` listener, and the replication RPC between nodes.
 //!
-//! Owns HTTP framing (hyper over glommio), the remote-write endpoint, the read API and
-//! `/metrics`. Must not touch storage directly: writes and reads go through `sluice-shards`.
+//! The main types and entry points:
+//! - [`serve`] runs a core's HTTP server with its [`NetConfig`]; the router sends
+//!   `/api/v1/receive` to the remote-write endpoint and everything else to the read side
+//!   ([`api`], whose limits are [`ReadConfig`]).
+//! - [`write`](mod@write): what HTTP writes and replicas share — pooled buffers, decoding within the
+//!   [`budget`], the [`write::Reject`] a sender sees and the one mapping of an append's
+//!   outcome to it ([`write::Verdict`]).
+//! - [`cluster`]: splitting a write by owning node (Thanos hashrings) and waiting for a write
+//!   quorum; [`rpc`]: the frames, the client connections and the server.
+//!
+//! Must not touch storage directly: writes and reads go through `sluice-shards`. See
+//! `docs/ARCHITECTURE.md` for the whole path.
 
 pub mod api;
 mod body;

@@ -1,8 +1,22 @@
-//! Sluice shards: the thread-per-core runtime.
+//! Sluice shards: the thread-per-core runtime — every core owns a share of the series, their
+//! heads and WALs, and works on them alone.
 //!
-//! Owns what each core owns — its tenants' heads and WALs — and the lock-free channels
-//! through which cores hand each other work. Must not parse HTTP: `sluice-net` calls in with
-//! decoded requests.
+//! The main types, in the order a sample meets them:
+//! - [`run`] starts one pinned glommio executor per core ([`RuntimeConfig`]); each gets a
+//!   [`Ctx`]: its [`Shard`], its end of the mesh (cross-core calls, `Ctx::on_core`) and the
+//!   [`Global`] state every core reads.
+//! - [`ingest`] routes a decoded request's series to their owning cores ([`batch`] is how a
+//!   share travels) and returns the merged [`ApplyOutcome`] once every part is durable.
+//! - A [`Shard`] holds its cores' [`Tenant`]s; a tenant owns a [`Head`] (series, XOR chunks,
+//!   postings) and a WAL, and appends a batch to both.
+//! - Reads: [`select_all`], [`label_names_all`], [`label_values_all`] over every core's
+//!   heads and the [`LocalBlocks`], within [`ReadLimits`]; a panic in a read is caught
+//!   ([`panics`]).
+//! - Persistence: core 0's cutter turns old head ranges into blocks ([`CutConfig`]) and
+//!   [`Shippers`] upload them.
+//!
+//! Must not parse HTTP or RPC frames: `sluice-net` calls in with decoded requests. See
+//! `docs/ARCHITECTURE.md` for the whole path.
 
 mod active;
 pub mod allocator;

@@ -59,7 +59,7 @@ pub struct Shard {
 
 impl Shard {
     /// Opens core `id`: replays its WAL directory of every tenant found in the data dir.
-    /// The layout must already match the core count ([`wal::prepare_layout`]). `min_valid`
+    /// The layout must already match the core count (`wal::prepare_layout`). `min_valid`
     /// holds, per tenant, the end of its newest persisted block.
     pub fn open(
         id: usize,

@@ -184,7 +184,7 @@ impl Head {
     }
 
     /// From now on, full pages of closed chunks are written to `file` and read back
-    /// through a map of it (see [`ChunkArena::spill_to`]).
+    /// through a map of it (see `ChunkArena::spill_to`).
     pub fn spill_chunks_to(&mut self, file: std::fs::File) {
         self.chunks.spill_to(file);
     }
@@ -194,7 +194,7 @@ impl Head {
         (self.chunks.resident(), self.chunks.spilled())
     }
 
-    /// Reads of spilled chunks that failed their check (see [`ChunkArena::corrupt`]).
+    /// Reads of spilled chunks that failed their check (see `ChunkArena::corrupt`).
     pub fn corrupt_chunk_reads(&self) -> u64 {
         self.chunks.corrupt()
     }
