@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use checkpoint::CheckpointBuilder;
-pub use layout::{prepare_layout, CORES_FILE};
+pub use layout::{prepare_layout, SeriesOwner, CORES_FILE};
 pub use reader::{replay_dir, ReplayStats, ReplayVisitor};
 pub use record::{RecordType, SampleRecord};
 pub use writer::Wal;
