@@ -41,6 +41,7 @@ use super::index::{
     ChunkMeta, Toc, HEADER_LEN, INDEX_FORMAT_V2, MAGIC_INDEX, SERIES_ALIGN, TOC_LEN,
 };
 use super::meta::{BlockMeta, META_VERSION_1};
+use crate::encoding::{unzigzag, uvarint, VarintError};
 use crate::xor::ENCODING_XOR;
 
 /// Everything that can go wrong reading a block. Each variant names the file; corruption
@@ -497,30 +498,19 @@ impl<'a> Dec<'a> {
 
     /// Go's `binary.Uvarint`, including its rejection of a 10th byte above 1.
     fn uvarint(&mut self) -> Result<u64, Bad> {
-        let rest = self.rest();
-        let mut x = 0u64;
-        for (i, &b) in rest.iter().take(10).enumerate() {
-            if b < 0x80 {
-                if i == 9 && b > 1 {
-                    break;
-                }
-                self.pos += i + 1;
-                return Ok(x | u64::from(b) << (7 * i));
+        match uvarint(self.rest()) {
+            Ok((v, n)) => {
+                self.pos += n;
+                Ok(v)
             }
-            x |= u64::from(b & 0x7f) << (7 * i);
+            Err(VarintError::Truncated) => Err(self.bad("truncated varint")),
+            Err(VarintError::Overflow) => Err(self.bad("varint overflows 64 bits")),
         }
-        // No terminator within reach: either the region ended or ten bytes were not enough.
-        Err(self.bad(if rest.len() < 10 {
-            "truncated varint"
-        } else {
-            "varint overflows 64 bits"
-        }))
     }
 
     /// Go's `binary.Varint` (zigzag).
     fn varint(&mut self) -> Result<i64, Bad> {
-        let u = self.uvarint()?;
-        Ok(((u >> 1) as i64) ^ -((u & 1) as i64))
+        self.uvarint().map(unzigzag)
     }
 
     /// A uvarint used as a byte length or count.
