@@ -180,7 +180,7 @@ impl SegmentEncoder {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testreader::read_chunk;
+    use super::super::reader::{check_segment_header, read_chunk_record};
     use super::*;
     use crate::xor::{XorChunk, ENCODING_XOR};
 
@@ -275,9 +275,11 @@ mod tests {
             .iter()
             .map(|c| enc.append_chunk(&mut out, ENCODING_XOR, c.bytes()).unwrap())
             .collect();
+        check_segment_header(&out).unwrap();
         for (r, c) in refs.iter().zip(&chunks) {
-            assert_eq!(split_chunk_ref(*r).0, 0);
-            let (enc_byte, data) = read_chunk(std::slice::from_ref(&out), *r);
+            let (file, offset) = split_chunk_ref(*r);
+            assert_eq!(file, 0);
+            let (enc_byte, data) = read_chunk_record(&out, offset as usize).unwrap();
             assert_eq!(enc_byte, ENCODING_XOR);
             assert_eq!(data, c.bytes());
         }
