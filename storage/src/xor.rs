@@ -2,9 +2,10 @@
 //! `bstream.go`.
 //!
 //! Owns only the chunk *data* bytes: the 2-byte big-endian sample count followed by the
-//! bitstream (see `FORMATS.md`, "XOR chunk (encoding 1)"). It does not know about chunk
-//! files, CRCs, the encoding byte's placement, series or cutting policy; callers decide when
-//! a chunk is full and where its bytes go.
+//! bitstream, as Prometheus' format page describes them:
+//! <https://github.com/prometheus/prometheus/blob/main/tsdb/docs/format/chunks.md#xor-chunk-data>.
+//! It does not know about chunk files, CRCs, the encoding byte's placement, series or
+//! cutting policy; callers decide when a chunk is full and where its bytes go.
 //!
 //! Bit-exactness includes the byte *length*: Prometheus' `bstream.writeByte` always appends a
 //! fresh byte, so when a sample's last `writeBits` call writes a whole number of bytes and ends

@@ -6,7 +6,8 @@
 //! begin, so the file layer (std files today, glommio DMA files later) only moves bytes. It
 //! must not touch chunk *data* (that is `crate::xor`) or the index.
 //!
-//! Layout (see `FORMATS.md`):
+//! Layout (Prometheus' format page,
+//! <https://github.com/prometheus/prometheus/blob/main/tsdb/docs/format/chunks.md>):
 //! - segment header, 8 bytes: magic `0x85BD40DD` (BE), version `1`, 3 zero bytes;
 //! - each chunk: `uvarint len(data)`, encoding byte, data, CRC32C(encoding ‖ data) BE.
 //!

@@ -7,7 +7,8 @@
 //! `meta.json` or directories (see `mod.rs`).
 //!
 //! File layout, in order (all integers big-endian unless varints; CRCs are CRC32C):
-//! 1. header: magic `0xBAAAD700`, version byte `2` (the format doc's diagram says 1);
+//! 1. header: magic `0xBAAAD700`, version byte `2` (the diagram of Prometheus' format page,
+//!    <https://github.com/prometheus/prometheus/blob/main/tsdb/docs/format/index.md>, says 1);
 //! 2. symbols at offset 5: `len(4)` `#symbols(4)` `{uvarint len, bytes}*` CRC; `len` and
 //!    the CRC both cover the count and the entries;
 //! 3. series: each entry starts 16-byte aligned (zero padding before it), ref = offset / 16;

@@ -17,7 +17,9 @@
 //! corrupt bytes give a [`BlockReadError`] naming the file, the structure and the byte
 //! offset, never a panic or an out-of-bounds read.
 //!
-//! Format notes that matter for reading (see `index.rs`, `chunks.rs`, `FORMATS.md`):
+//! Format notes that matter for reading (see `index.rs`, `chunks.rs`, and Prometheus' format
+//! pages <https://github.com/prometheus/prometheus/blob/main/tsdb/docs/format/index.md> and
+//! <https://github.com/prometheus/prometheus/blob/main/tsdb/docs/format/chunks.md>):
 //! - TOC entries point where the previous section ended, before alignment padding, so the
 //!   first series sits at the TOC's series offset rounded up to 16.
 //! - The deprecated label indices and label offset table are not read at open nor by

@@ -14,7 +14,7 @@
 //!   series gets at least `id`. Written in a checkpoint after its min time, because the
 //!   checkpoint keeps only live series and the ids of collected ones must stay taken.
 //!
-//! The whole format, and what replay keeps after damage, is specified in `docs/wal.md`.
+//! The whole format, and what replay keeps after damage, is specified in `docs/format/wal.md`.
 //! Must not allocate per sample: encoders append into the caller's buffer.
 
 use crate::encoding::{put_uvarint, put_varint, uvarint, varint};
