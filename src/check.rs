@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use sluice_storage::objstore::ObjstoreConfig;
+use sluice_objstore::ObjstoreConfig;
 
 use crate::reload;
 
@@ -166,7 +166,7 @@ pub fn run(f: &ConfigFiles) -> i32 {
 
 fn bucket_kind(c: &ObjstoreConfig) -> &'static str {
     match c.bucket {
-        sluice_storage::objstore::BucketConfig::Filesystem { .. } => "FILESYSTEM",
-        sluice_storage::objstore::BucketConfig::S3(_) => "S3",
+        sluice_objstore::BucketConfig::Filesystem { .. } => "FILESYSTEM",
+        sluice_objstore::BucketConfig::S3(_) => "S3",
     }
 }

@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use sluice_objstore::{ObjstoreConfig, ShipperOptions};
 use sluice_shards::{CutConfig, Global, LocalBlocks, RuntimeConfig, ShardConfig, Shippers};
 use sluice_storage::block::chunks::DEFAULT_SEGMENT_SIZE;
-use sluice_storage::objstore::{ObjstoreConfig, ShipperOptions};
 use sluice_storage::wal::FsyncPolicy;
 
 mod check;

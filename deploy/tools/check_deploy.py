@@ -112,7 +112,7 @@ def check_hashrings(text, where, want_endpoints=3):
 
 
 # ----------------------------------------------------------------------------------------
-# Objstore (storage/src/objstore/config.rs: Top, RawS3, RawFilesystem)
+# Objstore (storage/objstore/src/config.rs: Top, RawS3, RawFilesystem)
 
 OBJSTORE_TOP = {"type", "config", "prefix"}
 S3_KEYS = {"bucket", "endpoint", "region", "access_key", "secret_key", "session_token",

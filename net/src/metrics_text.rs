@@ -9,9 +9,9 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
 use hdrhistogram::Histogram;
+use sluice_objstore::ShipperStats;
 use sluice_shards::Global;
 use sluice_shards::MetricsSnapshot;
-use sluice_storage::objstore::ShipperStats;
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");

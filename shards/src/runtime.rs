@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use glommio::{LocalExecutorBuilder, Placement};
+use sluice_core::{core_for_hash, series_hash};
 use sluice_storage::wal::{self, FsyncPolicy, WalError};
 
 use crate::blocks::cut::{run_cutter, CutConfig};
@@ -54,8 +55,12 @@ where
 {
     let cores = cfg.shard.cores;
     for tenant in existing_tenants(&cfg.shard.data_dir)? {
-        let outcome =
-            wal::layout::prepare_layout(&cfg.shard.data_dir.join(&tenant), &tenant, cores)?;
+        // The WAL of another core count is re-routed with the routing ingest uses.
+        let owner = |labels: &[(&str, &str)]| {
+            core_for_hash(series_hash(&tenant, labels.iter().copied()), cores)
+        };
+        let dir = cfg.shard.data_dir.join(&tenant);
+        let outcome = wal::layout::prepare_layout(&dir, &tenant, cores, &owner)?;
         if outcome != wal::layout::LayoutOutcome::Unchanged {
             tracing::info!(tenant, ?outcome, "WAL re-routed to the new core count");
         }

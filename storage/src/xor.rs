@@ -2,14 +2,17 @@
 //! `bstream.go`.
 //!
 //! Owns only the chunk *data* bytes: the 2-byte big-endian sample count followed by the
-//! bitstream (see `FORMATS.md`, "XOR chunk (encoding 1)"). It does not know about chunk
-//! files, CRCs, the encoding byte's placement, series or cutting policy; callers decide when
-//! a chunk is full and where its bytes go.
+//! bitstream, as Prometheus' format page describes them:
+//! <https://github.com/prometheus/prometheus/blob/main/tsdb/docs/format/chunks.md#xor-chunk-data>.
+//! It does not know about chunk files, CRCs, the encoding byte's placement, series or
+//! cutting policy; callers decide when a chunk is full and where its bytes go.
 //!
 //! Bit-exactness includes the byte *length*: Prometheus' `bstream.writeByte` always appends a
 //! fresh byte, so when a sample's last `writeBits` call writes a whole number of bytes and ends
 //! on a byte boundary, the Go stream carries one extra all-zero byte. [`XorChunk`] reproduces
 //! that so `bytes()` equals what Prometheus would have produced for the same samples.
+
+use crate::encoding::{read_uvarint, unzigzag, uvarint_bytes, zigzag, VarintError};
 
 /// Encoding byte of XOR chunks in chunk segment files.
 pub const ENCODING_XOR: u8 = 1;
@@ -195,13 +198,9 @@ impl XorChunk {
         self.bit_len += n;
     }
 
-    fn write_uvarint(&mut self, mut x: u64) {
+    fn write_uvarint(&mut self, x: u64) {
         // Only used for the first two samples, so byte-at-a-time is fine.
-        while x >= 0x80 {
-            self.write_bits((x as u8 | 0x80) as u64, 8);
-            x >>= 7;
-        }
-        self.write_bits(x, 8);
+        uvarint_bytes(x, |b| self.write_bits(u64::from(b), 8));
     }
 
     #[inline]
@@ -257,17 +256,6 @@ impl XorChunk {
         }
         m & 7 == 0
     }
-}
-
-/// Go's `binary.PutVarint` zigzag mapping.
-#[inline]
-fn zigzag(x: i64) -> u64 {
-    ((x as u64) << 1) ^ ((x >> 63) as u64)
-}
-
-#[inline]
-fn unzigzag(u: u64) -> i64 {
-    ((u >> 1) as i64) ^ -((u & 1) as i64)
 }
 
 #[inline]
@@ -395,20 +383,11 @@ impl<'a> XorIter<'a> {
 
     /// Go's `binary.ReadUvarint` over the bitstream, including its overflow rule.
     fn read_uvarint(&mut self) -> Result<u64, &'static str> {
-        let mut x = 0u64;
-        let mut s = 0u32;
-        for i in 0..10 {
-            let b = self.read_bits(8)?;
-            if b < 0x80 {
-                if i == 9 && b > 1 {
-                    return Err(ERR_VARINT_OVERFLOW);
-                }
-                return Ok(x | (b << s));
-            }
-            x |= (b & 0x7f) << s;
-            s += 7;
-        }
-        Err(ERR_VARINT_OVERFLOW)
+        // `read_bits` fails only when the stream ends.
+        read_uvarint(|| self.read_bits(8).ok().map(|b| b as u8)).map_err(|e| match e {
+            VarintError::Truncated => ERR_TRUNCATED,
+            VarintError::Overflow => ERR_VARINT_OVERFLOW,
+        })
     }
 
     fn read_dod(&mut self) -> Result<i64, &'static str> {
@@ -587,15 +566,8 @@ mod tests {
                 left -= 1;
             }
         }
-        fn uvarint(&mut self, mut x: u64) {
-            loop {
-                if x < 0x80 {
-                    self.byte(x as u8);
-                    return;
-                }
-                self.byte(x as u8 | 0x80);
-                x >>= 7;
-            }
+        fn uvarint(&mut self, x: u64) {
+            uvarint_bytes(x, |b| self.byte(b));
         }
         fn value(&mut self, vb: u64) {
             let d = vb ^ self.v;

@@ -4,15 +4,13 @@
 //!
 //! Owns starting shippers (at start for tenants with blocks, on a tenant's first block),
 //! waking them after a cut, their counters, and stopping them at exit. Must not upload or
-//! delete anything itself: that is `sluice_storage::objstore`.
+//! delete anything itself: that is `sluice_objstore`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use sluice_storage::objstore::{
-    ObjstoreConfig, Shipper, ShipperHandle, ShipperOptions, ShipperStats,
-};
+use sluice_objstore::{ObjstoreConfig, Shipper, ShipperHandle, ShipperOptions, ShipperStats};
 
 use crate::blocks::blocks_dir;
 

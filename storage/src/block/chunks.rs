@@ -6,7 +6,8 @@
 //! begin, so the file layer (std files today, glommio DMA files later) only moves bytes. It
 //! must not touch chunk *data* (that is `crate::xor`) or the index.
 //!
-//! Layout (see `FORMATS.md`):
+//! Layout (Prometheus' format page,
+//! <https://github.com/prometheus/prometheus/blob/main/tsdb/docs/format/chunks.md>):
 //! - segment header, 8 bytes: magic `0x85BD40DD` (BE), version `1`, 3 zero bytes;
 //! - each chunk: `uvarint len(data)`, encoding byte, data, CRC32C(encoding ‖ data) BE.
 //!
@@ -180,7 +181,7 @@ impl SegmentEncoder {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testreader::read_chunk;
+    use super::super::reader::{check_segment_header, read_chunk_record};
     use super::*;
     use crate::xor::{XorChunk, ENCODING_XOR};
 
@@ -275,9 +276,11 @@ mod tests {
             .iter()
             .map(|c| enc.append_chunk(&mut out, ENCODING_XOR, c.bytes()).unwrap())
             .collect();
+        check_segment_header(&out).unwrap();
         for (r, c) in refs.iter().zip(&chunks) {
-            assert_eq!(split_chunk_ref(*r).0, 0);
-            let (enc_byte, data) = read_chunk(std::slice::from_ref(&out), *r);
+            let (file, offset) = split_chunk_ref(*r);
+            assert_eq!(file, 0);
+            let (enc_byte, data) = read_chunk_record(&out, offset as usize).unwrap();
             assert_eq!(enc_byte, ENCODING_XOR);
             assert_eq!(data, c.bytes());
         }

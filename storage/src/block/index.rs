@@ -7,7 +7,8 @@
 //! `meta.json` or directories (see `mod.rs`).
 //!
 //! File layout, in order (all integers big-endian unless varints; CRCs are CRC32C):
-//! 1. header: magic `0xBAAAD700`, version byte `2` (the format doc's diagram says 1);
+//! 1. header: magic `0xBAAAD700`, version byte `2` (the diagram of Prometheus' format page,
+//!    <https://github.com/prometheus/prometheus/blob/main/tsdb/docs/format/index.md>, says 1);
 //! 2. symbols at offset 5: `len(4)` `#symbols(4)` `{uvarint len, bytes}*` CRC; `len` and
 //!    the CRC both cover the count and the entries;
 //! 3. series: each entry starts 16-byte aligned (zero padding before it), ref = offset / 16;
@@ -421,7 +422,7 @@ fn end_section(out: &mut Vec<u8>, len_at: usize, what: &'static str) -> Result<(
 
 #[cfg(test)]
 mod tests {
-    use super::super::testreader::parse_index;
+    use super::super::tests::{assert_index_layout, open_index, read_series};
     use super::*;
 
     fn l(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -542,39 +543,44 @@ mod tests {
         let sum = encode_index(input, &mut out).unwrap();
         assert_eq!(sum.num_series, 5);
 
-        let idx = parse_index(&out);
-        assert_eq!(idx.toc, sum.toc);
+        let (_dir, r) = open_index(&out);
+        let all = assert_index_layout(&r);
+        assert_eq!(r.toc(), &sum.toc);
         assert_eq!(
-            idx.symbols,
+            r.symbols(),
             ["", "__name__", "a", "a_metric", "b", "instance", "job", "up", "x", "ü"]
         );
+        let series: Vec<_> = all.iter().map(|&s| read_series(&r, s)).collect();
         let mut want_order: Vec<_> = sets.iter().collect();
         want_order.sort();
-        let got: Vec<_> = idx.series.iter().map(|s| &s.labels).collect();
+        let got: Vec<_> = series.iter().map(|(labels, _)| labels).collect();
         assert_eq!(got, want_order);
-        for s in &idx.series {
-            let i = sets.iter().position(|x| *x == s.labels).unwrap();
-            assert_eq!(s.chunks, chunk_lists[i]);
+        for (labels, chunks) in &series {
+            let i = sets.iter().position(|x| x == labels).unwrap();
+            assert_eq!(chunks, &chunk_lists[i]);
         }
-        let all: Vec<u32> = idx.series.iter().map(|s| s.series_ref).collect();
-        assert_eq!(idx.postings[&(String::new(), String::new())], all);
-        // Postings keys come out sorted by name then value, each list ascending.
-        let keys: Vec<_> = idx.postings_order.clone();
+        assert_eq!(r.postings("", "").unwrap(), all);
+        // Postings keys come out sorted by name then value, each list ascending (the reader
+        // refuses a list that is not).
+        let keys: Vec<_> = r
+            .postings_offsets()
+            .into_iter()
+            .map(|(n, v, _)| (n, v))
+            .collect();
         let mut sorted = keys.clone();
         sorted.sort();
         assert_eq!(keys, sorted);
-        let up: Vec<u32> = idx
-            .series
+        let up: Vec<u32> = all
             .iter()
-            .filter(|s| s.labels[0].1 == "up")
-            .map(|s| s.series_ref)
+            .zip(&series)
+            .filter(|(_, (labels, _))| labels[0].1 == "up")
+            .map(|(s, _)| *s)
             .collect();
-        assert_eq!(idx.postings[&("__name__".into(), "up".into())], up);
-        assert_eq!(
-            idx.label_indices["job"],
-            vec!["a".to_string(), "b".to_string()]
-        );
-        assert_eq!(idx.label_indices.len(), 3);
+        assert_eq!(r.postings("__name__", "up").unwrap(), up);
+        let label_indices = r.label_indices().unwrap();
+        let job = label_indices.iter().find(|l| l.name == "job").unwrap();
+        assert_eq!(job.values, ["a", "b"]);
+        assert_eq!(label_indices.len(), 3);
     }
 
     #[test]
@@ -638,12 +644,9 @@ mod tests {
     fn empty_index_is_well_formed() {
         let mut out = Vec::new();
         encode_index(Vec::new(), &mut out).unwrap();
-        let idx = parse_index(&out);
-        assert_eq!(idx.symbols, [""]);
-        assert!(idx.series.is_empty());
-        assert_eq!(
-            idx.postings[&(String::new(), String::new())],
-            Vec::<u32>::new()
-        );
+        let (_dir, r) = open_index(&out);
+        assert!(assert_index_layout(&r).is_empty());
+        assert_eq!(r.symbols(), [""]);
+        assert_eq!(r.postings("", "").unwrap(), Vec::<u32>::new());
     }
 }

@@ -53,8 +53,6 @@ pub mod reader;
 pub mod tombstones;
 
 #[cfg(test)]
-mod testreader;
-#[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;

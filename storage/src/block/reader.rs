@@ -17,12 +17,17 @@
 //! corrupt bytes give a [`BlockReadError`] naming the file, the structure and the byte
 //! offset, never a panic or an out-of-bounds read.
 //!
-//! Format notes that matter for reading (see `index.rs`, `chunks.rs`, `FORMATS.md`):
+//! Format notes that matter for reading (see `index.rs`, `chunks.rs`, and Prometheus' format
+//! pages <https://github.com/prometheus/prometheus/blob/main/tsdb/docs/format/index.md> and
+//! <https://github.com/prometheus/prometheus/blob/main/tsdb/docs/format/chunks.md>):
 //! - TOC entries point where the previous section ended, before alignment padding, so the
 //!   first series sits at the TOC's series offset rounded up to 16.
-//! - The deprecated label indices and label offset table are not read: the postings offset
-//!   table holds the same information (Prometheus 2.42 only parses their TOC entries, and
-//!   3.x no longer writes them).
+//! - The deprecated label indices and label offset table are not read at open nor by
+//!   queries: the postings offset table holds the same information (Prometheus 2.42 only
+//!   parses their TOC entries, and 3.x no longer writes them). [`BlockReader::label_indices`]
+//!   decodes them on request, with the other layout methods (TOC, symbols, postings
+//!   offsets, series walk) that let tests check what the writer produced through this one
+//!   reader.
 //! - Chunk time deltas and ref deltas are decoded with wrapping arithmetic, as Go's decoder
 //!   does: the writer produces wrapped values for ranges spanning most of `i64`.
 //! - Chunks of other encodings (native histograms are 2 and 3 since Prometheus 2.40) are
@@ -41,6 +46,7 @@ use super::index::{
     ChunkMeta, Toc, HEADER_LEN, INDEX_FORMAT_V2, MAGIC_INDEX, SERIES_ALIGN, TOC_LEN,
 };
 use super::meta::{BlockMeta, META_VERSION_1};
+use crate::encoding::{unzigzag, uvarint, VarintError};
 use crate::xor::ENCODING_XOR;
 
 /// Everything that can go wrong reading a block. Each variant names the file; corruption
@@ -103,6 +109,8 @@ pub struct BlockReader {
     dir: PathBuf,
     meta: BlockMeta,
     index: Mmap,
+    /// The section offsets, as stored.
+    toc: Toc,
     /// Where the TOC starts: no section may reach into it.
     toc_start: usize,
     /// `[first possible series entry, end of the series section)`, bytes.
@@ -116,6 +124,17 @@ pub struct BlockReader {
     all_postings: u64,
     /// Chunk segments in file order: a chunk ref's upper half indexes this.
     segments: Vec<Segment>,
+}
+
+/// One of the deprecated label indices ([`BlockReader::label_indices`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelIndex<'a> {
+    /// The label name.
+    pub name: &'a str,
+    /// Where the label index starts in the `index` file.
+    pub offset: u64,
+    /// The name's values, in stored order (ascending).
+    pub values: Vec<&'a str>,
 }
 
 /// The symbol table, copied out of the map once at open (validated UTF-8) so a symbol
@@ -190,6 +209,7 @@ impl BlockReader {
             dir: dir.to_path_buf(),
             meta,
             index,
+            toc: parsed.toc,
             toc_start: parsed.toc_start,
             series: parsed.series,
             symbols: parsed.symbols,
@@ -303,6 +323,61 @@ impl BlockReader {
         Ok(data)
     }
 
+    // --- layout: what a writer produced, for checking it; queries use the methods above ---
+
+    /// The TOC: where each section of `index` starts.
+    pub fn toc(&self) -> &Toc {
+        &self.toc
+    }
+
+    /// The symbol table in stored order (ascending).
+    pub fn symbols(&self) -> Vec<&str> {
+        // The count is a u32, so every index fits.
+        (0..self.symbols.len())
+            .filter_map(|i| self.symbols.get(i as u32))
+            .collect()
+    }
+
+    /// The postings offset table as stored: each (name, value) key with the offset of its
+    /// postings list in `index`, the all-series key `("", "")` first, then ascending (open
+    /// refuses a table out of order).
+    pub fn postings_offsets(&self) -> Vec<(&str, &str, u64)> {
+        let mut out = Vec::with_capacity(self.entries.len() + 1);
+        out.push(("", "", self.all_postings));
+        for n in &self.names {
+            let name = self.symbols.get_or_empty(n.name);
+            for e in self.entries.get(n.values.clone()).unwrap_or_default() {
+                out.push((name, self.symbols.get_or_empty(e.value), e.offset));
+            }
+        }
+        out
+    }
+
+    /// The refs of all series entries in file order, found by walking the series section:
+    /// each entry starts 16-byte aligned with only zero bytes before it, and its length and
+    /// CRC frame it (its body is decoded by [`BlockReader::series`]). Queries find series
+    /// through postings; this shows whether the section holds exactly what they name.
+    pub fn series_refs(&self) -> Result<Vec<u32>, BlockReadError> {
+        // `series.end` is at most the TOC offset, a position in the map.
+        let region = self
+            .index
+            .get(..self.series.end as usize)
+            .unwrap_or_default();
+        let start = usize::try_from(self.toc.series).unwrap_or(usize::MAX);
+        walk_series(region, start).map_err(|b| b.into_error(&self.dir.join("index")))
+    }
+
+    /// The deprecated label indices, in the order of the label offset table: one per label
+    /// name, with its values. Queries never need them (the postings offset table holds the
+    /// same), so open does not read them; this decodes them, CRCs included, as Prometheus
+    /// 2.x and `index.rs` lay them out (Prometheus 3.7 and later no longer write them).
+    pub fn label_indices(&self) -> Result<Vec<LabelIndex<'_>>, BlockReadError> {
+        let region = self.index.get(..self.toc_start).unwrap_or_default();
+        let at = usize::try_from(self.toc.label_indices_table).unwrap_or(usize::MAX);
+        decode_label_indices(&self.symbols, region, at)
+            .map_err(|b| b.into_error(&self.dir.join("index")))
+    }
+
     /// The postings-table entries of label `name` (empty if absent).
     fn values_of(&self, name: &str) -> &[PostingsEntry] {
         let found = self
@@ -365,6 +440,18 @@ impl Symbols {
         self.text.get(start..end)
     }
 
+    /// Symbol `r`, read by a decoder of `what` at file offset `at`.
+    fn resolve(&self, r: u64, what: &'static str, at: usize) -> Result<&str, Bad> {
+        u32::try_from(r)
+            .ok()
+            .and_then(|r| self.get(r))
+            .ok_or_else(|| Bad {
+                what,
+                at,
+                reason: format!("symbol ref {r} out of range ({} symbols)", self.len()).into(),
+            })
+    }
+
     /// For refs that were resolved at open and therefore exist; "" keeps comparisons total.
     fn get_or_empty(&self, i: u32) -> &str {
         self.get(i).unwrap_or_default()
@@ -390,7 +477,7 @@ impl Symbols {
 
 /// A decoding failure, before the file path is attached.
 #[derive(Debug)]
-struct Bad {
+pub(super) struct Bad {
     what: &'static str,
     at: usize,
     reason: Cow<'static, str>,
@@ -497,30 +584,19 @@ impl<'a> Dec<'a> {
 
     /// Go's `binary.Uvarint`, including its rejection of a 10th byte above 1.
     fn uvarint(&mut self) -> Result<u64, Bad> {
-        let rest = self.rest();
-        let mut x = 0u64;
-        for (i, &b) in rest.iter().take(10).enumerate() {
-            if b < 0x80 {
-                if i == 9 && b > 1 {
-                    break;
-                }
-                self.pos += i + 1;
-                return Ok(x | u64::from(b) << (7 * i));
+        match uvarint(self.rest()) {
+            Ok((v, n)) => {
+                self.pos += n;
+                Ok(v)
             }
-            x |= u64::from(b & 0x7f) << (7 * i);
+            Err(VarintError::Truncated) => Err(self.bad("truncated varint")),
+            Err(VarintError::Overflow) => Err(self.bad("varint overflows 64 bits")),
         }
-        // No terminator within reach: either the region ended or ten bytes were not enough.
-        Err(self.bad(if rest.len() < 10 {
-            "truncated varint"
-        } else {
-            "varint overflows 64 bits"
-        }))
     }
 
     /// Go's `binary.Varint` (zigzag).
     fn varint(&mut self) -> Result<i64, Bad> {
-        let u = self.uvarint()?;
-        Ok(((u >> 1) as i64) ^ -((u & 1) as i64))
+        self.uvarint().map(unzigzag)
     }
 
     /// A uvarint used as a byte length or count.
@@ -578,6 +654,7 @@ fn check_crc(stored: u32, body: &[u8], what: &'static str, body_at: usize) -> Re
 /// What [`parse_index`] extracts at open.
 #[derive(Debug)]
 struct ParsedIndex {
+    toc: Toc,
     toc_start: usize,
     series: Range<u64>,
     symbols: Symbols,
@@ -651,11 +728,12 @@ fn parse_index(b: &[u8]) -> Result<ParsedIndex, Bad> {
     let body = b.get(..toc_start).unwrap_or_default();
 
     // The series section ends where the next section starts, whichever that is (2.42 has
-    // label indices next; 3.x points the label-index entries at the postings).
+    // label indices next; 3.x points the label-index entries at the postings). Without
+    // series that is the series offset itself: the section is empty.
     let series_end = offsets
         .iter()
+        .filter(|&&(name, o)| name != "series" && o >= toc.series)
         .map(|&(_, o)| o)
-        .filter(|&o| o > toc.series)
         .min()
         .unwrap_or(toc_start as u64);
     let series = toc.series.div_ceil(SERIES_ALIGN as u64) * SERIES_ALIGN as u64..series_end;
@@ -663,6 +741,7 @@ fn parse_index(b: &[u8]) -> Result<ParsedIndex, Bad> {
     let symbols = parse_symbols(body, toc.symbols as usize)?;
     let table = parse_postings_table(body, toc.postings_table as usize, &symbols)?;
     Ok(ParsedIndex {
+        toc,
         toc_start,
         series,
         symbols,
@@ -848,6 +927,13 @@ fn decode_series_entry<'s>(
     labels: &mut Vec<(&'s str, &'s str)>,
     chunks: &mut Vec<ChunkMeta>,
 ) -> Result<(), Bad> {
+    let (body, body_at, _) = series_frame(region, at)?;
+    decode_series_body(symbols, body, body_at, labels, chunks)
+}
+
+/// The frame of the series entry at `at`, CRC checked: its body, the body's file offset and
+/// where the entry ends.
+fn series_frame(region: &[u8], at: usize) -> Result<(&[u8], usize, usize), Bad> {
     let mut d = Dec::new(region, at, "series entry");
     let len = d.len()?;
     if len == 0 {
@@ -858,7 +944,37 @@ fn decode_series_entry<'s>(
     let body = d.take(len)?;
     let stored = d.be32()?;
     check_crc(stored, body, "series entry", body_at)?;
-    decode_series_body(symbols, body, body_at, labels, chunks)
+    Ok((body, body_at, d.pos))
+}
+
+/// The series section from `start` (the TOC's offset, before the first entry's padding) to
+/// the end of `region`: `{zero padding to 16, entry}*`. Returns the entries' refs.
+fn walk_series(region: &[u8], start: usize) -> Result<Vec<u32>, Bad> {
+    let mut refs = Vec::new();
+    let mut at = start;
+    while at < region.len() {
+        let entry = at.next_multiple_of(SERIES_ALIGN);
+        let padding = region.get(at..entry.min(region.len())).unwrap_or_default();
+        if let Some(i) = padding.iter().position(|&b| b != 0) {
+            return Err(Bad {
+                what: "series section",
+                at: at + i,
+                reason: "non-zero byte in the padding before a series entry".into(),
+            });
+        }
+        if entry >= region.len() {
+            break;
+        }
+        let series_ref = u32::try_from(entry / SERIES_ALIGN).map_err(|_| Bad {
+            what: "series section",
+            at: entry,
+            reason: "series entry beyond the 64 GiB that 32-bit refs reach".into(),
+        })?;
+        let (_, _, end) = series_frame(region, entry)?;
+        refs.push(series_ref);
+        at = end;
+    }
+    Ok(refs)
 }
 
 /// A series entry body (after the length, CRC already checked) starting at file offset
@@ -873,15 +989,7 @@ fn decode_series_body<'s>(
     let mut d = Dec::at_base(body, body_at, "series entry");
     let sym = |d: &mut Dec<'_>| -> Result<&'s str, Bad> {
         let at = d.pos;
-        let r = d.uvarint()?;
-        u32::try_from(r)
-            .ok()
-            .and_then(|r| symbols.get(r))
-            .ok_or_else(|| Bad {
-                what: "series entry",
-                at,
-                reason: format!("symbol ref {r} out of range ({} symbols)", symbols.len()).into(),
-            })
+        symbols.resolve(d.uvarint()?, "series entry", at)
     };
     let n_labels = d.len()?;
     // Two bytes at least per label, three per chunk: caps what a corrupt count reserves.
@@ -939,9 +1047,85 @@ fn decode_series_body<'s>(
     Ok(())
 }
 
+/// The label offset table at `at`, `len(4) #entries(4) {uvarint 1, name, uvarint offset}*
+/// CRC`, and the label index each entry points at.
+fn decode_label_indices<'s>(
+    symbols: &'s Symbols,
+    region: &'s [u8],
+    at: usize,
+) -> Result<Vec<LabelIndex<'s>>, Bad> {
+    let (body, body_at) = Dec::new(region, at, "label offset table").section()?;
+    let mut d = Dec::at_base(body, body_at, "label offset table");
+    let count = d.be32()?;
+    // An entry is at least 3 bytes (key count, name length, offset).
+    let mut out = Vec::with_capacity((count as usize).min(body.len() / 3));
+    for _ in 0..count {
+        let at = d.pos;
+        let keys = d.uvarint()?;
+        if keys != 1 {
+            return Err(Bad {
+                what: "label offset table",
+                at,
+                reason: format!("entry with {keys} keys, want 1").into(),
+            });
+        }
+        let name = d.str()?;
+        let offset = d.uvarint()?;
+        // An offset beyond usize is beyond the region too: let the bounds check report it.
+        let values = decode_label_index(
+            symbols,
+            region,
+            usize::try_from(offset).unwrap_or(usize::MAX),
+        )?;
+        out.push(LabelIndex {
+            name,
+            offset,
+            values,
+        });
+    }
+    if !d.done() {
+        return Err(d.bad(format!(
+            "{} bytes after the {count} entries the table declares",
+            d.remaining()
+        )));
+    }
+    Ok(out)
+}
+
+/// The label index at `at`: `len(4) #names(4)=1 #values(4) {value symbol ref(4)}* CRC`.
+fn decode_label_index<'s>(
+    symbols: &'s Symbols,
+    region: &[u8],
+    at: usize,
+) -> Result<Vec<&'s str>, Bad> {
+    let (body, body_at) = Dec::new(region, at, "label index").section()?;
+    let mut d = Dec::at_base(body, body_at, "label index");
+    let names = d.be32()?;
+    if names != 1 {
+        return Err(Bad {
+            what: "label index",
+            at: body_at,
+            reason: format!("{names} names per entry, want 1").into(),
+        });
+    }
+    let count = d.be32()?;
+    let mut values = Vec::with_capacity((count as usize).min(d.remaining() / 4));
+    for _ in 0..count {
+        let at = d.pos;
+        values.push(symbols.resolve(u64::from(d.be32()?), "label index", at)?);
+    }
+    if !d.done() {
+        return Err(d.bad(format!(
+            "{} bytes after the {count} values the index declares",
+            d.remaining()
+        )));
+    }
+    Ok(values)
+}
+
 /// One chunk record at `at` in a segment: `uvarint len, encoding, data, CRC(encoding ‖
 /// data)`. Returns (encoding, data).
-fn read_chunk_record(seg: &[u8], at: usize) -> Result<(u8, &[u8]), Bad> {
+pub(super) fn read_chunk_record(seg: &[u8], at: usize) -> Result<(u8, &[u8]), Bad> {
     let mut d = Dec::new(seg, at, "chunk");
     let len = d.len()?;
     let enc_at = d.pos;
@@ -961,6 +1145,24 @@ fn read_chunk_record(seg: &[u8], at: usize) -> Result<(u8, &[u8]), Bad> {
         });
     }
     Ok((encoding, data))
+}
+
+/// Checks the magic and version at the start of a chunk segment.
+pub(super) fn check_segment_header(seg: &[u8]) -> Result<(), String> {
+    let magic = seg
+        .get(..4)
+        .and_then(|m| m.try_into().ok())
+        .map(u32::from_be_bytes);
+    let version = seg.get(4).copied();
+    if magic != Some(MAGIC_CHUNKS) || version != Some(CHUNKS_FORMAT_V1) {
+        return Err(format!(
+            "segment header: magic {:#010x} version {}, want {MAGIC_CHUNKS:#010x} \
+             version {CHUNKS_FORMAT_V1}",
+            magic.unwrap_or(0),
+            version.unwrap_or(0)
+        ));
+    }
+    Ok(())
 }
 
 // --- files ------------------------------------------------------------------------------
@@ -1017,21 +1219,8 @@ fn open_segments(chunks_dir: &Path) -> Result<Vec<Segment>, BlockReadError> {
             });
         }
         let map = map_file(&path, SEGMENT_HEADER_LEN)?;
-        let magic = map
-            .get(..4)
-            .and_then(|m| m.try_into().ok())
-            .map(u32::from_be_bytes);
-        let version = map.get(4).copied();
-        if magic != Some(MAGIC_CHUNKS) || version != Some(CHUNKS_FORMAT_V1) {
-            return Err(BlockReadError::Invalid {
-                path,
-                reason: format!(
-                    "segment header: magic {:#010x} version {}, want {MAGIC_CHUNKS:#010x} \
-                     version {CHUNKS_FORMAT_V1}",
-                    magic.unwrap_or(0),
-                    version.unwrap_or(0)
-                ),
-            });
+        if let Err(reason) = check_segment_header(&map) {
+            return Err(BlockReadError::Invalid { path, reason });
         }
         segments.push(Segment { path, map });
     }

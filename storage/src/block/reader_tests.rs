@@ -311,6 +311,9 @@ fn read_everything(dir: &Path) {
         return;
     };
     let _ = r.meta();
+    let _ = (r.toc(), r.symbols(), r.postings_offsets());
+    let _ = r.series_refs();
+    let _ = r.label_indices();
     for n in r.label_names() {
         for v in r.label_values(n) {
             let _ = r.postings(n, v);
@@ -437,7 +440,11 @@ fn decode_all(b: &[u8], at: usize) {
     let _ = parse_postings_table(b, at, &syms);
     let _ = decode_postings_body(b, 0);
     let _ = decode_postings(b, at);
+    let _ = walk_series(b, at);
+    let _ = decode_label_indices(&syms, b, at);
+    let _ = decode_label_index(&syms, b, at);
     let _ = read_chunk_record(b, at);
+    let _ = check_segment_header(b);
     let _ = parse_index(b);
 }
 

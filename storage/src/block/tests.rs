@@ -1,6 +1,6 @@
-//! Block writer tests: layout and round trips through the test reader, input refusal, and
-//! the real check — Prometheus' own `promtool` (Debian package `prometheus`, 2.42) reading
-//! a block we wrote and returning exactly the samples we put in.
+//! Block writer tests: layout and round trips through the block reader (`reader.rs`), input
+//! refusal, and the real check — Prometheus' own `promtool` (Debian package `prometheus`,
+//! 2.42) reading a block we wrote and returning exactly the samples we put in.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -8,7 +8,7 @@ use std::process::Command;
 
 use ulid::Ulid;
 
-use super::testreader::{parse_index, read_chunk};
+use super::reader::BlockReader;
 use super::*;
 use crate::xor::{XorChunk, XorIter};
 
@@ -132,6 +132,57 @@ pub(super) fn same_value(a: f64, b: f64) -> bool {
     (a.is_nan() && b.is_nan()) || a.to_bits() == b.to_bits()
 }
 
+/// Opens an `index` file on its own: a block directory around it with a minimal
+/// `meta.json` and no chunk segments. The directory lives as long as the `TempDir`.
+pub(super) fn open_index(index: &[u8]) -> (tempfile::TempDir, BlockReader) {
+    let tmp = tempfile::tempdir().unwrap();
+    let meta = concat!(
+        r#"{"ulid":"01ARZ3NDEKTSV4RRFFQ69G5FAV","minTime":0,"maxTime":1,"#,
+        r#""compaction":{"level":1},"version":1}"#
+    );
+    std::fs::write(tmp.path().join("meta.json"), meta).unwrap();
+    std::fs::write(tmp.path().join("index"), index).unwrap();
+    std::fs::create_dir(tmp.path().join("chunks")).unwrap();
+    let r = BlockReader::open(tmp.path()).unwrap();
+    (tmp, r)
+}
+
+/// Series `series_ref` of `r`: its labels, owned to compare with test data, and chunk metas.
+pub(super) fn read_series(
+    r: &BlockReader,
+    series_ref: u32,
+) -> (Vec<(String, String)>, Vec<ChunkMeta>) {
+    let (mut labels, mut chunks) = (Vec::new(), Vec::new());
+    r.series(series_ref, &mut labels, &mut chunks).unwrap();
+    let labels = labels
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+    (labels, chunks)
+}
+
+/// Checks the index layout Prometheus' writer produces, beyond what open verifies (magic,
+/// TOC, symbols and the postings offset table, CRCs included), and returns the series refs
+/// in file order: series entries back to back, 16-byte aligned, zero padding only; every
+/// postings list 4-byte aligned inside the postings section, readable (CRC, length,
+/// ascending refs); every deprecated label index 4-byte aligned and readable.
+pub(super) fn assert_index_layout(r: &BlockReader) -> Vec<u32> {
+    let refs = r.series_refs().unwrap();
+    let toc = *r.toc();
+    for (name, value, offset) in r.postings_offsets() {
+        assert_eq!(offset % 4, 0, "postings of {name}={value} aligned");
+        assert!(
+            toc.postings <= offset && offset < toc.label_indices_table,
+            "postings of {name}={value} at {offset}, outside the postings section"
+        );
+        r.postings(name, value).unwrap();
+    }
+    for l in r.label_indices().unwrap() {
+        assert_eq!(l.offset % 4, 0, "label index of {} aligned", l.name);
+    }
+    refs
+}
+
 #[test]
 fn block_layout_meta_and_round_trip() {
     let tmp = tempfile::tempdir().unwrap();
@@ -191,19 +242,22 @@ fn block_layout_meta_and_round_trip() {
     );
 
     // Index and chunks read back to exactly the input.
-    let idx = parse_index(&std::fs::read(b.path.join("index")).unwrap());
-    let segs = vec![std::fs::read(b.path.join("chunks/000001")).unwrap()];
+    let r = BlockReader::open(&b.path).unwrap();
+    let series: Vec<_> = assert_index_layout(&r)
+        .into_iter()
+        .map(|s| read_series(&r, s))
+        .collect();
     let want: BTreeMap<_, _> = data.iter().cloned().collect();
-    assert_eq!(idx.series.len(), want.len());
+    assert_eq!(series.len(), want.len());
     let mut last_ref = 0;
-    for (s, (wl, ws)) in idx.series.iter().zip(&want) {
-        assert_eq!(&s.labels, wl, "series sorted by label set");
+    for ((labels, chunks), (wl, ws)) in series.iter().zip(&want) {
+        assert_eq!(labels, wl, "series sorted by label set");
         let mut got = Vec::new();
-        for c in &s.chunks {
+        for c in chunks {
             assert!(c.chunk_ref > last_ref, "chunk refs grow in series order");
             last_ref = c.chunk_ref;
-            let (enc, bytes) = read_chunk(&segs, c.chunk_ref);
-            assert_eq!(enc, 1);
+            // The reader hands out XOR chunks (encoding 1) only, CRC checked.
+            let bytes = r.chunk(c.chunk_ref).unwrap();
             let part: Vec<(i64, f64)> = XorIter::new(bytes).collect();
             assert_eq!(
                 (c.min_time, c.max_time),
@@ -216,12 +270,9 @@ fn block_layout_meta_and_round_trip() {
             assert!(g.0 == w.0 && same_value(g.1, w.1), "{g:?} vs {w:?}");
         }
     }
+    assert_eq!(series[0].0, labels(&[("__name__", "prefix_metric")]));
     assert_eq!(
-        idx.series[0].labels,
-        labels(&[("__name__", "prefix_metric")])
-    );
-    assert_eq!(
-        idx.series[1].labels,
+        series[1].0,
         labels(&[("__name__", "prefix_metric"), ("a", "1")])
     );
 }
@@ -244,12 +295,12 @@ fn block_segments_split_at_the_size_limit() {
         .iter()
         .map(|n| std::fs::read(b.path.join("chunks").join(n)).unwrap())
         .collect();
-    let idx = parse_index(&std::fs::read(b.path.join("index")).unwrap());
+    let r = BlockReader::open(&b.path).unwrap();
     let mut seen_files = std::collections::BTreeSet::new();
-    for s in &idx.series {
-        for c in &s.chunks {
+    for s in assert_index_layout(&r) {
+        for c in read_series(&r, s).1 {
             seen_files.insert(c.chunk_ref >> 32);
-            let (_, bytes) = read_chunk(&segs, c.chunk_ref);
+            let bytes = r.chunk(c.chunk_ref).unwrap();
             assert_eq!(XorIter::new(bytes).next().unwrap().0, c.min_time);
         }
     }

@@ -11,12 +11,13 @@
 //! hands out dense ids from 0 on each core and names no other id, so it needs no next-id
 //! record. Runs on plain threads with std I/O, before the shard executors exist; must not be
 //! called while a core is writing.
+//!
+//! Which core owns a series is the caller's routing, passed in as a [`SeriesOwner`]: this
+//! module moves records where it is told and must not know how series are hashed or placed.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-
-use sluice_core::{core_for_hash, series_hash};
 
 use super::reader::{replay_dir, ReplayVisitor};
 use super::record::{
@@ -42,12 +43,21 @@ pub enum LayoutOutcome {
     },
 }
 
+/// The caller's routing: the core (`0..cores`) that owns the series with these labels (names
+/// ascending, as a series record holds them).
+pub type SeriesOwner<'a> = &'a dyn Fn(&[(&str, &str)]) -> usize;
+
 /// Makes `tenant_dir/wal` a layout for `cores` cores, finishing or undoing an interrupted
-/// rewrite first.
+/// rewrite first. If the log was written by another core count, every series goes to
+/// `owner(labels)`; `tenant` only names the tenant in the log lines.
+///
+/// # Panics
+/// If `owner` names a core outside `0..cores` (a bug in the caller's routing).
 pub fn prepare_layout(
     tenant_dir: &Path,
     tenant: &str,
     cores: usize,
+    owner: SeriesOwner<'_>,
 ) -> Result<LayoutOutcome, WalError> {
     let wal = tenant_dir.join("wal");
     let new = tenant_dir.join("wal.migrating");
@@ -86,7 +96,7 @@ pub fn prepare_layout(
         to = cores,
         "core count changed: re-routing the WAL to the new owners"
     );
-    let mut router = Router::new(&new, tenant, cores)?;
+    let mut router = Router::new(&new, cores, owner)?;
     for k in existing_core_dirs(&wal)? {
         router.begin_source();
         let stats = replay_dir(&core_dir(tenant_dir, k), &mut router, true)?;
@@ -210,8 +220,8 @@ impl SegmentSink {
 }
 
 /// Replay visitor that re-writes records for their new owners.
-struct Router {
-    tenant: String,
+struct Router<'o> {
+    owner: SeriesOwner<'o>,
     cores: usize,
     sinks: Vec<SegmentSink>,
     next_id: Vec<u32>,
@@ -227,11 +237,11 @@ struct Router {
     min_time: i64,
 }
 
-impl Router {
-    fn new(root: &Path, tenant: &str, cores: usize) -> Result<Self, WalError> {
+impl<'o> Router<'o> {
+    fn new(root: &Path, cores: usize, owner: SeriesOwner<'o>) -> Result<Self, WalError> {
         std::fs::create_dir_all(root).map_err(|e| WalError::io("creating", root, e))?;
         Ok(Router {
-            tenant: tenant.to_string(),
+            owner,
             cores,
             sinks: (0..cores)
                 .map(|k| SegmentSink {
@@ -302,16 +312,18 @@ impl Router {
     }
 }
 
-impl ReplayVisitor for Router {
+impl ReplayVisitor for Router<'_> {
     fn series(&mut self, id: u32, labels: &[(&str, &str)]) {
         if self.ids.contains_key(&id) {
             // The reader binds an id once; a second call would be a reader bug, and routing
             // the first binding is the safe answer.
             return;
         }
-        let core = core_for_hash(
-            series_hash(&self.tenant, labels.iter().copied()),
-            self.cores,
+        let core = (self.owner)(labels);
+        assert!(
+            core < self.cores,
+            "routing placed a series on core {core} of {}",
+            self.cores
         );
         let new_id = self.next_id[core];
         self.next_id[core] += 1;
@@ -360,8 +372,15 @@ impl ReplayVisitor for Router {
 
 #[cfg(test)]
 mod tests {
+    use sluice_core::{core_for_hash, series_hash};
+
     use super::super::reader::{replay_dir, ReplayVisitor};
     use super::*;
+
+    /// Sluice's routing, as the shard runtime passes it: the series hash, placed on a core.
+    fn owner(tenant: &str, cores: usize) -> impl Fn(&[(&str, &str)]) -> usize + '_ {
+        move |labels| core_for_hash(series_hash(tenant, labels.iter().copied()), cores)
+    }
 
     #[derive(Default)]
     struct Collect {
@@ -425,7 +444,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let t = dir.path().join("tenant-a");
         write_wal(&t, "tenant-a", 3, 500);
-        let out = prepare_layout(&t, "tenant-a", 2).unwrap();
+        let out = prepare_layout(&t, "tenant-a", 2, &owner("tenant-a", 2)).unwrap();
         assert_eq!(
             out,
             LayoutOutcome::Rerouted {
@@ -446,7 +465,7 @@ mod tests {
         assert_eq!(total, 1500);
         assert!(!t.join("wal").join("core-2").exists());
         assert_eq!(
-            prepare_layout(&t, "tenant-a", 2).unwrap(),
+            prepare_layout(&t, "tenant-a", 2, &owner("tenant-a", 2)).unwrap(),
             LayoutOutcome::Unchanged
         );
     }
@@ -487,7 +506,7 @@ mod tests {
         });
         std::fs::write(core.join("00000001"), &seg1).unwrap();
         std::fs::write(t.join("wal").join(CORES_FILE), "1\n").unwrap();
-        let out = prepare_layout(&t, "x", 2).unwrap();
+        let out = prepare_layout(&t, "x", 2, &owner("x", 2)).unwrap();
         assert_eq!(
             out,
             LayoutOutcome::Rerouted {
@@ -521,7 +540,7 @@ mod tests {
         }
         std::fs::write(core.join("00000000"), &seg).unwrap();
         std::fs::write(t.join("wal").join(CORES_FILE), "1\n").unwrap();
-        prepare_layout(&t, "x", 2).unwrap();
+        prepare_layout(&t, "x", 2, &owner("x", 2)).unwrap();
         let all: Vec<(String, i64)> = replay_all(&t, 2).into_iter().flatten().collect();
         assert_eq!(all, [("m_first".to_string(), 1)]);
     }
@@ -534,7 +553,7 @@ mod tests {
         // A crash mid-rewrite leaves a partial wal.migrating/ behind.
         std::fs::create_dir_all(t.join("wal.migrating/core-0")).unwrap();
         std::fs::write(t.join("wal.migrating/core-0/00000000"), b"partial").unwrap();
-        prepare_layout(&t, "x", 1).unwrap();
+        prepare_layout(&t, "x", 1, &owner("x", 1)).unwrap();
         let total: usize = replay_all(&t, 1).iter().map(|s| s.len()).sum();
         assert_eq!(total, 150);
         assert!(!t.join("wal.migrating").exists());

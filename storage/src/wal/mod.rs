@@ -3,8 +3,8 @@
 //! Owns the record framing (length + CRC32C), the series and sample record payloads, the
 //! group-committing writer (glommio DMA files, io_uring), replay (damage skipping, torn-tail
 //! repair and the series id rules), and the one-time re-layout when the core count changes.
-//! The format and the recovery rules are specified in `docs/wal.md`. Must not know what a head
-//! or a request is: callers pass series ids, labels and samples.
+//! The format and the recovery rules are specified in `docs/format/wal.md`. Must not know
+//! what a head or a request is: callers pass series ids, labels and samples.
 //!
 //! Durability contract: a record is in the file (survives `kill -9`) once `commit` returns,
 //! whatever the fsync policy; with [`FsyncPolicy::Always`] it has also been `fdatasync`ed.
@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use checkpoint::CheckpointBuilder;
-pub use layout::{prepare_layout, CORES_FILE};
+pub use layout::{prepare_layout, SeriesOwner, CORES_FILE};
 pub use reader::{replay_dir, ReplayStats, ReplayVisitor};
 pub use record::{RecordType, SampleRecord};
 pub use writer::Wal;

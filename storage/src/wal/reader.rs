@@ -1,9 +1,10 @@
 //! WAL replay: reads a core's checkpoint and segments in log order, decides which records can
 //! be trusted, and hands those to a visitor.
 //!
-//! Owns the recovery rules of `docs/wal.md`: what is kept after damage (a stretch without a
-//! good frame in the middle of a file is skipped up to the next frame whose checksum holds; a
-//! torn tail is cut off) and the series id rules, applied in log order as records are read:
+//! Owns the recovery rules of `docs/format/wal.md`: what is kept after damage (a stretch
+//! without a good frame in the middle of a file is skipped up to the next frame whose
+//! checksum holds; a torn tail is cut off) and the series id rules, applied in log order as
+//! records are read:
 //! - a series entry binds its id to its labels if the id is not bound yet; the same id with the
 //!   same labels again (a checkpoint and a segment it kept) is passed over; with other labels
 //!   the id is ambiguous from there on and none of its later samples is handed on;

@@ -14,10 +14,10 @@
 //!   series gets at least `id`. Written in a checkpoint after its min time, because the
 //!   checkpoint keeps only live series and the ids of collected ones must stay taken.
 //!
-//! The whole format, and what replay keeps after damage, is specified in `docs/wal.md`.
+//! The whole format, and what replay keeps after damage, is specified in `docs/format/wal.md`.
 //! Must not allocate per sample: encoders append into the caller's buffer.
 
-use crate::encoding::{put_uvarint, put_varint};
+use crate::encoding::{put_uvarint, put_varint, uvarint, varint};
 
 /// Bytes of a frame header.
 pub const HEADER_LEN: usize = 9;
@@ -133,30 +133,17 @@ pub fn put_sample(buf: &mut Vec<u8>, base_t: i64, id: u32, t: i64, v: f64) {
 
 /// Reads a uvarint at `*pos`, advancing it. `None` if truncated or longer than 10 bytes.
 #[inline]
-pub fn get_uvarint(buf: &[u8], pos: &mut usize) -> Option<u64> {
-    let mut v: u64 = 0;
-    let mut shift = 0;
-    loop {
-        let b = *buf.get(*pos)?;
-        *pos += 1;
-        if shift == 63 && b > 1 {
-            return None;
-        }
-        v |= ((b & 0x7f) as u64) << shift;
-        if b < 0x80 {
-            return Some(v);
-        }
-        shift += 7;
-        if shift > 63 {
-            return None;
-        }
-    }
+fn get_uvarint(buf: &[u8], pos: &mut usize) -> Option<u64> {
+    let (v, n) = uvarint(buf.get(*pos..)?).ok()?;
+    *pos += n;
+    Some(v)
 }
 
 #[inline]
 fn get_varint(buf: &[u8], pos: &mut usize) -> Option<i64> {
-    let u = get_uvarint(buf, pos)?;
-    Some(((u >> 1) as i64) ^ -((u & 1) as i64))
+    let (v, n) = varint(buf.get(*pos..)?).ok()?;
+    *pos += n;
+    Some(v)
 }
 
 #[inline]

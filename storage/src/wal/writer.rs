@@ -4,7 +4,7 @@
 //! DMA write (O_DIRECT, io_uring) — every request that appended since the last write was issued
 //! is covered by the next one, so the cost of a write is shared by all of them. Writes are
 //! pipelined: a commit whose records are not yet in a write issues its own at once, up to
-//! [`MAX_WRITES_IN_FLIGHT`], instead of waiting for the write in flight to end first. A slow
+//! `MAX_WRITES_IN_FLIGHT`, instead of waiting for the write in flight to end first. A slow
 //! write then delays the commits behind it by its own time, not by its time plus theirs.
 //! Writes never overlap: the last, partial page of a write still in flight is left alone (the
 //! next records start on the following page; the reader skips the zeros between), and a

@@ -13,9 +13,9 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::config::{BucketConfig, ObjstoreConfig};
-use super::s3::S3Bucket;
-use super::{io_err, ObjstoreError};
+use crate::config::{BucketConfig, ObjstoreConfig};
+use crate::s3::S3Bucket;
+use crate::{io_err, ObjstoreError};
 
 /// Suffix of the file a local-directory upload is written to before it is renamed to its
 /// key; listings skip it (a crash can leave one behind; the next upload of that key

@@ -1,6 +1,18 @@
-//! Object storage: ships sealed TSDB blocks from the local blocks directory to a bucket
-//! (a local directory or S3), the way Thanos' shipper does, so Thanos Store Gateway and
-//! Compactor can read them.
+//! Sluice object storage: ships the sealed TSDB blocks of a blocks directory to a bucket (a
+//! local directory or S3) the way Thanos' shipper does, so Thanos Store Gateway and
+//! Compactor read them as their own.
+//!
+//! The main types:
+//! - [`ObjstoreConfig`] (with [`BucketConfig`] and [`S3Config`]): the Thanos objstore YAML,
+//!   parsed and validated ([`ObjstoreConfig::from_yaml`], [`ObjstoreConfig::from_file`]);
+//! - [`Bucket`]: where objects go, a local directory or S3, under the configured prefix;
+//! - [`Shipper`]: started per blocks directory with [`Shipper::start`], it runs on its own
+//!   thread and hands back a [`ShipperHandle`] to wake it ([`ShipperHandle::notify`]), read
+//!   its [`ShipperStats`] and stop it;
+//! - [`ObjstoreError`]: every failure, naming the operation and the object or file.
+//!
+//! It is a crate of its own so that `sluice-storage` (the byte formats, written on glommio
+//! cores) does not build or link tokio and the AWS SDK.
 //!
 //! Owns:
 //! - `config.rs`: the Thanos objstore YAML (`type: FILESYSTEM | S3`, `config`, `prefix`);
@@ -11,13 +23,13 @@
 //!   (everything, then `meta.json`), retries with backoff, the `thanos.shipper.json` state
 //!   file, and deleting shipped blocks past retention.
 //!
-//! Must not touch: the block format or how blocks are written (`block/` seals them; here
-//! they are read-only input), the WAL, the shard cores (nothing here runs on a glommio
-//! executor; the shard side only calls the non-blocking [`ShipperHandle::notify`]). The one
-//! thing it changes in the blocks directory besides its state file is deleting whole
-//! blocks that are shipped and past retention, so readers of local blocks must tolerate a
-//! block vanishing (it goes through a `<ulid>.tmp-for-deletion` rename first, as in
-//! Prometheus).
+//! Must not touch: the block format or how blocks are written ([`sluice_storage::block`] seals
+//! them; here they are read-only input, only `meta.json` is parsed, with its type), the WAL,
+//! the shard cores (nothing here runs on a glommio executor; the shard side only calls the
+//! non-blocking [`ShipperHandle::notify`]). The one thing it changes in the blocks directory
+//! besides its state file is deleting whole blocks that are shipped and past retention, so
+//! readers of local blocks must tolerate a block vanishing (it goes through a
+//! `<ulid>.tmp-for-deletion` rename first, as in Prometheus).
 
 mod bucket;
 mod config;

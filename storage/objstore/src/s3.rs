@@ -1,4 +1,4 @@
-//! The S3 backend of [`Bucket`](super::Bucket), through `aws-sdk-s3`.
+//! The S3 backend of [`Bucket`](crate::Bucket), through `aws-sdk-s3`.
 //!
 //! Owns the S3 client setup (static credentials, custom endpoint, region, path style,
 //! plain HTTP when `insecure: true`, rustls with ring for HTTPS) and the upload paths:
@@ -40,8 +40,8 @@ use aws_sdk_s3::Client;
 use aws_smithy_http_client::tls;
 use md5::{Digest, Md5};
 
-use super::config::{ConfigError, S3Config};
-use super::{io_err, ObjstoreError};
+use crate::config::{ConfigError, S3Config};
+use crate::{io_err, ObjstoreError};
 
 /// S3's maximum number of parts in one multipart upload.
 const MAX_PARTS: u64 = 10_000;

@@ -39,13 +39,13 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use sluice_storage::block::meta::BlockMeta;
 use tokio::sync::Notify;
 use ulid::Ulid;
 
-use super::bucket::{sync_dir, walk, Bucket};
-use super::config::ObjstoreConfig;
-use super::{io_err, ObjstoreError};
-use crate::block::meta::BlockMeta;
+use crate::bucket::{sync_dir, walk, Bucket};
+use crate::config::ObjstoreConfig;
+use crate::{io_err, ObjstoreError};
 
 /// The state file in the blocks directory (Thanos' name and format).
 pub const STATE_FILE: &str = "thanos.shipper.json";

@@ -10,12 +10,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use sluice_storage::block::{write_block, BlockChunk, BlockOptions, BlockSeries, TMP_SUFFIX};
+use sluice_storage::xor::XorChunk;
 use ulid::Ulid;
 
 use super::bucket::walk;
 use super::*;
-use crate::block::{write_block, BlockChunk, BlockOptions, BlockSeries};
-use crate::xor::XorChunk;
 
 const HOUR_MS: i64 = 3_600_000;
 const BUCKET: &str = "sluice-test";
@@ -248,7 +248,7 @@ fn objstore_filesystem_ship_restart_retention() {
     let old = make_block(&blocks, 1_600_000_000_000, 3); // 2020: past any retention
     let recent = make_block(&blocks, now - HOUR_MS, 5);
     // Not blocks: an unfinished block and other directories/files.
-    let unfinished = blocks.join(format!("{}{}", Ulid::new(), crate::block::TMP_SUFFIX));
+    let unfinished = blocks.join(format!("{}{}", Ulid::new(), TMP_SUFFIX));
     std::fs::create_dir_all(unfinished.join("chunks")).unwrap();
     std::fs::write(unfinished.join("index"), b"partial").unwrap();
     std::fs::create_dir_all(blocks.join("wal")).unwrap();
