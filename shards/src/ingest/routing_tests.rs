@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sluice_core::{core_for_hash, series_hash, KnownSeries, WriteRequestRef};
+use sluice_objstore::ShipperOptions;
 use sluice_storage::block::chunks::DEFAULT_SEGMENT_SIZE;
-use sluice_storage::objstore::ShipperOptions;
 use sluice_storage::wal::FsyncPolicy;
 
 use super::{ingest, IngestScratch};
