@@ -10,6 +10,7 @@ pub mod hash;
 pub mod hashring;
 pub mod labels;
 pub mod limits;
+pub mod matcher;
 pub mod prefetch;
 pub mod remote_write;
 
@@ -23,6 +24,7 @@ pub use hashring::{
     UnknownAlgorithm, SECTIONS_PER_NODE,
 };
 pub use labels::{LabelError, METRIC_NAME};
+pub use matcher::{MatchOp, Matcher, MatcherError};
 pub use remote_write::known::{Fingerprint, KnownSeries};
 pub use remote_write::v2::{V2Counts, V2Decoder};
 pub use remote_write::{

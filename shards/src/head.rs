@@ -11,11 +11,10 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use sluice_storage::xor::{XorChunk, XorIter};
 
-use sluice_core::{check_hash, key_labels, Identity};
+use sluice_core::{check_hash, key_labels, Identity, Matcher};
 
 use crate::chunk_arena::{Chain, ChunkArena, ChunkRef};
 use crate::label_store::{LabelStore, Labels};
-use crate::matcher::Matcher;
 use crate::series_index::{prefetch, SeriesIndex};
 use crate::symbols::Symbols;
 
@@ -792,8 +791,7 @@ fn intersect(a: &[u32], b: &[u32]) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::matcher::MatchOp;
-    use sluice_core::series_hash;
+    use sluice_core::{series_hash, MatchOp};
 
     fn key(l: &[(&str, &str)]) -> Vec<u8> {
         let mut k = Vec::new();

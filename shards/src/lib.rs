@@ -14,7 +14,6 @@ pub mod cut;
 pub mod head;
 pub mod ingest;
 pub mod label_store;
-pub mod matcher;
 pub mod mesh;
 pub mod metrics;
 pub mod panics;
@@ -29,7 +28,6 @@ pub mod watchdog;
 pub use blocks::LocalBlocks;
 pub use cut::CutConfig;
 pub use ingest::{ingest, ingest_batch, IngestScratch, SeriesKeys};
-pub use matcher::{MatchOp, Matcher};
 pub use mesh::Unreachable;
 pub use query::{
     label_names_all, label_values_all, select_all, QueryError, ReadLimits, Selection, SeriesData,

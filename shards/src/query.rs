@@ -17,10 +17,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use sluice_core::Matcher;
 use sluice_storage::block::reader::BlockReadError;
 
 use crate::blockquery::SeriesCursor;
-use crate::matcher::Matcher;
 use crate::mesh::Unreachable;
 use crate::panics::Panicked;
 use crate::runtime::Ctx;
