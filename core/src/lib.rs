@@ -14,7 +14,9 @@ pub mod matcher;
 pub mod prefetch;
 pub mod remote_write;
 
-pub use duration::{format_duration, parse_duration, DurationError};
+pub use duration::{
+    format_duration, parse_duration, parse_duration_or_seconds, DurationError, DurationParamError,
+};
 pub use hash::{
     check_hash, core_for_hash, key_labels, put_hashed_series_key, put_series_key, series_hash,
     Identity, KeyLabels, TenantHasher,
