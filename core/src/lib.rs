@@ -13,6 +13,7 @@ pub mod limits;
 pub mod matcher;
 pub mod prefetch;
 pub mod remote_write;
+pub mod stale;
 
 pub use duration::{
     format_duration, parse_duration, parse_duration_or_seconds, DurationError, DurationParamError,
@@ -32,3 +33,4 @@ pub use remote_write::v2::{V2Counts, V2Decoder};
 pub use remote_write::{
     DecodeError, Grow, KeyBytes, LabelBytesIter, LabelRef, Sample, SeriesRef, WriteRequestRef,
 };
+pub use stale::{is_stale, STALE_NAN_BITS};

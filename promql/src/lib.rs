@@ -17,10 +17,7 @@ mod types;
 pub use error::Error;
 pub use eval::{EngineOptions, Query};
 pub use plan::{selector_matchers, Fetched, SelectorKey, SelectorRequest};
-pub use types::{
-    compare_labels, is_stale, Labels, QueryValue, RangeSeries, Sample, Series, METRIC_NAME,
-    STALE_NAN_BITS,
-};
+pub use types::{compare_labels, Labels, QueryValue, RangeSeries, Sample, Series};
 
 #[cfg(test)]
 mod tests;

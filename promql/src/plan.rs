@@ -7,10 +7,10 @@ use std::collections::HashMap;
 
 use promql_parser::label::MatchOp as PMatchOp;
 use promql_parser::parser::{AtModifier, Expr, Offset, VectorSelector};
-use sluice_core::{MatchOp, Matcher};
+use sluice_core::{MatchOp, Matcher, METRIC_NAME};
 
 use crate::error::Error;
-use crate::types::{Series, METRIC_NAME};
+use crate::types::Series;
 
 /// Identifies one selector node of a parsed query (stable while the query lives).
 pub type SelectorKey = usize;

@@ -31,7 +31,7 @@ pub struct LabelRef {
 pub struct Sample {
     /// Milliseconds since the Unix epoch; may be negative.
     pub timestamp: i64,
-    /// The value, bit-exact as sent (the stale-marker NaN `0x7ff0000000000002` survives).
+    /// The value, bit-exact as sent (the stale marker, [`crate::STALE_NAN_BITS`], survives).
     pub value: f64,
 }
 

@@ -10,6 +10,7 @@ use super::wire::{Reader, VarintError, WT_I32, WT_I64, WT_LEN, WT_VARINT};
 use super::*;
 use crate::hash::Identity;
 use crate::labels::{self, LabelError};
+use crate::STALE_NAN_BITS;
 
 // ---------------------------------------------------------------------------------------------
 // Reference schema, encoded by prost: an independent encoder to check the decoder against.
@@ -87,8 +88,6 @@ struct PMetricMetadata {
     #[prost(string, tag = "5")]
     unit: String,
 }
-
-const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
 
 fn ts(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> PTimeSeries {
     PTimeSeries {
@@ -456,7 +455,7 @@ fn decodes_what_prost_encodes() {
                     (-1, -1.5),
                     (i64::MIN, f64::INFINITY),
                     (i64::MAX, f64::NEG_INFINITY),
-                    (-1_000_000_000_000, f64::from_bits(STALE_NAN)),
+                    (-1_000_000_000_000, f64::from_bits(STALE_NAN_BITS)),
                     (0, f64::NAN),
                     (5, f64::MIN_POSITIVE),
                 ],
@@ -467,7 +466,7 @@ fn decodes_what_prost_encodes() {
     let buf = req.encode_to_vec();
     let got = decode(&buf).unwrap();
     assert_eq!(got, plain_prost(&req));
-    assert_eq!(got[2].1[3], (-1_000_000_000_000, STALE_NAN));
+    assert_eq!(got[2].1[3], (-1_000_000_000_000, STALE_NAN_BITS));
     assert_eq!(got[1].1.len(), 1000);
 }
 
@@ -617,7 +616,7 @@ fn fields_in_any_order_and_last_scalar_wins() {
     key(&mut sample, 2, WT_VARINT);
     varint(&mut sample, (-7i64) as u64);
     key(&mut sample, 1, WT_I64);
-    sample.extend_from_slice(&STALE_NAN.to_le_bytes());
+    sample.extend_from_slice(&STALE_NAN_BITS.to_le_bytes());
     // Series: samples before and after labels.
     let mut series = Vec::new();
     len_field(&mut series, 2, &sample);
@@ -629,7 +628,7 @@ fn fields_in_any_order_and_last_scalar_wins() {
         vec![(
             labels_of(&[("__name__", "up"), ("job", "x")]),
             // The empty sample is all defaults.
-            vec![(-7, STALE_NAN), (0, 0f64.to_bits())]
+            vec![(-7, STALE_NAN_BITS), (0, 0f64.to_bits())]
         )]
     );
 }
@@ -981,7 +980,7 @@ fn sample_request() -> PWriteRequest {
             ("service", "ünï"),
         ],
         &[
-            (-5, f64::from_bits(STALE_NAN)),
+            (-5, f64::from_bits(STALE_NAN_BITS)),
             (1_700_000_000_000, 0.25),
             (i64::MIN, -2.0),
         ],

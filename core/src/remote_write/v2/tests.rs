@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::labels::LabelError;
+use crate::STALE_NAN_BITS;
 use proptest::prelude::*;
 use prost::Message as _;
 
@@ -167,7 +168,7 @@ fn sample_request() -> PRequest {
             ("service", "ünï"),
         ],
         &[
-            (-5, f64::from_bits(0x7ff0_0000_0000_0002)),
+            (-5, f64::from_bits(STALE_NAN_BITS)),
             (1_700_000_000_000, 0.25),
             (i64::MIN, -2.0),
         ],
@@ -279,10 +280,7 @@ fn decodes_what_prost_encodes() {
             exemplars: 2
         }
     );
-    assert_eq!(
-        got[1].1[0].1, 0x7ff0_0000_0000_0002,
-        "stale NaN kept bit-exact"
-    );
+    assert_eq!(got[1].1[0].1, STALE_NAN_BITS, "stale NaN kept bit-exact");
     assert_eq!(got[1].1[2].0, i64::MIN);
     assert_eq!(got[2].1, vec![], "a series without samples is kept");
 }
