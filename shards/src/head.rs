@@ -791,7 +791,7 @@ fn intersect(a: &[u32], b: &[u32]) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_core::{series_hash, MatchOp};
+    use sluice_core::{series_hash, MatchOp, STALE_NAN_BITS};
 
     fn key(l: &[(&str, &str)]) -> Vec<u8> {
         let mut k = Vec::new();
@@ -841,7 +841,7 @@ mod tests {
             h.append(0, 1500, 1.0),
             Err(Rejected::OutOfOrder { last_t: 2000 })
         );
-        let stale = f64::from_bits(0x7ff0_0000_0000_0002);
+        let stale = f64::from_bits(STALE_NAN_BITS);
         assert_eq!(h.append(0, 3000, stale), Ok(Appended::New));
         assert_eq!(h.append(0, 3000, stale), Ok(Appended::Repeat));
     }
