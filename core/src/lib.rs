@@ -1,9 +1,34 @@
-//! Sluice core: the pieces every other crate shares and that touch no I/O.
+//! Sluice core: what every other crate shares about series, as data and pure functions.
 //!
-//! Owns label validation, the portable series hash, core placement, the Thanos hashring
-//! (file format and series placement), the zero-copy remote-write decoders (1.0 and 2.0) and the Prometheus
-//! duration syntax. Must not depend on a runtime, a file or a socket: everything here is a
-//! pure function over bytes.
+//! A write arrives as a remote-write body: core decodes it into series whose labels follow
+//! Prometheus' rules, hashes each series into an identity that is stable across machines and
+//! restarts, and says which core of this node and which nodes of the hashring own it. A read
+//! arrives as label matchers: core says which label values they select. `sluice-storage`,
+//! `sluice-shards`, `sluice-net` and `sluice-promql` build on these types; nothing here
+//! depends on them.
+//!
+//! Owns the formats and rules those steps read (remote write 1.0 and 2.0, the Thanos
+//! hashrings and limits files, label rules, the series key and hash, Prometheus' duration
+//! syntax and stale marker). Must not depend on a runtime, a file or a socket: everything
+//! here is a pure function over bytes, so the callers decide where and when it runs.
+//!
+//! The main types, in the order data flows through them:
+//!
+//! - [`WriteRequestRef`]: a decoded remote-write request, ranges into the caller's buffer
+//!   (1.0 by [`WriteRequestRef::decode`], 2.0 by [`V2Decoder`]); [`DecodeError`] says why a
+//!   body was refused, and [`KnownSeries`] lets a core skip parsing the labels of series it
+//!   has seen.
+//! - [`labels`]: the label rules ([`LabelError`]) and [`METRIC_NAME`].
+//! - [`Identity`] and [`series_hash`]: a series' portable hash over its key
+//!   ([`put_series_key`]); [`core_for_hash`] picks the core that owns it.
+//! - [`Hashrings`] and [`Hashring`]: the Thanos hashrings file and the endpoints that
+//!   receive a series.
+//! - [`limits::Limits`]: the per-tenant write limits file.
+//! - [`Matcher`] and [`MatchOp`]: a label matcher with Prometheus semantics, the one every
+//!   read path (PromQL, the series API, remote read, heads and blocks) uses.
+//! - [`parse_duration`] and [`parse_duration_or_seconds`]: Prometheus' duration syntax, for
+//!   flags and for API parameters.
+//! - [`STALE_NAN_BITS`] and [`is_stale`]: Prometheus' stale marker.
 
 pub mod duration;
 pub mod hash;
