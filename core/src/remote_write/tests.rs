@@ -370,7 +370,7 @@ fn protobuf_err(buf: &[u8]) -> String {
 
 // Hand encoding, for bytes prost would never produce.
 
-fn varint(out: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push(v as u8 | 0x80);
         v >>= 7;
@@ -382,7 +382,7 @@ fn key(out: &mut Vec<u8>, field: u64, wt: u8) {
     varint(out, (field << 3) | u64::from(wt));
 }
 
-fn len_field(out: &mut Vec<u8>, field: u64, body: &[u8]) {
+pub(crate) fn len_field(out: &mut Vec<u8>, field: u64, body: &[u8]) {
     key(out, field, WT_LEN);
     varint(out, body.len() as u64);
     out.extend_from_slice(body);

@@ -29,7 +29,7 @@ use super::known::KnownSeries;
 use super::request::{
     check_buffer_len, push, unlimited, Grow, LabelFields, LabelRef, Sample, SeriesRef,
 };
-use super::validate::{render_lossy, validate_labels};
+use super::validate::check_series;
 use super::wire::{
     KnownField, Reader, KEY_1_I64, KEY_1_LEN, KEY_1_LEN_BYTE, KEY_2_LEN, KEY_2_LEN_BYTE,
     KEY_2_VARINT, KEY_3_LEN, KEY_4_LEN, WT_I64, WT_LEN, WT_VARINT,
@@ -354,19 +354,7 @@ impl WriteRequestRef {
         let buf = r.buf;
         ascii &= buf[run.0..run.1].is_ascii();
         let labels = &self.labels[label_start..];
-        if has_histogram {
-            return Err(DecodeError::NativeHistogram {
-                index,
-                series: render_lossy(buf, labels),
-            });
-        }
-        if let Err(source) = validate_labels(buf, labels, ascii) {
-            return Err(DecodeError::InvalidSeries {
-                index,
-                series: render_lossy(buf, labels),
-                source,
-            });
-        }
+        check_series(buf, labels, index, has_histogram, ascii)?;
         // Cannot truncate: every label and sample takes at least 2 bytes of a buffer that
         // check_buffer_len capped at u32::MAX bytes.
         Ok(label_start as u32..self.labels.len() as u32)

@@ -31,7 +31,7 @@
 
 use super::request::{bytes_at, check_buffer_len, push};
 use super::v1::decode_sample;
-use super::validate::{render_lossy, validate_labels};
+use super::validate::check_series;
 use super::wire::{
     KnownField, Reader, KEY_1_LEN, KEY_2_LEN, KEY_3_LEN, KEY_4_LEN, WT_LEN, WT_VARINT,
 };
@@ -252,19 +252,7 @@ impl V2Decoder {
         // Symbols may lie anywhere in the request, also after this series: use the whole
         // request, not the nested reader's prefix of it.
         let labels = &out.labels[label_start..];
-        if histograms > 0 {
-            return Err(DecodeError::NativeHistogram {
-                index,
-                series: render_lossy(buf, labels),
-            });
-        }
-        if let Err(source) = validate_labels(buf, labels, false) {
-            return Err(DecodeError::InvalidSeries {
-                index,
-                series: render_lossy(buf, labels),
-                source,
-            });
-        }
+        check_series(buf, labels, index, histograms > 0, false)?;
         counts.samples += (out.samples.len() - sample_start) as u64;
         counts.histograms += histograms;
         counts.exemplars += exemplars;

@@ -1,14 +1,15 @@
-//! Checking a decoded series' label bytes against the label rules, and showing a refused series
-//! in its error message.
+//! The verdict on a decoded series ([`check_series`]): refused for native histograms, or for
+//! label bytes that break the label rules; and the series shown in the error message.
 //!
-//! Owns the order of the checks (UTF-8 first, in wire order, then [`crate::labels`]' rules) so
-//! both decoders report the same error for the same series, and the bound on what an error
-//! message quotes. Must not decide the rules themselves ([`crate::labels`] does) nor parse
-//! protobuf.
+//! Owns the order of the checks (histograms, then UTF-8 in wire order, then [`crate::labels`]'
+//! rules) so both decoders report the same error for the same series, and the bound on what an
+//! error message quotes. Must not decide the rules themselves ([`crate::labels`] does) nor
+//! parse protobuf.
 
 use std::fmt::Write as _;
 
 use super::request::{bytes_at, LabelRef};
+use super::DecodeError;
 use crate::labels::{self, LabelError};
 
 /// Yields a series' labels as strings, checking UTF-8 lazily so each byte is checked once and
@@ -60,19 +61,40 @@ fn utf8(b: &[u8]) -> Result<&str, std::str::Utf8Error> {
     }
 }
 
-/// UTF-8 first (in wire order), then the label rules. A label-rule error found before a later
-/// non-UTF-8 field is superseded by `NotUtf8`, so the reported error does not depend on where
-/// the lazy check happened to stop.
+/// The verdict on series `index` once all its fields are read: refused for native histograms
+/// whatever its labels, else for its label set ([`validate_labels`]); either error quotes the
+/// series. Both decoders end every series here, so they refuse alike.
 ///
 /// `ascii`: every byte of the labels is known to be ASCII, so UTF-8 needs no check.
 // `inline`: the schema walks that call it (v1, v2) may land in other codegen units, and it
 // runs once per series on the ingest path.
 #[inline]
-pub(super) fn validate_labels(
+pub(super) fn check_series(
     buf: &[u8],
     labels: &[LabelRef],
+    index: usize,
+    has_histogram: bool,
     ascii: bool,
-) -> Result<(), LabelError> {
+) -> Result<(), DecodeError> {
+    if has_histogram {
+        return Err(DecodeError::NativeHistogram {
+            index,
+            series: render_lossy(buf, labels),
+        });
+    }
+    validate_labels(buf, labels, ascii).map_err(|source| DecodeError::InvalidSeries {
+        index,
+        series: render_lossy(buf, labels),
+        source,
+    })
+}
+
+/// UTF-8 first (in wire order), then the label rules. A label-rule error found before a later
+/// non-UTF-8 field is superseded by `NotUtf8`, so the reported error does not depend on where
+/// the lazy check happened to stop.
+///
+/// `ascii`: every byte of the labels is known to be ASCII, so UTF-8 needs no check.
+fn validate_labels(buf: &[u8], labels: &[LabelRef], ascii: bool) -> Result<(), LabelError> {
     if ascii {
         return labels::validate_label_set(
             labels
@@ -110,7 +132,7 @@ const RENDERED_LABEL_BYTES: usize = 1024;
 /// not with a copy of itself.
 #[cold]
 #[inline(never)]
-pub(super) fn render_lossy(buf: &[u8], labels: &[LabelRef]) -> String {
+fn render_lossy(buf: &[u8], labels: &[LabelRef]) -> String {
     let shown = |b: &[u8]| {
         let cut = &b[..b.len().min(RENDERED_LABEL_BYTES)];
         let mut s = String::from_utf8_lossy(cut).into_owned();

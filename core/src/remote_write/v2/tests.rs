@@ -1,10 +1,14 @@
 //! The remote-write 2.0 decoder's tests, checked against prost as an independent encoder.
 
-use super::*;
-use crate::labels::LabelError;
-use crate::STALE_NAN_BITS;
 use proptest::prelude::*;
 use prost::Message as _;
+
+use super::*;
+use crate::labels::LabelError;
+// Shared with the 1.0 tests: the plain form of a decoded request, its invariants, and hand
+// encoding for bytes prost would never produce (`varint`, `len_field`).
+use crate::remote_write::tests::{check_invariants, len_field, plain, varint, Plain};
+use crate::STALE_NAN_BITS;
 
 // Reference schema, encoded by prost: an independent encoder to check the decoder against.
 
@@ -117,8 +121,6 @@ fn series(syms: &mut Symbols, labels: Labels<'_>, samples: &[(i64, f64)]) -> PTi
     }
 }
 
-use crate::remote_write::tests::{check_invariants, plain, Plain};
-
 fn plain_prost(r: &PRequest) -> Plain {
     r.timeseries
         .iter()
@@ -213,22 +215,6 @@ fn sample_request() -> PRequest {
         symbols: syms.0,
         timeseries,
     }
-}
-
-// Hand encoding, for bytes prost would never produce.
-
-fn varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push(v as u8 | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn len_field(out: &mut Vec<u8>, field: u64, body: &[u8]) {
-    varint(out, (field << 3) | u64::from(WT_LEN));
-    varint(out, body.len() as u64);
-    out.extend_from_slice(body);
 }
 
 fn symbols_msg(symbols: &[&str]) -> Vec<u8> {
