@@ -19,11 +19,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use promql_parser::label::MatchOp as PMatchOp;
-use promql_parser::parser::{self, Expr, VectorSelector};
-use sluice_shards::{
-    label_names_all, label_values_all, select_all, MatchOp, Matcher, ReadLimits, Selection,
-};
+use promql_parser::parser::{self, Expr};
+use sluice_core::Matcher;
+use sluice_shards::{label_names_all, label_values_all, select_all, ReadLimits, Selection};
 
 use crate::body::{BodyError, Stalled};
 use crate::response::{json_error, json_success, push_quoted, Body};
@@ -249,35 +247,6 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Converts a parsed selector's matchers into ours.
-fn matchers_of(vs: &VectorSelector) -> Result<Vec<Matcher>, BadData> {
-    if !vs.matchers.or_matchers.is_empty() {
-        return Err(BadData("`or` inside a selector is not supported".into()));
-    }
-    let mut out = Vec::with_capacity(vs.matchers.matchers.len() + 1);
-    for m in &vs.matchers.matchers {
-        let op = match m.op {
-            PMatchOp::Equal => MatchOp::Equal,
-            PMatchOp::NotEqual => MatchOp::NotEqual,
-            PMatchOp::Re(_) => MatchOp::Regex,
-            PMatchOp::NotRe(_) => MatchOp::NotRegex,
-        };
-        out.push(Matcher::new(&m.name, op, &m.value).map_err(|e| BadData(e.to_string()))?);
-    }
-    if let Some(name) = &vs.name {
-        if !out
-            .iter()
-            .any(|m| m.name == "__name__" && m.op == MatchOp::Equal)
-        {
-            out.push(
-                Matcher::new("__name__", MatchOp::Equal, name)
-                    .map_err(|e| BadData(e.to_string()))?,
-            );
-        }
-    }
-    Ok(out)
-}
-
 /// Matcher sets from `match[]` parameters (each a series selector).
 fn match_params(p: &Params) -> Result<Vec<Vec<Matcher>>, BadData> {
     p.all("match[]")
@@ -290,7 +259,9 @@ fn match_params(p: &Params) -> Result<Vec<Vec<Matcher>>, BadData> {
                 )));
             }
             match parser::parse(s) {
-                Ok(Expr::VectorSelector(vs)) => matchers_of(&vs),
+                Ok(Expr::VectorSelector(vs)) => {
+                    sluice_promql::selector_matchers(&vs).map_err(|e| BadData(e.to_string()))
+                }
                 Ok(_) => Err(BadData(format!("match[] {s:?} is not a series selector"))),
                 Err(e) => Err(BadData(format!("invalid match[] {s:?}: {e}"))),
             }

@@ -5,11 +5,12 @@
 use std::collections::HashMap;
 
 use promql_parser::parser::{AggregateExpr, LabelModifier};
+use sluice_core::METRIC_NAME;
 
 use crate::error::{exec, Error};
 use crate::eval::{Evaluator, Val};
 use crate::functions::quantile;
-use crate::types::{hash_of, Labels, Sample, METRIC_NAME};
+use crate::types::{hash_of, Labels, Sample};
 
 struct Group {
     labels: Labels,

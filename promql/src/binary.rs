@@ -5,10 +5,11 @@
 use std::collections::{HashMap, HashSet};
 
 use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
+use sluice_core::METRIC_NAME;
 
 use crate::error::{exec, Error};
 use crate::eval::{check_unique, Evaluator, Val};
-use crate::types::{Labels, Sample, METRIC_NAME};
+use crate::types::{Labels, Sample};
 
 fn is_comparison(op: &str) -> bool {
     matches!(op, "==" | "!=" | ">" | "<" | ">=" | "<=")

@@ -18,6 +18,13 @@ pub enum Error {
     Timeout(&'static str),
 }
 
+/// A selector's regex that does not compile is the client's mistake; the message quotes it.
+impl From<sluice_core::MatcherError> for Error {
+    fn from(e: sluice_core::MatcherError) -> Self {
+        Error::BadData(e.to_string())
+    }
+}
+
 impl Error {
     /// Prometheus' `errorType` for this error.
     pub fn error_type(&self) -> &'static str {

@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 
 use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{self, Expr, MatrixSelector, SubqueryExpr, VectorSelector};
+use sluice_core::{is_stale, METRIC_NAME};
 
 use crate::error::{exec, Error};
 use crate::plan::{self, at_ms, key_of, ms, offset_ms, Fetched, SelectorRequest, TimeCtx};
-use crate::types::{compare_labels, is_stale, Labels, QueryValue, RangeSeries, Sample};
+use crate::types::{compare_labels, Labels, QueryValue, RangeSeries, Sample};
 use crate::{aggregate, binary, depth, functions};
 
 /// Engine settings; the defaults are Prometheus'.
@@ -340,7 +341,7 @@ impl Evaluator<'_> {
 
     /// `labels` without `__name__`, computed once per distinct label set.
     pub fn drop_name(&mut self, labels: &Labels) -> Labels {
-        if !labels.has(crate::types::METRIC_NAME) {
+        if !labels.has(METRIC_NAME) {
             return labels.clone();
         }
         let (_, unnamed) = self

@@ -3,11 +3,12 @@
 //! how edge cases (too few samples, NaN, counter resets) come out.
 
 use promql_parser::parser::{Call, Expr};
+use sluice_core::{MatchOp, METRIC_NAME};
 
 use crate::error::{exec, Error};
 use crate::eval::{check_unique, unparen, Evaluator, Matrix, Val};
-use crate::plan::{selector_matchers, MatchOp};
-use crate::types::{Labels, Sample, METRIC_NAME};
+use crate::plan::selector_matchers;
+use crate::types::{Labels, Sample};
 
 pub(crate) fn call(ev: &mut Evaluator, c: &Call, ts: i64) -> Result<Val, Error> {
     let name = c.func.name;

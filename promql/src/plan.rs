@@ -1,14 +1,16 @@
 //! The pre-fetch step: which selectors a query reads and over which time ranges, so the
 //! caller can fetch series (asynchronously, from wherever) before evaluation, which is then
-//! pure and synchronous. Owns label matchers as the engine hands them to storage.
+//! pure and synchronous. Owns turning a parsed selector into [`Matcher`]s as the engine hands
+//! them to storage (the matcher itself is `sluice-core`'s, shared with every other reader).
 
 use std::collections::HashMap;
 
 use promql_parser::label::MatchOp as PMatchOp;
 use promql_parser::parser::{AtModifier, Expr, Offset, VectorSelector};
+use sluice_core::{MatchOp, Matcher, METRIC_NAME};
 
 use crate::error::Error;
-use crate::types::{Series, METRIC_NAME};
+use crate::types::Series;
 
 /// Identifies one selector node of a parsed query (stable while the query lives).
 pub type SelectorKey = usize;
@@ -17,57 +19,8 @@ pub(crate) fn key_of(vs: &VectorSelector) -> SelectorKey {
     std::ptr::from_ref(vs) as usize
 }
 
-/// Matcher operator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MatchOp {
-    Equal,
-    NotEqual,
-    Regex,
-    NotRegex,
-}
-
-/// One label matcher; regexes are anchored at both ends, and `.` does not match a newline,
-/// as in Prometheus 2.x.
-#[derive(Debug, Clone)]
-pub struct LabelMatcher {
-    pub name: String,
-    pub op: MatchOp,
-    pub value: String,
-    re: Option<regex::Regex>,
-}
-
-impl LabelMatcher {
-    pub fn new(name: &str, op: MatchOp, value: &str) -> Result<Self, Error> {
-        let re = match op {
-            MatchOp::Regex | MatchOp::NotRegex => {
-                Some(regex::Regex::new(&format!("^(?:{value})$")).map_err(|e| {
-                    Error::BadData(format!("invalid regular expression {value:?}: {e}"))
-                })?)
-            }
-            _ => None,
-        };
-        Ok(LabelMatcher {
-            name: name.to_string(),
-            op,
-            value: value.to_string(),
-            re,
-        })
-    }
-
-    /// Whether a label value (`""` when absent) satisfies the matcher.
-    pub fn matches(&self, v: &str) -> bool {
-        match (self.op, &self.re) {
-            (MatchOp::Equal, _) => v == self.value,
-            (MatchOp::NotEqual, _) => v != self.value,
-            (MatchOp::Regex, Some(re)) => re.is_match(v),
-            (MatchOp::NotRegex, Some(re)) => !re.is_match(v),
-            _ => false,
-        }
-    }
-}
-
 /// The matchers of a selector, the metric name included as a `__name__` matcher.
-pub fn selector_matchers(vs: &VectorSelector) -> Result<Vec<LabelMatcher>, Error> {
+pub fn selector_matchers(vs: &VectorSelector) -> Result<Vec<Matcher>, Error> {
     if !vs.matchers.or_matchers.is_empty() {
         return Err(Error::BadData(
             "`or` inside a selector is not supported".into(),
@@ -75,7 +28,7 @@ pub fn selector_matchers(vs: &VectorSelector) -> Result<Vec<LabelMatcher>, Error
     }
     let mut out = Vec::with_capacity(vs.matchers.matchers.len() + 1);
     if let Some(name) = &vs.name {
-        out.push(LabelMatcher::new(METRIC_NAME, MatchOp::Equal, name)?);
+        out.push(Matcher::new(METRIC_NAME, MatchOp::Equal, name)?);
     }
     for m in &vs.matchers.matchers {
         let op = match m.op {
@@ -91,7 +44,7 @@ pub fn selector_matchers(vs: &VectorSelector) -> Result<Vec<LabelMatcher>, Error
         {
             continue;
         }
-        out.push(LabelMatcher::new(&m.name, op, &m.value)?);
+        out.push(Matcher::new(&m.name, op, &m.value)?);
     }
     Ok(out)
 }
@@ -101,7 +54,7 @@ pub fn selector_matchers(vs: &VectorSelector) -> Result<Vec<LabelMatcher>, Error
 #[derive(Debug, Clone)]
 pub struct SelectorRequest {
     pub key: SelectorKey,
-    pub matchers: Vec<LabelMatcher>,
+    pub matchers: Vec<Matcher>,
     pub mint: i64,
     pub maxt: i64,
 }

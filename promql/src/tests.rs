@@ -142,7 +142,7 @@ fn counter_extrapolation_stops_at_zero() {
 
 #[test]
 fn lookback_stale_offset_and_at() {
-    let nan = f64::from_bits(STALE_NAN_BITS);
+    let nan = f64::from_bits(sluice_core::STALE_NAN_BITS);
     let db = vec![series(
         &[("__name__", "g")],
         &[(0, 1.0), (60_000, 2.0), (120_000, nan), (600_000, 3.0)],
@@ -463,7 +463,7 @@ fn holt_winters_count_values_and_limits() {
 fn range_queries_agree_with_instant_queries_at_each_step() {
     let mut db = counter();
     db.extend(gauges());
-    let nan = f64::from_bits(STALE_NAN_BITS);
+    let nan = f64::from_bits(sluice_core::STALE_NAN_BITS);
     db.push(series(
         &[("__name__", "c"), ("job", "b")],
         &[(30_000, 5.0), (60_000, nan), (200_000, 9.0)],

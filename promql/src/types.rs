@@ -5,16 +5,7 @@
 use std::cmp::Ordering;
 use std::sync::Arc;
 
-/// The label that holds a series' metric name.
-pub const METRIC_NAME: &str = "__name__";
-
-/// Bit pattern Prometheus writes to mark a series stale.
-pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
-
-/// Whether `v` is Prometheus' stale marker (not just any NaN).
-pub fn is_stale(v: f64) -> bool {
-    v.to_bits() == STALE_NAN_BITS
-}
+use sluice_core::METRIC_NAME;
 
 /// An immutable label set, sorted by name, cheap to clone (shared between steps).
 #[derive(Debug, Clone, Eq, Default)]

@@ -506,9 +506,7 @@ impl<'a> IntoIterator for &'a XorChunk {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    /// Prometheus' stale-marker NaN.
-    const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
+    use sluice_core::STALE_NAN_BITS;
 
     /// A deliberately naive, bit-at-a-time model of Prometheus' appender and bstream (its
     /// writeBit/writeByte byte-append rules included), used to check the optimized writer's
@@ -855,7 +853,7 @@ mod tests {
     #[test]
     fn special_values_bits_exact() {
         let vals = [
-            f64::from_bits(STALE_NAN),
+            f64::from_bits(STALE_NAN_BITS),
             f64::NAN,
             f64::from_bits(0xfff8_0000_0000_0001),
             f64::INFINITY,
@@ -863,9 +861,9 @@ mod tests {
             -0.0,
             0.0,
             -0.0,
-            f64::from_bits(STALE_NAN),
+            f64::from_bits(STALE_NAN_BITS),
             1.0,
-            f64::from_bits(STALE_NAN),
+            f64::from_bits(STALE_NAN_BITS),
             f64::MIN_POSITIVE,
             f64::from_bits(1), // smallest subnormal: XOR with 0 has 63 leading zeros (capped)
             0.0,
@@ -1032,7 +1030,7 @@ mod tests {
         let value = prop_oneof![
             any::<u64>().prop_map(f64::from_bits),
             (0u32..10).prop_map(|x| x as f64),
-            Just(f64::from_bits(STALE_NAN)),
+            Just(f64::from_bits(STALE_NAN_BITS)),
             any::<f64>(),
         ];
         (any::<i64>(), prop::collection::vec((step, value), 1..300)).prop_map(|(t0, rest)| {

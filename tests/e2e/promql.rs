@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 use sluice_bench::prompb::{Label, Sample, TimeSeries, WriteRequest};
+use sluice_core::STALE_NAN_BITS;
 
 use crate::harness::{Prometheus, Server};
 
@@ -17,7 +18,6 @@ pub(crate) const T0: i64 = 1_700_000_040_000;
 pub(crate) const MIN: i64 = 60_000;
 /// The data spans 50 minutes (under the half-block appendable window of both servers).
 pub(crate) const SPAN: i64 = 50 * MIN;
-const STALE: u64 = 0x7ff0_0000_0000_0002;
 
 pub(crate) type Labels = Vec<(String, String)>;
 
@@ -47,7 +47,7 @@ impl Lcg {
 pub(crate) fn dataset() -> Vec<(Labels, Vec<(i64, f64)>)> {
     let mut rng = Lcg(42);
     let mut out = Vec::new();
-    let stale = f64::from_bits(STALE);
+    let stale = f64::from_bits(STALE_NAN_BITS);
     // Counters, 15 s scrapes with per-series jitter; resets, gaps, a late start, a stale end.
     let mut k = 0;
     for job in ["api", "web"] {

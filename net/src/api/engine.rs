@@ -15,10 +15,10 @@ use std::time::Instant;
 use futures::channel::mpsc;
 use futures::StreamExt;
 use sluice_promql::{EngineOptions, Fetched, Labels, Query, QueryValue, SelectorRequest, Series};
-use sluice_shards::{select_all, MatchOp, Matcher, ReadLimits, Selection};
+use sluice_shards::{select_all, ReadLimits, Selection};
 
 use super::gate::Slot;
-use super::{ApiError, BadData};
+use super::ApiError;
 use crate::state::CoreState;
 use crate::DebugPanic;
 
@@ -178,18 +178,8 @@ async fn fetch(
 ) -> Result<Fetched, ApiError> {
     let mut fetches = Vec::with_capacity(requests.len());
     for r in requests {
-        let mut set = Vec::with_capacity(r.matchers.len());
-        for m in &r.matchers {
-            let op = match m.op {
-                sluice_promql::MatchOp::Equal => MatchOp::Equal,
-                sluice_promql::MatchOp::NotEqual => MatchOp::NotEqual,
-                sluice_promql::MatchOp::Regex => MatchOp::Regex,
-                sluice_promql::MatchOp::NotRegex => MatchOp::NotRegex,
-            };
-            set.push(Matcher::new(&m.name, op, &m.value).map_err(|e| BadData(e.to_string()))?);
-        }
         let sel = Selection {
-            matcher_sets: vec![set],
+            matcher_sets: vec![r.matchers.clone()],
             mint: r.mint,
             maxt: r.maxt,
             tenant: tenant.clone(),

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use sluice_core::parse_duration_or_seconds;
+
 use super::answer::QueryAnswer;
 use super::engine::{self, Kind};
 use super::{now_ms, time_param, Answer, ApiError, BadData, Params};
@@ -24,60 +26,11 @@ impl From<sluice_promql::Error> for ApiError {
     }
 }
 
-/// Prometheus' duration parameter: float seconds or a duration such as `1h30m`.
-fn parse_duration(s: &str) -> Result<i64, String> {
-    if let Ok(f) = s.parse::<f64>() {
-        let ms = f * 1000.0;
-        if !ms.is_finite() || ms.abs() >= 9.2e15 {
-            return Err(format!(
-                "cannot parse {s:?} to a valid duration. It overflows int64"
-            ));
-        }
-        return Ok(ms.round() as i64);
-    }
-    parse_prom_duration(s).ok_or_else(|| format!("cannot parse {s:?} to a valid duration"))
-}
-
-/// `[0-9]+(y|w|d|h|m|s|ms)` repeated, largest unit first.
-fn parse_prom_duration(s: &str) -> Option<i64> {
-    let units: [(&str, i64); 7] = [
-        ("y", 365 * 86_400_000),
-        ("w", 7 * 86_400_000),
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("ms", 1),
-        ("m", 60_000),
-        ("s", 1000),
-    ];
-    if s.is_empty() {
-        return None;
-    }
-    let mut rest = s;
-    let mut total: i64 = 0;
-    let mut last_unit = i64::MAX;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        let n: i64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let (u, mult) = units.iter().find(|(u, _)| rest.starts_with(u))?;
-        if *mult >= last_unit {
-            return None;
-        }
-        last_unit = *mult;
-        rest = &rest[u.len()..];
-        total = total.checked_add(n.checked_mul(*mult)?)?;
-    }
-    Some(total)
-}
-
 /// The query's timeout: `--query.timeout`, or less when the request asks for less.
 fn timeout(st: &crate::state::CoreState, p: &Params) -> Result<Duration, ApiError> {
     let mut timeout = st.cfg.read.query_timeout;
     if let Some(t) = p.get("timeout").filter(|t| !t.is_empty()) {
-        let ms = parse_duration(t)
+        let ms = parse_duration_or_seconds(t)
             .map_err(|e| BadData(format!("invalid parameter \"timeout\": {e}")))?;
         timeout = timeout.min(Duration::from_millis(ms.max(0) as u64));
     }
@@ -120,7 +73,7 @@ pub(super) async fn range(
         )
         .into());
     }
-    let step = parse_duration(p.get("step").unwrap_or(""))
+    let step = parse_duration_or_seconds(p.get("step").unwrap_or(""))
         .map_err(|e| BadData(format!("invalid parameter \"step\": {e}")))?;
     if step <= 0 {
         return Err(BadData(
@@ -173,20 +126,4 @@ pub(super) fn buildinfo() -> String {
         r#"{{"version":{},"revision":"","branch":"","buildUser":"","buildDate":"","goVersion":""}}"#,
         quote(env!("CARGO_PKG_VERSION"))
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse_like_prometheus() {
-        assert_eq!(parse_duration("15"), Ok(15_000));
-        assert_eq!(parse_duration("0.5"), Ok(500));
-        assert_eq!(parse_duration("1h30m"), Ok(5_400_000));
-        assert_eq!(parse_duration("1m5s100ms"), Ok(65_100));
-        assert!(parse_duration("5m1h").is_err());
-        assert!(parse_duration("x").is_err());
-        assert!(parse_duration("").is_err());
-    }
 }

@@ -16,7 +16,8 @@
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use prost::Message;
-use sluice_shards::{select_all, MatchOp, Matcher, QueryError, ReadLimits, Selection, SeriesData};
+use sluice_core::{MatchOp, Matcher};
+use sluice_shards::{select_all, QueryError, ReadLimits, Selection, SeriesData};
 use sluice_storage::xor::XorChunk;
 
 use crate::body::Stalled;

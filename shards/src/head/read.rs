@@ -5,7 +5,7 @@
 use sluice_storage::xor::XorIter;
 
 use super::Head;
-use crate::matcher::Matcher;
+use sluice_core::Matcher;
 
 impl Head {
     /// Labels of series `id`, ascending by name (none for a collected series).

@@ -3,9 +3,9 @@
 use super::append::chunk_target;
 use super::index::short_eq;
 use super::*;
-use crate::matcher::{MatchOp, Matcher};
 use sluice_core::series_hash;
 use sluice_core::{key_labels, Identity};
+use sluice_core::{MatchOp, Matcher, STALE_NAN_BITS};
 
 fn key(l: &[(&str, &str)]) -> Vec<u8> {
     let mut k = Vec::new();
@@ -55,7 +55,7 @@ fn append_rules() {
         h.append(0, 1500, 1.0),
         Err(Rejected::OutOfOrder { last_t: 2000 })
     );
-    let stale = f64::from_bits(0x7ff0_0000_0000_0002);
+    let stale = f64::from_bits(STALE_NAN_BITS);
     assert_eq!(h.append(0, 3000, stale), Ok(Appended::New));
     assert_eq!(h.append(0, 3000, stale), Ok(Appended::Repeat));
 }

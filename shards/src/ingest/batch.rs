@@ -339,7 +339,7 @@ impl SeriesBatch for OwnedBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_core::{key_labels, put_series_key};
+    use sluice_core::{key_labels, put_series_key, STALE_NAN_BITS};
 
     fn key(l: &[(&str, &str)]) -> Vec<u8> {
         let mut k = Vec::new();
@@ -350,7 +350,7 @@ mod tests {
     #[test]
     fn owned_batch_round_trips() {
         let mut b = OwnedBatch::default();
-        let stale = f64::from_bits(0x7ff0_0000_0000_0002);
+        let stale = f64::from_bits(STALE_NAN_BITS);
         let k0 = key(&[("__name__", "up"), ("job", "node")]);
         b.push(
             42,

@@ -5,11 +5,10 @@
 //! Owns matching against one block (the head has its own, `Head::select`). Must not touch the
 //! heads or merge results: the read module combines blocks and heads.
 
+use sluice_core::Matcher;
 use sluice_storage::block::index::ChunkMeta;
 use sluice_storage::block::reader::{BlockReadError, BlockReader};
 use sluice_storage::xor::XorIter;
-
-use crate::matcher::Matcher;
 
 /// Refs of the series in `b` matching every matcher (a matcher that matches "" also matches
 /// series without the label), ascending.

@@ -17,11 +17,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use sluice_core::Matcher;
 use sluice_storage::block::reader::BlockReadError;
 
 mod blocks;
 
-use crate::matcher::Matcher;
 use crate::mesh::Ctx;
 use crate::mesh::Unreachable;
 use crate::panics::Panicked;

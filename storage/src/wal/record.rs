@@ -294,6 +294,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sluice_core::STALE_NAN_BITS;
 
     fn frame_of(ty: RecordType, payload: &[u8]) -> Vec<u8> {
         let mut buf = Vec::new();
@@ -324,7 +325,7 @@ mod tests {
     fn samples_round_trip_exact_bits() {
         let mut buf = Vec::new();
         put_samples_base(&mut buf, 1_000);
-        let stale = f64::from_bits(0x7ff0_0000_0000_0002);
+        let stale = f64::from_bits(STALE_NAN_BITS);
         put_sample(&mut buf, 1_000, 3, 1_000, 1.5);
         put_sample(&mut buf, 1_000, 300_000, -5, stale);
         put_sample(&mut buf, 1_000, 0, i64::MAX, -0.0);
@@ -334,7 +335,7 @@ mod tests {
             got,
             vec![
                 (3, 1_000, 1.5f64.to_bits()),
-                (300_000, -5, 0x7ff0_0000_0000_0002),
+                (300_000, -5, STALE_NAN_BITS),
                 (0, i64::MAX, (-0.0f64).to_bits())
             ]
         );

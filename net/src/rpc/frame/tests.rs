@@ -1,5 +1,5 @@
 use super::*;
-use sluice_core::put_series_key;
+use sluice_core::{put_series_key, STALE_NAN_BITS};
 
 fn key(l: &[(&str, &str)]) -> Vec<u8> {
     let mut k = Vec::new();
@@ -24,7 +24,7 @@ fn s(t: i64, v: f64) -> Sample {
 
 #[test]
 fn write_frames_round_trip_and_pipeline() {
-    let stale = f64::from_bits(0x7ff0_0000_0000_0002);
+    let stale = f64::from_bits(STALE_NAN_BITS);
     let k0 = key(&[("__name__", "up"), ("job", "node")]);
     let k1 = key(&[("__name__", "x")]);
     let mut buf = Vec::new();
