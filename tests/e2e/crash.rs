@@ -246,7 +246,7 @@ fn a_second_sluice_on_a_port_in_use_refuses_to_start() {
     assert_rounds(&s, "still_mine", &series, 0..3);
 }
 
-/// The frames of a WAL segment as (record type, start, end), parsed as docs/wal.md specifies
+/// The frames of a WAL segment as (record type, start, end), parsed as docs/format/wal.md specifies
 /// them, stepping over the zeros that end a page when the next write started on a fresh one.
 fn wal_frames(data: &[u8]) -> Vec<(u8, usize, usize)> {
     let mut out = Vec::new();
