@@ -20,7 +20,10 @@
 
 mod active;
 pub mod allocator;
+pub mod batch;
 mod blocks;
+mod config;
+mod cut;
 mod head;
 mod ingest;
 mod mesh;
@@ -33,11 +36,11 @@ mod shard;
 mod tenant;
 mod watchdog;
 
-pub use blocks::cut::CutConfig;
 pub use blocks::shipping::Shippers;
 pub use blocks::LocalBlocks;
+pub use config::ShardConfig;
+pub use cut::CutConfig;
 pub use head::{Head, DEFAULT_BLOCK_RANGE_MS};
-pub use ingest::batch;
 pub use ingest::{ingest, ingest_batch, IngestScratch, SeriesKeys};
 pub use mesh::Unreachable;
 pub use mesh::{Ctx, Global, ReadFailed};
@@ -47,5 +50,5 @@ pub use read::{
     label_names_all, label_values_all, select_all, QueryError, ReadLimits, Selection, SeriesData,
 };
 pub use runtime::{run, RuntimeConfig};
-pub use shard::{Shard, ShardConfig};
+pub use shard::Shard;
 pub use tenant::{is_valid_tenant, Tenant};

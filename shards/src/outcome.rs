@@ -9,8 +9,6 @@ use sluice_core::labels::render_series;
 use sluice_core::Identity;
 
 pub use crate::head::Rejected;
-use crate::ingest::batch::LabelBytes;
-use crate::mesh::Unreachable;
 
 /// How many rejected samples an outcome describes by name (the rest are only counted).
 const MAX_REPORTED_REJECTIONS: usize = 5;
@@ -43,7 +41,11 @@ pub struct Rejection {
 
 impl Rejection {
     /// A refusal of the sample at `t` of the series with these labels.
-    pub fn new<'a>(reason: Rejected, t: i64, labels: impl Iterator<Item = LabelBytes<'a>>) -> Self {
+    pub fn new<'a>(
+        reason: Rejected,
+        t: i64,
+        labels: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    ) -> Self {
         let owned: Vec<(String, String)> = labels
             .map(|(n, v)| {
                 (
@@ -91,12 +93,6 @@ pub enum ApplyFailure {
         "{series} series were recognised by a label fingerprint another series shares and were not stored; a retry stores them"
     )]
     Misidentified { series: usize },
-}
-
-impl From<Unreachable> for ApplyFailure {
-    fn from(u: Unreachable) -> Self {
-        ApplyFailure::Unreachable(u.0)
-    }
 }
 
 impl ApplyOutcome {

@@ -15,9 +15,10 @@ use glommio::{LocalExecutorBuilder, Placement};
 use sluice_core::{core_for_hash, series_hash};
 use sluice_storage::wal::{self, FsyncPolicy, WalError};
 
-use crate::blocks::cut::{run_cutter, CutConfig};
+use crate::config::ShardConfig;
+use crate::cut::{run_cutter, CutConfig};
 use crate::mesh::{Ctx, Global, Mesh, MeshBuilders};
-use crate::shard::{Shard, ShardConfig};
+use crate::shard::Shard;
 use crate::tenant::existing_tenants;
 
 /// How to place and size the executors.

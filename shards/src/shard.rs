@@ -8,35 +8,17 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use sluice_core::KnownSeries;
-use sluice_storage::wal::{FsyncPolicy, WalError};
+use sluice_storage::wal::WalError;
 
-use crate::ingest::batch::SeriesBatch;
+use crate::batch::SeriesBatch;
+use crate::config::ShardConfig;
 use crate::metrics::ShardMetrics;
 use crate::outcome::{ApplyFailure, ApplyOutcome};
 use crate::tenant::{existing_tenants, ReplayDamage, Tenant};
-
-/// Settings every core shares (read-only).
-#[derive(Debug, Clone)]
-pub struct ShardConfig {
-    pub data_dir: PathBuf,
-    pub cores: usize,
-    pub fsync: FsyncPolicy,
-    /// Label that carries the tenant in query results (`tenant_id`).
-    pub tenant_label: String,
-    /// Block range in ms: head chunks are cut at its multiples.
-    pub block_range_ms: i64,
-    /// Samples newer than the wall clock plus this (ms) are refused; `None`: no limit.
-    pub too_far_in_future_ms: Option<i64>,
-    /// Labels added to every series in query results (`--label`), sorted by name.
-    pub external_labels: Vec<(String, String)>,
-    /// Active series per tenant over all cores (shared by the cores' configs).
-    pub active_series: Arc<crate::active::ActiveSeries>,
-}
 
 /// One core's shard.
 pub struct Shard {

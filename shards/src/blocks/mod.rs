@@ -1,13 +1,13 @@
 //! The node's persisted local blocks, per tenant (`<data-dir>/<tenant>/blocks/<ULID>/`):
-//! cutting them from the heads ([`cut`]), shipping them to object storage ([`shipping`]),
-//! and (here) the list of them opened for queries.
+//! shipping them to object storage ([`shipping`]) and (here) the list of them opened for
+//! queries. Cutting them from the heads is `crate::cut`'s: it coordinates the cores, which
+//! this module must not know about.
 //!
 //! Owns the list of readable blocks: loaded at start (after removing blocks a crash left
 //! unfinished), added to when a cut seals one, and reconciled with the directory so blocks
 //! that shipper retention deleted drop out. Not on the ingest path (queries and cuts only),
 //! which is why a lock is fine here. Must not write or delete blocks.
 
-pub mod cut;
 pub mod shipping;
 
 use std::collections::BTreeMap;

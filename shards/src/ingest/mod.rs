@@ -5,7 +5,6 @@
 //! must not answer the client (it returns the merged outcome). Which *node* owns a series is
 //! the caller's business (the cluster layer passes only this node's share).
 
-pub mod batch;
 #[cfg(test)]
 mod routing_tests;
 
@@ -13,7 +12,7 @@ use sluice_core::{
     check_hash, core_for_hash, put_hashed_series_key, Identity, KnownSeries, WriteRequestRef,
 };
 
-use crate::ingest::batch::{OwnedBatch, RequestBatch, SeriesBatch, Subset, NO_KEY};
+use crate::batch::{OwnedBatch, RequestBatch, SeriesBatch, Subset, NO_KEY};
 use crate::mesh::Ctx;
 use crate::outcome::{ApplyFailure, ApplyOutcome};
 

@@ -13,13 +13,13 @@ use sluice_storage::block::chunks::DEFAULT_SEGMENT_SIZE;
 use sluice_storage::wal::FsyncPolicy;
 
 use super::{ingest, IngestScratch};
-use crate::blocks::cut::CutConfig;
 use crate::blocks::shipping::Shippers;
 use crate::blocks::LocalBlocks;
+use crate::config::ShardConfig;
+use crate::cut::CutConfig;
 use crate::mesh::{Ctx, Global};
 use crate::outcome::ApplyFailure;
 use crate::runtime::{run, RuntimeConfig};
-use crate::shard::ShardConfig;
 
 /// A length-delimited field (bodies under 128 bytes).
 fn field(out: &mut Vec<u8>, tag: u8, body: &[u8]) {

@@ -72,6 +72,12 @@ pub struct Mesh {
 #[error("core {0} is not reachable")]
 pub struct Unreachable(pub usize);
 
+impl From<Unreachable> for crate::outcome::ApplyFailure {
+    fn from(u: Unreachable) -> Self {
+        crate::outcome::ApplyFailure::Unreachable(u.0)
+    }
+}
+
 impl Mesh {
     /// Joins both meshes (waits for every core) and starts serving jobs sent to this core.
     pub async fn join(builders: MeshBuilders, shard: Rc<Shard>) -> Rc<Mesh> {

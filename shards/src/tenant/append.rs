@@ -11,8 +11,8 @@ use sluice_core::{check_hash, key_labels, Identity};
 use sluice_storage::wal::{record, RecordType};
 
 use super::Tenant;
+use crate::batch::SeriesBatch;
 use crate::head::{Appended, Rejected};
-use crate::ingest::batch::SeriesBatch;
 use crate::outcome::{ApplyOutcome, Rejection};
 
 /// How many series ahead of a head lookup its cache lines are prefetched.

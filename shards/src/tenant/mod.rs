@@ -18,8 +18,8 @@ use std::sync::Arc;
 use sluice_core::TenantHasher;
 use sluice_storage::wal::{self, Wal, WalError};
 
+use crate::config::ShardConfig;
 use crate::head::Head;
-use crate::shard::ShardConfig;
 use replay::HeadReplay;
 
 /// A tenant's data on this core.

@@ -8,10 +8,11 @@ use sluice_core::{check_hash, put_series_key, Identity};
 use sluice_storage::wal::{self, record, FsyncPolicy, RecordType};
 
 use super::*;
+use crate::batch::SeriesBatch;
+use crate::config::ShardConfig;
 use crate::head::Head;
-use crate::ingest::batch::SeriesBatch;
 use crate::outcome::ApplyOutcome;
-use crate::shard::{Shard, ShardConfig};
+use crate::shard::Shard;
 use sluice_storage::wal::record::{begin_record, end_record, put_sample, put_samples_base};
 
 fn config(data_dir: &std::path::Path) -> Arc<ShardConfig> {
