@@ -23,9 +23,10 @@ use sluice_core::WriteRequestRef;
 use sluice_shards::batch::SeriesBatch;
 use sluice_shards::{ingest_batch, ApplyOutcome, IngestScratch};
 
+use crate::reject::Verdict;
 use crate::rpc::frame::{encode_forward, Reply, Status, WriteEncoder};
 use crate::state::CoreState;
-use crate::write::Verdict;
+pub use crate::write::ClusterScratch;
 
 /// Cluster settings shared by every core.
 #[derive(Debug)]
@@ -47,30 +48,6 @@ impl ClusterConfig {
         self.replication_factor / 2 + 1
     }
 }
-
-/// Per-request buffers of the cluster write, pooled with the request's.
-#[derive(Default)]
-pub struct ClusterScratch {
-    /// Replica endpoint indexes of every series, R per series.
-    replicas: Vec<u16>,
-    one: Vec<usize>,
-    /// Frame under construction per endpoint.
-    frames: Vec<Option<PeerFrame>>,
-}
-
-impl ClusterScratch {
-    /// Bytes these buffers hold (their capacity; the frames themselves leave with their
-    /// calls).
-    pub fn capacity_bytes(&self) -> usize {
-        self.replicas.capacity() * std::mem::size_of::<u16>()
-            + self.one.capacity() * std::mem::size_of::<usize>()
-            + self.frames.capacity() * std::mem::size_of::<Option<PeerFrame>>()
-    }
-}
-
-/// The frame for one peer: bytes, the encoder of a `WRITE` frame (`None` for a `FORWARD`),
-/// request id.
-type PeerFrame = (Vec<u8>, Option<WriteEncoder>, u64);
 
 /// How a replica (an endpoint of the ring) answered.
 #[derive(Debug, Clone)]

@@ -5,11 +5,12 @@
 //! - [`serve`] runs a core's HTTP server with its [`NetConfig`]; the router sends
 //!   `/api/v1/receive` to the remote-write endpoint and everything else to the read side
 //!   ([`api`], whose limits are [`ReadConfig`]).
-//! - [`write`](mod@write): what HTTP writes and replicas share — pooled buffers, decoding within the
-//!   [`budget`], the [`write::Reject`] a sender sees and the one mapping of an append's
-//!   outcome to it ([`write::Verdict`]).
+//! - [`write`](mod@write): what HTTP writes and replicas share — pooled buffers and decoding
+//!   within the [`budget`]; [`reject`]: the [`reject::Reject`] a sender sees and the one
+//!   mapping of an append's outcome to it ([`reject::Verdict`]).
 //! - [`cluster`]: splitting a write by owning node (Thanos hashrings) and waiting for a write
-//!   quorum; [`rpc`]: the frames, the client connections and the server.
+//!   quorum; [`rpc`]: the frames and the client connections; the replication server
+//!   (`replication`) takes replicas.
 //!
 //! Must not touch storage directly: writes and reads go through `sluice-shards`. See
 //! `docs/ARCHITECTURE.md` for the whole path.
@@ -23,6 +24,8 @@ mod limits;
 mod listener;
 mod metrics_text;
 mod receive;
+pub mod reject;
+mod replication;
 mod response;
 pub mod rpc;
 mod server;

@@ -24,12 +24,10 @@ use sluice_shards::{ingest, is_valid_tenant};
 
 use crate::body::{self, BodyError};
 use crate::budget::need::Route;
+use crate::reject::{over_budget, too_large, Reject, Verdict};
 use crate::response::{empty, text, Body};
 use crate::state::CoreState;
-use crate::write::{
-    decode, negotiate, over_budget, reserve_routing, too_large, Proto, Reject, Verdict,
-    WriteBuffers,
-};
+use crate::write::{decode, negotiate, reserve_routing, Proto, WriteBuffers};
 
 /// Largest too-large body still read to its end before the 413 goes out.
 const DRAIN_BEFORE_REJECT: usize = 1 << 20;

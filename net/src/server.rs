@@ -66,8 +66,8 @@ pub async fn serve(ctx: Ctx, cfg: Arc<NetConfig>) {
     let rpc = st
         .cfg
         .rpc_listen
-        .map(|addr| glommio::spawn_local(crate::rpc::server::serve(st.clone(), addr)));
-    accept_until(listener, wait_for_shutdown(&st.ctx), |stream| {
+        .map(|addr| glommio::spawn_local(crate::replication::serve(st.clone(), addr)));
+    accept_until(listener, st.ctx.global.wait_for_shutdown(), |stream| {
         let st = st.clone();
         glommio::spawn_local(async move { connection(st, stream).await }).detach();
     })
@@ -78,12 +78,6 @@ pub async fn serve(ctx: Ctx, cfg: Arc<NetConfig>) {
     let deadline = Instant::now() + DRAIN_TIMEOUT;
     while st.in_flight.get() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-pub(crate) async fn wait_for_shutdown(ctx: &Ctx) {
-    while !ctx.global.shutting_down() {
-        glommio::timer::sleep(Duration::from_millis(50)).await;
     }
 }
 

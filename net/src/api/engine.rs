@@ -70,7 +70,7 @@ pub(super) async fn run(
     let deadline = started + timeout;
     let read = &st.cfg.read;
     // Refused before it costs a slot or a thread.
-    sluice_promql::depth::check_text(text).map_err(super::query::bad_query)?;
+    sluice_promql::depth::check_text(text).map_err(bad_query)?;
     let slot = Arc::new(
         read.query_gate
             .enter(deadline)
@@ -139,7 +139,7 @@ pub(super) async fn run(
 
     let requests = match from_thread.next().await {
         Some(FromThread::Plan(Ok(r))) => r,
-        Some(FromThread::Plan(Err(e))) => return Err(super::query::bad_query(e)),
+        Some(FromThread::Plan(Err(e))) => return Err(bad_query(e)),
         other => return Err(thread_failed(text, other)),
     };
     let mut limits = ReadLimits::with_cancel(read.max_samples, deadline, cancelled.clone());
@@ -214,5 +214,15 @@ fn lower_priority() {
     unsafe {
         let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
         libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+    }
+}
+
+/// A query the engine refuses, in the words of the API's `query` parameter.
+pub(super) fn bad_query(e: sluice_promql::Error) -> ApiError {
+    match e {
+        sluice_promql::Error::BadData(m) => {
+            ApiError::BadData(format!("invalid parameter \"query\": {m}"))
+        }
+        other => other.into(),
     }
 }

@@ -41,15 +41,6 @@ fn query_text(p: &Params) -> &str {
     p.get("query").unwrap_or("")
 }
 
-pub(super) fn bad_query(e: sluice_promql::Error) -> ApiError {
-    match e {
-        sluice_promql::Error::BadData(m) => {
-            ApiError::BadData(format!("invalid parameter \"query\": {m}"))
-        }
-        other => other.into(),
-    }
-}
-
 pub(super) async fn instant(
     st: &crate::state::CoreState,
     p: &Params,

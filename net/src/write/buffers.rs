@@ -7,13 +7,15 @@
 use sluice_core::{V2Decoder, WriteRequestRef};
 use sluice_shards::IngestScratch;
 
+use crate::rpc::frame::WriteEncoder;
+
 /// Buffers one remote-write request needs; pooled per core.
 #[derive(Default)]
 pub struct WriteBuffers {
     pub(crate) body: Vec<u8>,
     pub(crate) dec: Decoded,
     pub(crate) scratch: IngestScratch,
-    pub(crate) cluster: crate::cluster::ClusterScratch,
+    pub(crate) cluster: ClusterScratch,
 }
 
 /// A decompressed payload and what it decodes to.
@@ -99,3 +101,27 @@ impl BufferPool {
         }
     }
 }
+
+/// Per-request buffers of the cluster write, pooled with the request's.
+#[derive(Default)]
+pub struct ClusterScratch {
+    /// Replica endpoint indexes of every series, R per series.
+    pub(crate) replicas: Vec<u16>,
+    pub(crate) one: Vec<usize>,
+    /// Frame under construction per endpoint.
+    pub(crate) frames: Vec<Option<PeerFrame>>,
+}
+
+impl ClusterScratch {
+    /// Bytes these buffers hold (their capacity; the frames themselves leave with their
+    /// calls).
+    pub fn capacity_bytes(&self) -> usize {
+        self.replicas.capacity() * std::mem::size_of::<u16>()
+            + self.one.capacity() * std::mem::size_of::<usize>()
+            + self.frames.capacity() * std::mem::size_of::<Option<PeerFrame>>()
+    }
+}
+
+/// The frame for one peer: bytes, the encoder of a `WRITE` frame (`None` for a `FORWARD`),
+/// request id.
+pub(crate) type PeerFrame = (Vec<u8>, Option<WriteEncoder>, u64);

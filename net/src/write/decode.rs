@@ -12,9 +12,9 @@ use sluice_core::{DecodeError, KnownSeries, WriteRequestRef};
 use sluice_shards::SeriesKeys;
 
 use super::buffers::Decoded;
-use super::reject::{bad_snappy, over_budget, Reject};
 use crate::budget::need::{self, Route, Shape};
 use crate::budget::Permit;
+use crate::reject::{bad_snappy, over_budget, Reject};
 
 /// The remote-write protocol of a request, from its `Content-Type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

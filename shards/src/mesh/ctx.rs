@@ -72,6 +72,13 @@ impl Global {
     pub fn shutting_down(&self) -> bool {
         self.shutdown.load(Ordering::Acquire)
     }
+
+    /// Waits (on the calling core's timers) until shutdown is requested.
+    pub async fn wait_for_shutdown(&self) {
+        while !self.shutting_down() {
+            glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
 }
 
 /// What a core's server gets: its shard, the mesh and the global flags.

@@ -1,5 +1,5 @@
-//! Why a write is not acknowledged, as a sender sees it, and the one mapping of an append's
-//! typed outcome ([`ApplyOutcome`]) to it.
+//! The crate's error type: why a write is not acknowledged, as a sender sees it, and the one
+//! mapping of an append's typed outcome ([`ApplyOutcome`]) to it.
 //!
 //! Owns the status codes of the write contract (README, "Status codes") and the reason
 //! labels of `sluice_remote_write_rejected_requests_total`. Must not format protocol frames:

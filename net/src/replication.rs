@@ -28,15 +28,15 @@ use sluice_shards::{ingest_batch, is_valid_tenant};
 
 use sluice_shards::ApplyOutcome;
 
-use super::frame::{
-    check_body, decode_forward, parse_header, request_kind, write_id, FrameError, Kind, Reply,
-    Status, WriteBatch, WriteHead, HEADER_LEN,
-};
 use crate::budget::need::{self, Route, Shape};
 use crate::budget::Permit;
 use crate::listener::{accept_until, Listener};
-use crate::server::{wait_for_shutdown, CoreState};
-use crate::write::Verdict;
+use crate::reject::Verdict;
+use crate::rpc::frame::{
+    check_body, decode_forward, parse_header, request_kind, write_id, FrameError, Kind, Reply,
+    Status, WriteBatch, WriteHead, HEADER_LEN,
+};
+use crate::state::CoreState;
 
 /// Bytes of a request body that carry its kind and id.
 const ID_BYTES: usize = 9;
@@ -53,7 +53,7 @@ pub async fn serve(st: Rc<CoreState>, listen: SocketAddr) {
     if st.ctx.core() == 0 {
         tracing::info!(%listen, "serving replication RPC");
     }
-    accept_until(listener, wait_for_shutdown(&st.ctx), |stream| {
+    accept_until(listener, st.ctx.global.wait_for_shutdown(), |stream| {
         let st = st.clone();
         glommio::spawn_local(async move { connection(st, stream).await }).detach();
     })
@@ -189,7 +189,16 @@ async fn handle_forward(st: &CoreState, body: &[u8], permit: &mut Permit) -> Rep
     if let Err(refused) = admit(st, &head) {
         return refused;
     }
-    match crate::write::store_replica(st, head.tenant, request, permit).await {
+    match crate::write::store_replica(
+        &st.ctx,
+        &st.pool,
+        st.cfg.max_decompressed_bytes,
+        head.tenant,
+        request,
+        permit,
+    )
+    .await
+    {
         Err(r) if r.status == StatusCode::TOO_MANY_REQUESTS => over_budget(head.id, r.message),
         Err(r) => Reply {
             id: head.id,
