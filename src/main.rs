@@ -1,6 +1,10 @@
 //! `sluice`: the receiver binary — command line, logging, signals, and wiring the cores to
 //! the HTTP server. Everything else lives in the workspace crates.
 
+// The flags' doc comments are their `--help` text, where `<data-dir>` is the notation users
+// read; rustdoc would take it for HTML.
+#![allow(rustdoc::invalid_html_tags)]
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -12,7 +12,7 @@
 //! (`O_TMPFILE`): the WAL, not this file, is what a restart replays, so it need not survive
 //! one.
 //!
-//! A chunk is a 34-byte record header followed by its data. A series keeps only the
+//! A chunk is a 38-byte record header followed by its data. A series keeps only the
 //! [`ChunkRef`] of its newest chunk; each record links to the one before it, so a record
 //! is never written again once its page is full (the file is append-only per page).
 //!

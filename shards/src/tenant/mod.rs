@@ -150,7 +150,13 @@ pub fn existing_tenants(data_dir: &std::path::Path) -> Result<Vec<String>, WalEr
     };
     for e in entries.flatten() {
         let path = e.path();
-        if path.join("wal").is_dir() {
+        // A crash in the middle of a re-layout (`wal::prepare_layout`) can leave only
+        // `wal.old` and `wal.migrating`: listing the tenant lets the next start finish or
+        // undo the swap instead of starting it a fresh, empty log.
+        let has_log = ["wal", "wal.old", "wal.migrating"]
+            .iter()
+            .any(|d| path.join(d).is_dir());
+        if has_log {
             if let Some(name) = e.file_name().to_str() {
                 if is_valid_tenant(name) {
                     out.push(name.to_string());
@@ -197,7 +203,15 @@ fn ensure_cores_file(
     std::fs::create_dir_all(&wal_dir).map_err(|e| io("creating WAL directory", &wal_dir, e))?;
     // Every core may get here at once; each writes its own temp file with the same content.
     let tmp = wal_dir.join(format!("CORES.tmp.{me}"));
-    std::fs::write(&tmp, format!("{cores}\n")).map_err(|e| io("writing", &tmp, e))?;
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp).map_err(|e| io("creating", &tmp, e))?;
+        f.write_all(format!("{cores}\n").as_bytes())
+            .map_err(|e| io("writing", &tmp, e))?;
+        // Synced before the rename makes it the CORES file: after a power cut the file is
+        // whole or absent, never empty.
+        f.sync_all().map_err(|e| io("syncing", &tmp, e))?;
+    }
     std::fs::rename(&tmp, &path).map_err(|e| io("renaming", &tmp, e))?;
     wal::writer::sync_dir(&wal_dir)?;
     if let Some(parent) = tenant_dir.parent() {

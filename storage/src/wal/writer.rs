@@ -151,7 +151,14 @@ impl Wal {
     /// Opens a writer in `dir` that starts a fresh segment `first_segment` (replay has already
     /// repaired older ones; a new segment per start keeps repair and append apart).
     pub fn open(dir: &Path, first_segment: u32, policy: FsyncPolicy) -> Result<Wal, WalError> {
-        std::fs::create_dir_all(dir).map_err(|e| WalError::io("creating WAL directory", dir, e))?;
+        if !dir.is_dir() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| WalError::io("creating WAL directory", dir, e))?;
+            // The new directory's entry must survive a power cut with the segments in it.
+            if let Some(parent) = dir.parent() {
+                sync_dir(parent)?;
+            }
+        }
         let mut tails = VecDeque::new();
         tails.push_back(Tail {
             segment: first_segment,
