@@ -25,7 +25,6 @@ use sluice_shards::{label_names_all, label_values_all, select_all, ReadLimits, S
 
 use crate::body::{BodyError, Stalled};
 use crate::response::{json_error, json_success, push_quoted, Body};
-use crate::state::CoreState;
 
 /// Deepest a `match[]` selector may nest: a series selector does not nest at all, so
 /// anything deeper is refused before the parser recurses over it.
@@ -60,7 +59,7 @@ enum ParamsError {
     Stalled(Stalled),
 }
 
-async fn params(st: &CoreState, req: Request<Incoming>) -> Result<Params, ParamsError> {
+async fn params(st: &Reader<'_>, req: Request<Incoming>) -> Result<Params, ParamsError> {
     let mut out: Vec<(String, String)> = req
         .uri()
         .query()
@@ -79,7 +78,7 @@ async fn params(st: &CoreState, req: Request<Incoming>) -> Result<Params, Params
 /// if it stalls longer than `--http.body-read-timeout`. Small and short-lived: not charged
 /// to the write path's memory budget.
 async fn read_body(
-    st: &CoreState,
+    st: &Reader<'_>,
     body: Incoming,
     max: usize,
 ) -> Result<Result<Vec<u8>, BodyError>, ParamsError> {
@@ -97,7 +96,7 @@ async fn read_body(
 
 /// Routes `/api/v1/...` requests; `Err` when the request's body stalled (the connection is
 /// dropped).
-pub async fn handle(st: &CoreState, req: Request<Incoming>) -> Result<Response<Body>, Stalled> {
+pub async fn handle(st: &Reader<'_>, req: Request<Incoming>) -> Result<Response<Body>, Stalled> {
     let path = req.uri().path().to_string();
     if req.method() != Method::GET && req.method() != Method::POST {
         return Ok(json_error(
@@ -152,6 +151,13 @@ pub async fn handle(st: &CoreState, req: Request<Incoming>) -> Result<Response<B
     })
 }
 
+/// What a read uses of its core: the shard context (to read every core) and the settings
+/// (limits, tenancy) — not the core's write buffers or replication connections.
+pub struct Reader<'a> {
+    pub ctx: &'a sluice_shards::Ctx,
+    pub cfg: &'a crate::NetConfig,
+}
+
 /// A successful answer: `data` as one string, or the whole envelope produced piece by piece.
 enum Answer {
     Json(String),
@@ -160,7 +166,7 @@ enum Answer {
 
 /// The tenant every read of this request is scoped to: with `--query.enforce-tenancy`, the
 /// tenant header's (the default tenant without one), as Thanos Query enforces it.
-fn read_tenant(st: &CoreState, headers: &hyper::HeaderMap) -> Result<Option<String>, BadData> {
+fn read_tenant(st: &Reader<'_>, headers: &hyper::HeaderMap) -> Result<Option<String>, BadData> {
     if !st.cfg.read.enforce_tenancy {
         return Ok(None);
     }
@@ -281,16 +287,16 @@ fn range_params(p: &Params) -> Result<(i64, i64), BadData> {
 }
 
 /// The limits of a series or label read: the query timeout; they load no samples.
-fn metadata_limits(st: &CoreState) -> ReadLimits {
+fn metadata_limits(st: &Reader<'_>) -> ReadLimits {
     ReadLimits::new(0, std::time::Instant::now() + st.cfg.read.query_timeout)
 }
 
-async fn series(st: &CoreState, p: &Params, tenant: Option<String>) -> Result<Answer, ApiError> {
+async fn series(st: &Reader<'_>, p: &Params, tenant: Option<String>) -> Result<Answer, ApiError> {
     let sel = selection(p, tenant)?;
     if sel.matcher_sets.is_empty() {
         return Err(BadData("no match[] parameter provided".into()).into());
     }
-    let found = select_all(&st.ctx, sel, false, &metadata_limits(st)).await?;
+    let found = select_all(st.ctx, sel, false, &metadata_limits(st)).await?;
     Ok(Answer::Streamed(Body::pieces(answer::SeriesList::new(
         found,
     ))))
@@ -307,13 +313,13 @@ fn selection(p: &Params, tenant: Option<String>) -> Result<Selection, BadData> {
     })
 }
 
-async fn labels(st: &CoreState, p: &Params, tenant: Option<String>) -> Result<String, ApiError> {
-    let names = label_names_all(&st.ctx, selection(p, tenant)?, &metadata_limits(st)).await?;
+async fn labels(st: &Reader<'_>, p: &Params, tenant: Option<String>) -> Result<String, ApiError> {
+    let names = label_names_all(st.ctx, selection(p, tenant)?, &metadata_limits(st)).await?;
     Ok(string_array(&names))
 }
 
 async fn label_values(
-    st: &CoreState,
+    st: &Reader<'_>,
     name: &str,
     p: &Params,
     tenant: Option<String>,
@@ -322,7 +328,7 @@ async fn label_values(
         return Err(BadData(format!("invalid label name: {name:?}")).into());
     }
     let sel = selection(p, tenant)?;
-    let values = label_values_all(&st.ctx, name.to_string(), sel, &metadata_limits(st)).await?;
+    let values = label_values_all(st.ctx, name.to_string(), sel, &metadata_limits(st)).await?;
     Ok(string_array(&values))
 }
 

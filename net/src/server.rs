@@ -169,7 +169,13 @@ async fn reads(
             },
         ),
         "/metrics" => ("metrics", metrics(st).await),
-        p if p.starts_with("/api/v1/") => ("api", crate::api::handle(st, req).await?),
+        p if p.starts_with("/api/v1/") => {
+            let reader = crate::api::Reader {
+                ctx: &st.ctx,
+                cfg: &st.cfg,
+            };
+            ("api", crate::api::handle(&reader, req).await?)
+        }
         _ => (
             "other",
             text(StatusCode::NOT_FOUND, format!("no handler for {path}")),

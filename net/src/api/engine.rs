@@ -19,7 +19,7 @@ use sluice_shards::{select_all, ReadLimits, Selection};
 
 use super::gate::Slot;
 use super::ApiError;
-use crate::state::CoreState;
+use super::Reader;
 use crate::DebugPanic;
 
 /// What a query asks for, besides its text.
@@ -60,7 +60,7 @@ impl Drop for CancelOnDrop {
 /// `tenant`'s series only when given. `timeout` is the query's (already capped by
 /// `--query.timeout`).
 pub(super) async fn run(
-    st: &CoreState,
+    st: &Reader<'_>,
     text: &str,
     kind: Kind,
     timeout: std::time::Duration,
@@ -171,7 +171,7 @@ fn thread_failed(text: &str, msg: Option<FromThread>) -> ApiError {
 
 /// Reads every selector's series from the cores (heads and blocks), all sharing `limits`.
 async fn fetch(
-    st: &CoreState,
+    st: &Reader<'_>,
     requests: &[SelectorRequest],
     tenant: Option<String>,
     limits: &ReadLimits,
@@ -186,7 +186,7 @@ async fn fetch(
         };
         let key = r.key;
         fetches.push(async move {
-            select_all(&st.ctx, sel, true, limits)
+            select_all(st.ctx, sel, true, limits)
                 .await
                 .map(|s| (key, s))
         });

@@ -9,7 +9,7 @@ use sluice_core::parse_duration_or_seconds;
 
 use super::answer::QueryAnswer;
 use super::engine::{self, Kind};
-use super::{now_ms, time_param, Answer, ApiError, BadData, Params};
+use super::{now_ms, time_param, Answer, ApiError, BadData, Params, Reader};
 use crate::response::{quote, Body};
 use crate::DebugPanic;
 
@@ -27,7 +27,7 @@ impl From<sluice_promql::Error> for ApiError {
 }
 
 /// The query's timeout: `--query.timeout`, or less when the request asks for less.
-fn timeout(st: &crate::state::CoreState, p: &Params) -> Result<Duration, ApiError> {
+fn timeout(st: &Reader<'_>, p: &Params) -> Result<Duration, ApiError> {
     let mut timeout = st.cfg.read.query_timeout;
     if let Some(t) = p.get("timeout").filter(|t| !t.is_empty()) {
         let ms = parse_duration_or_seconds(t)
@@ -42,7 +42,7 @@ fn query_text(p: &Params) -> &str {
 }
 
 pub(super) async fn instant(
-    st: &crate::state::CoreState,
+    st: &Reader<'_>,
     p: &Params,
     tenant: Option<String>,
 ) -> Result<Answer, ApiError> {
@@ -52,7 +52,7 @@ pub(super) async fn instant(
 }
 
 pub(super) async fn range(
-    st: &crate::state::CoreState,
+    st: &Reader<'_>,
     p: &Params,
     tenant: Option<String>,
 ) -> Result<Answer, ApiError> {
@@ -83,7 +83,7 @@ pub(super) async fn range(
 
 /// Runs the query and streams its answer.
 async fn answer(
-    st: &crate::state::CoreState,
+    st: &Reader<'_>,
     p: &Params,
     kind: Kind,
     tenant: Option<String>,

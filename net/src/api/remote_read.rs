@@ -20,9 +20,9 @@ use sluice_core::{MatchOp, Matcher};
 use sluice_shards::{select_all, QueryError, ReadLimits, Selection, SeriesData};
 use sluice_storage::xor::XorChunk;
 
+use super::Reader;
 use crate::body::Stalled;
 use crate::response::{text, Body, Pieces};
-use crate::state::CoreState;
 
 /// Largest compressed request accepted.
 const MAX_REQUEST_BYTES: usize = 32 << 20;
@@ -137,7 +137,7 @@ struct Chunk {
 
 /// Answers one remote-read request; `Err` when its body stalled (the connection is dropped).
 pub(super) async fn handle(
-    st: &CoreState,
+    st: &Reader<'_>,
     req: Request<Incoming>,
     tenant: Option<String>,
 ) -> Result<Response<Body>, Stalled> {
@@ -237,7 +237,7 @@ fn parse(
 }
 
 async fn answer(
-    st: &CoreState,
+    st: &Reader<'_>,
     req: Request<Incoming>,
     tenant: Option<String>,
 ) -> Result<Response<Body>, Failed> {
@@ -271,7 +271,7 @@ async fn answer(
     limits.debug_panic = marked;
     let mut results = Vec::with_capacity(sels.len());
     for sel in sels {
-        let found = select_all(&st.ctx, sel, true, &limits)
+        let found = select_all(st.ctx, sel, true, &limits)
             .await
             .map_err(|e| match e {
                 QueryError::TooManySamples { limit } => {
