@@ -253,6 +253,11 @@ mod tests {
 
     /// A remote-write 1.0 request; every series gets one sample (t 5, value 1.5).
     fn request(series: &[&[(&str, &str)]]) -> Vec<u8> {
+        request_at(series, 5)
+    }
+
+    /// A remote-write 1.0 request; every series gets one sample (t, value 1.5).
+    pub(super) fn request_at(series: &[&[(&str, &str)]], t: u8) -> Vec<u8> {
         let mut req = Vec::new();
         for labels in series {
             let mut ts = Vec::new();
@@ -264,7 +269,7 @@ mod tests {
             }
             let mut sample = vec![0x09];
             sample.extend(1.5f64.to_le_bytes());
-            sample.extend([0x10, 5]);
+            sample.extend([0x10, t]);
             field(&mut ts, 0x12, &sample);
             field(&mut req, 0x0a, &ts);
         }

@@ -21,28 +21,9 @@ use crate::mesh::{Ctx, Global};
 use crate::outcome::ApplyFailure;
 use crate::runtime::{run, RuntimeConfig};
 
-/// A length-delimited field (bodies under 128 bytes).
-fn field(out: &mut Vec<u8>, tag: u8, body: &[u8]) {
-    out.extend([tag, body.len() as u8]);
-    out.extend_from_slice(body);
-}
-
-/// A remote-write 1.0 request of one series `up{i="<i>"}` with one sample (t, i).
+/// A remote-write 1.0 request of one series `up{i="<i>"}` with one sample at `t`.
 fn request(i: &str, t: u8) -> Vec<u8> {
-    let mut ts = Vec::new();
-    for (n, v) in [("__name__", "up"), ("i", i)] {
-        let mut l = Vec::new();
-        field(&mut l, 0x0a, n.as_bytes());
-        field(&mut l, 0x12, v.as_bytes());
-        field(&mut ts, 0x0a, &l);
-    }
-    let mut sample = vec![0x09];
-    sample.extend(1.5f64.to_le_bytes());
-    sample.extend([0x10, t]);
-    field(&mut ts, 0x12, &sample);
-    let mut req = Vec::new();
-    field(&mut req, 0x0a, &ts);
-    req
+    super::tests::request_at(&[&[("__name__", "up"), ("i", i)]], t)
 }
 
 /// Runs `test` on core 0 of a two-core runtime, then stops it.
